@@ -1,0 +1,10 @@
+"""keras_supernet: weight-sharing supernets for Keras 3 / TensorFlow."""
+
+from keras_supernet import sampling
+from keras_supernet.extract import extract_path
+from keras_supernet.extract import path_config
+from keras_supernet.layers import SupernetLayer
+from keras_supernet.supernet import Supernet
+from keras_supernet.supernet import path_label
+
+__version__ = "0.1.0"

@@ -1,0 +1,252 @@
+"""The supernet choice layer: several candidate blocks, one active at a time."""
+
+import keras
+from keras import ops
+
+_PADDINGS = ("valid", "same")
+
+
+def _validate_kernel_sizes(kernel_sizes, name="kernel_sizes"):
+    """Returns `kernel_sizes` as a tuple of distinct positive ints, or raises."""
+    try:
+        sizes = tuple(kernel_sizes)
+    except TypeError:
+        sizes = None
+    if (
+        not sizes
+        or any(isinstance(k, bool) or not isinstance(k, int) for k in sizes)
+        or any(k <= 0 for k in sizes)
+        or len(set(sizes)) != len(sizes)
+    ):
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a non-empty "
+            "sequence of distinct strictly positive integers. "
+            f"Received {name}={kernel_sizes!r}."
+        )
+    return sizes
+
+
+def _validate_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a strictly "
+            f"positive integer. Received {name}={value!r}."
+        )
+    return value
+
+
+def _validate_padding(padding):
+    if padding not in _PADDINGS:
+        raise ValueError(
+            f"Invalid value for argument `padding`. Expected one of "
+            f"{_PADDINGS}. Received padding={padding!r}."
+        )
+    return padding
+
+
+def _offset_initializer(initializer, offset):
+    """Returns a copy of `initializer` whose integer seed is moved by `offset`.
+
+    A seeded Keras initializer draws the same values on every call, so each
+    branch gets its own seed; unseeded initializers are returned as they are.
+    """
+    initializer = keras.initializers.get(initializer)
+    config = initializer.get_config()
+    if isinstance(config.get("seed"), int):
+        config["seed"] += offset
+        return initializer.__class__.from_config(config)
+    return initializer
+
+
+def branch_label(kernel_size):
+    """The label of a candidate, as used in names and paths: `"3x3"`."""
+    return f"{kernel_size}x{kernel_size}"
+
+
+@keras.saving.register_keras_serializable(package="keras_supernet")
+class SupernetLayer(keras.layers.Layer):
+    """A choice between convolution blocks that differ in kernel size.
+
+    Holds one candidate block per kernel size, each a `Conv2D` (with the
+    activation) followed by `MaxPooling2D`, with weights of its own. Exactly
+    one candidate is active at a time: its index lives in the non-trainable
+    int32 variable `active_index`, so a compiled function can switch
+    candidates between calls without being traced again.
+
+    Args:
+        kernel_sizes: Sequence of distinct positive ints, one candidate each.
+        filters: Positive int, output channels of every candidate.
+        padding: `"valid"` or `"same"`, the convolution padding. With
+            `"valid"`, candidates give feature maps of different sizes.
+        activation: Activation applied after the convolution.
+        pool_size: Positive int, the max-pooling window and stride.
+        kernel_initializer: Initializer of the convolution kernels. An
+            integer seed is offset per candidate so candidates differ.
+        bias_initializer: Initializer of the convolution biases.
+        kernel_regularizer: Optional regularizer of the kernels.
+        bias_regularizer: Optional regularizer of the biases.
+        **kwargs: Base layer keyword arguments, such as `name`.
+
+    Input shape:
+        4D tensor `(batch, rows, cols, channels)`.
+
+    Output shape:
+        4D tensor `(batch, new_rows, new_cols, filters)`; a spatial size is
+        `None` where the candidates disagree on it.
+
+    Raises:
+        ValueError: if an argument is invalid.
+
+    Example:
+
+    >>> layer = SupernetLayer(kernel_sizes=(3, 5), filters=8)
+    >>> layer.set_active(1)
+    >>> layer(np.zeros((2, 28, 28, 1), "float32")).shape
+    TensorShape([2, 12, 12, 8])
+    """
+
+    def __init__(
+        self,
+        kernel_sizes=(3, 5),
+        filters=16,
+        padding="valid",
+        activation="relu",
+        pool_size=2,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.kernel_sizes = _validate_kernel_sizes(kernel_sizes)
+        self.filters = _validate_positive_int(filters, "filters")
+        self.padding = _validate_padding(padding)
+        self.activation = keras.activations.get(activation)
+        self.pool_size = _validate_positive_int(pool_size, "pool_size")
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.branches = [
+            keras.Sequential(
+                [
+                    keras.layers.Conv2D(
+                        self.filters,
+                        kernel_size,
+                        padding=self.padding,
+                        activation=self.activation,
+                        kernel_initializer=_offset_initializer(
+                            self.kernel_initializer, index
+                        ),
+                        bias_initializer=_offset_initializer(
+                            self.bias_initializer, index
+                        ),
+                        kernel_regularizer=self.kernel_regularizer,
+                        bias_regularizer=self.bias_regularizer,
+                        name="conv",
+                    ),
+                    keras.layers.MaxPooling2D(self.pool_size, name="pool"),
+                ],
+                name=f"branch_{branch_label(kernel_size)}",
+            )
+            for index, kernel_size in enumerate(self.kernel_sizes)
+        ]
+        # Created here rather than in build(): it does not depend on the
+        # input, and a candidate may be chosen before the first call. Written
+        # in replica context under tf.distribute, where every replica agrees
+        # on the active candidate, hence "only_first_replica".
+        self.active_index = self.add_weight(
+            name="active_index",
+            shape=(),
+            dtype="int32",
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+
+    def build(self, input_shape):
+        # Spatial sizes stay unknown: every candidate sees a different map.
+        branch_input_shape = (None, None, None, input_shape[-1])
+        for branch in self.branches:
+            branch.build(branch_input_shape)
+    @property
+    def num_branches(self):
+        return len(self.branches)
+
+    def set_active(self, index):
+        """Makes candidate `index` (a Python int) the active one."""
+        if (
+            isinstance(index, bool)
+            or not isinstance(index, int)
+            or not 0 <= index < self.num_branches
+        ):
+            raise ValueError(
+                "Invalid value for argument `index`. Expected an integer in "
+                f"[0, {self.num_branches}). Received index={index!r}."
+            )
+        self.active_index.assign(index)
+
+    def call(self, inputs, training=None):
+        return ops.switch(
+            self.active_index,
+            [
+                lambda x, branch=branch: branch(x, training=training)
+                for branch in self.branches
+            ],
+            inputs,
+        )
+
+    def branch_output_shape(self, index, input_shape):
+        """Output shape of candidate `index` for `input_shape`.
+
+        Raises:
+            ValueError: if the candidate shrinks the feature map to nothing.
+        """
+        try:
+            shape = self.branches[index].compute_output_shape(input_shape)
+        except ValueError:
+            shape = None
+        if shape is None or any(d is not None and d <= 0 for d in shape[1:3]):
+            kernel_size = self.kernel_sizes[index]
+            raise ValueError(
+                f"Candidate {branch_label(kernel_size)} of layer "
+                f"'{self.name}' shrinks its input of shape "
+                f"{tuple(input_shape)} to an empty feature map."
+            )
+        return tuple(shape)
+
+    def compute_output_shape(self, input_shape):
+        shapes = [
+            self.branch_output_shape(i, input_shape)
+            for i in range(self.num_branches)
+        ]
+        return tuple(
+            dims[0] if all(d == dims[0] for d in dims) else None
+            for dims in zip(*shapes)
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "kernel_sizes": list(self.kernel_sizes),
+                "filters": self.filters,
+                "padding": self.padding,
+                "activation": keras.activations.serialize(self.activation),
+                "pool_size": self.pool_size,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(
+                    self.bias_initializer
+                ),
+                "kernel_regularizer": keras.regularizers.serialize(
+                    self.kernel_regularizer
+                ),
+                "bias_regularizer": keras.regularizers.serialize(
+                    self.bias_regularizer
+                ),
+            }
+        )
+        return config

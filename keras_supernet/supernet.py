@@ -1,0 +1,483 @@
+"""The supernet model: stacked choice layers, a fixed-size embedding, a head."""
+
+import functools
+import itertools
+import math
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from keras_supernet import sampling as sampling_lib
+from keras_supernet.layers import SupernetLayer
+from keras_supernet.layers import _validate_kernel_sizes
+from keras_supernet.layers import _validate_padding
+from keras_supernet.layers import _validate_positive_int
+from keras_supernet.layers import branch_label
+
+
+def _derived_seed(seed, *keys):
+    """A 31-bit seed derived from `seed` and `keys`, stable across runs."""
+    state = np.random.SeedSequence([seed, *keys]).generate_state(1)[0]
+    return int(state) & 0x7FFFFFFF
+
+
+def path_label(kernel_sizes):
+    """The label of a path given as kernel sizes: `"3x3->5x5"`."""
+    return "->".join(branch_label(k) for k in kernel_sizes)
+
+
+@keras.saving.register_keras_serializable(package="keras_supernet")
+class Supernet(keras.Model):
+    """A weight-sharing supernet of convolution choice layers.
+
+    Stacks one `SupernetLayer` per entry of `kernel_sizes`, flattens the
+    last feature map, zero-pads it to the largest size any path yields (a
+    fixed-size embedding shared by all paths), then applies
+    `Dense(hidden_units, relu)` and `Dense(num_classes)`, returning logits.
+
+    A path picks one candidate per layer; `paths` lists them in
+    `itertools.product` order. Inference runs the active path (`set_path`).
+    Training draws the path of every batch with the `sampling` strategy:
+    `"uniform"` draws one uniformly per batch, `"fixed"` trains the active
+    path only (standalone training of one path).
+
+    A training step changes the sampled path's candidates and the head and
+    nothing else: the train step switches between whole per-path steps, each
+    computing gradients and applying the optimizer to that path's variables
+    only, so candidates off the path keep their weights and their optimizer
+    state (Adam moments) bit for bit. The active path lives in variables, so
+    changing it never retraces a compiled function. Each path's step is its
+    own branch of the compiled graph, so the graph grows with the number of
+    paths (the product of the candidate counts).
+
+    Args:
+        kernel_sizes: One sequence of distinct kernel sizes per layer.
+        filters: Output channels per layer: a sequence as long as
+            `kernel_sizes`, or one int for every layer.
+        hidden_units: Positive int, width of the hidden dense layer.
+        num_classes: Positive int, number of output logits.
+        input_shape: `(rows, cols, channels)` of one input image.
+        padding: `"valid"` or `"same"` convolution padding.
+        sampling: Path sampling strategy used by `fit`: `"uniform"` or
+            `"fixed"` (see `keras_supernet.sampling`).
+        seed: Optional non-negative int. Makes weight initialisation and path
+            sampling deterministic: two supernets with the same seed start
+            from the same weights, whatever their `sampling`, and draw the
+            same paths. With `None`, initialisation follows Keras's global
+            seed (`keras.utils.set_random_seed`).
+        **kwargs: Base model keyword arguments, such as `name`.
+
+    Raises:
+        ValueError: if an argument is invalid, or a path shrinks the feature
+            map to nothing.
+
+    Example:
+
+    >>> model = Supernet(kernel_sizes=((3, 5), (3, 5)), seed=0)
+    >>> model.paths
+    [(3, 3), (3, 5), (5, 3), (5, 5)]
+    >>> model.compile(optimizer="adam", loss=keras.losses.
+    ...     SparseCategoricalCrossentropy(from_logits=True))
+    >>> model.fit(x_train, y_train, epochs=1)  # a path drawn per batch
+    >>> model.set_path((5, 3))
+    >>> model.evaluate(x_test, y_test)          # path 2 only
+    """
+
+    def __init__(
+        self,
+        kernel_sizes=((3, 5), (3, 5)),
+        filters=(16, 32),
+        hidden_units=128,
+        num_classes=10,
+        input_shape=(28, 28, 1),
+        padding="valid",
+        sampling="uniform",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if keras.backend.backend() != "tensorflow":
+            raise RuntimeError(
+                "keras_supernet needs the TensorFlow backend. "
+                f"Received KERAS_BACKEND={keras.backend.backend()!r}."
+            )
+        try:
+            layer_kernel_sizes = tuple(kernel_sizes)
+        except TypeError:
+            layer_kernel_sizes = ()
+        if not layer_kernel_sizes:
+            raise ValueError(
+                "Invalid value for argument `kernel_sizes`. Expected a "
+                "non-empty sequence with one sequence of kernel sizes per "
+                f"layer. Received kernel_sizes={kernel_sizes!r}."
+            )
+        self.kernel_sizes = tuple(
+            _validate_kernel_sizes(sizes, f"kernel_sizes[{i}]")
+            for i, sizes in enumerate(layer_kernel_sizes)
+        )
+        self.filters = self._validate_filters(filters)
+        self.hidden_units = _validate_positive_int(
+            hidden_units, "hidden_units"
+        )
+        self.num_classes = _validate_positive_int(num_classes, "num_classes")
+        self.image_shape = self._validate_input_shape(input_shape)
+        self.padding = _validate_padding(padding)
+        self.sampler = sampling_lib.get(sampling)
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, int) or seed < 0
+        ):
+            raise ValueError(
+                "Invalid value for argument `seed`. Expected None or a "
+                f"non-negative integer. Received seed={seed!r}."
+            )
+        self.seed = seed
+
+        self.supernet_layers = [
+            SupernetLayer(
+                sizes,
+                filters,
+                padding=padding,
+                kernel_initializer=self._initializer(index),
+                name=f"supernet_layer_{index}",
+            )
+            for index, (sizes, filters) in enumerate(
+                zip(self.kernel_sizes, self.filters)
+            )
+        ]
+        num_layers = len(self.supernet_layers)
+        self.flatten = keras.layers.Flatten(name="flatten")
+        self.hidden = keras.layers.Dense(
+            hidden_units,
+            activation="relu",
+            kernel_initializer=self._initializer(num_layers),
+            name="hidden",
+        )
+        self.classifier = keras.layers.Dense(
+            num_classes,
+            kernel_initializer=self._initializer(num_layers + 1),
+            name="logits",
+        )
+        self.seed_generator = keras.random.SeedGenerator(
+            None if seed is None else _derived_seed(seed, 1_000_003),
+            name="path_seed_generator",
+        )
+
+        self._paths = tuple(itertools.product(*self.kernel_sizes))
+        self._branch_indices = tuple(
+            itertools.product(*(range(len(s)) for s in self.kernel_sizes))
+        )
+        # Row-major strides: the last layer's choice varies fastest, as in
+        # itertools.product.
+        counts = [len(s) for s in self.kernel_sizes]
+        self._strides = tuple(
+            math.prod(counts[i + 1 :]) for i in range(len(counts))
+        )
+        self._path_features = tuple(
+            self._features_of(p) for p in range(len(self._paths))
+        )
+        self.embedding_size = max(self._path_features)
+        self.build((None, *self.image_shape))
+
+    # === Validation ===
+
+    def _validate_filters(self, filters):
+        num_layers = len(self.kernel_sizes)
+        if isinstance(filters, int) and not isinstance(filters, bool):
+            filters = (filters,) * num_layers
+        try:
+            filters = tuple(filters)
+        except TypeError:
+            filters = (filters,)
+        if len(filters) != num_layers:
+            raise ValueError(
+                "Invalid value for argument `filters`. Expected one value "
+                f"per layer ({num_layers} layers, as in `kernel_sizes`). "
+                f"Received filters={filters!r}."
+            )
+        for value in filters:
+            _validate_positive_int(value, "filters")
+        return filters
+
+    @staticmethod
+    def _validate_input_shape(input_shape):
+        try:
+            shape = tuple(input_shape)
+        except TypeError:
+            shape = ()
+        if len(shape) != 3 or any(
+            isinstance(d, bool) or not isinstance(d, int) or d <= 0
+            for d in shape
+        ):
+            raise ValueError(
+                "Invalid value for argument `input_shape`. Expected "
+                "(rows, cols, channels) of strictly positive integers. "
+                f"Received input_shape={input_shape!r}."
+            )
+        return shape
+
+    def _initializer(self, index):
+        if self.seed is None:
+            return "glorot_uniform"
+        return keras.initializers.GlorotUniform(
+            seed=_derived_seed(self.seed, index)
+        )
+
+    def _features_of(self, path_index):
+        shape = (None, *self.image_shape)
+        for layer, branch in zip(
+            self.supernet_layers, self._branch_indices[path_index]
+        ):
+            try:
+                shape = layer.branch_output_shape(branch, shape)
+            except ValueError as error:
+                raise ValueError(
+                    "Invalid search space: path "
+                    f"{path_label(self._paths[path_index])} shrinks input "
+                    f"of shape {self.image_shape} to nothing ({error}) "
+                    f"Received kernel_sizes={self.kernel_sizes!r}, "
+                    f"padding={self.padding!r}."
+                ) from None
+        return math.prod(shape[1:])
+
+    # === Paths ===
+
+    @property
+    def paths(self):
+        """The paths, as tuples of kernel sizes, in product order."""
+        return list(self._paths)
+
+    @property
+    def num_paths(self):
+        return len(self._paths)
+
+    def path_label(self, path):
+        """The label of `path` (index, tuple or string): `"3x3->5x5"`."""
+        return path_label(self._paths[self.resolve_path(path)])
+
+    def path_features(self, path):
+        """Number of features path `path` feeds the head before padding."""
+        return self._path_features[self.resolve_path(path)]
+
+    def branch_indices(self, path):
+        """The candidate index of every layer on `path`."""
+        return self._branch_indices[self.resolve_path(path)]
+
+    def resolve_path(self, path):
+        """The index of `path`, given as an index, kernel sizes or a string.
+
+        Strings name kernel sizes per layer: `"5x5,3x3"`, `"5,3"` or
+        `"5x5->3x3"`; a plain number is an index.
+
+        Raises:
+            ValueError: if no path matches, listing the valid ones.
+        """
+        index = None
+        if isinstance(path, (int, np.integer)) and not isinstance(path, bool):
+            if 0 <= path < self.num_paths:
+                index = int(path)
+        elif isinstance(path, str):
+            text = path.strip()
+            if text.isdigit():
+                return self.resolve_path(int(text))
+            parts = [p for p in re.split(r"\s*(?:->|,|;)\s*", text) if p]
+            sizes = []
+            for part in parts:
+                match = re.fullmatch(r"(\d+)(?:x(\d+))?", part)
+                if not match or match.group(2) not in (None, match.group(1)):
+                    sizes = None
+                    break
+                sizes.append(int(match.group(1)))
+            if sizes and tuple(sizes) in self._paths:
+                index = self._paths.index(tuple(sizes))
+        elif isinstance(path, (tuple, list)):
+            try:
+                sizes = tuple(int(k) for k in path)
+            except (TypeError, ValueError):
+                sizes = None
+            if sizes in self._paths:
+                index = self._paths.index(sizes)
+        if index is None:
+            valid = ", ".join(
+                f"{i}={path_label(p)}" for i, p in enumerate(self._paths)
+            )
+            raise ValueError(
+                f"Unknown path {path!r}. Valid paths: {valid}."
+            )
+        return index
+
+    def set_path(self, path):
+        """Makes `path` (index, kernel sizes or string) the active path."""
+        for layer, branch in zip(
+            self.supernet_layers, self.branch_indices(path)
+        ):
+            layer.set_active(branch)
+
+    @property
+    def active_path(self):
+        """The index of the active path."""
+        return int(ops.convert_to_numpy(self.active_path_index()))
+
+    def active_path_index(self):
+        """The active path's index as an int32 scalar tensor."""
+        index = ops.zeros((), dtype="int32")
+        for layer, stride in zip(self.supernet_layers, self._strides):
+            index = index + layer.active_index * stride
+        return index
+
+    def _assign_path(self, index):
+        """Makes the path with tensor index `index` active."""
+        for layer, stride in zip(self.supernet_layers, self._strides):
+            layer.active_index.assign((index // stride) % layer.num_branches)
+
+    def path_trainable_variables(self, path):
+        """The trainable variables a step on `path` updates: its candidates
+        and the head."""
+        branches = self.branch_indices(path)
+        variables = [
+            v
+            for layer, branch in zip(self.supernet_layers, branches)
+            for v in layer.branches[branch].trainable_variables
+        ]
+        return (
+            variables
+            + self.hidden.trainable_variables
+            + self.classifier.trainable_variables
+        )
+
+    # === Forward ===
+
+    def build(self, input_shape):
+        for layer in self.supernet_layers:
+            layer.build(input_shape)
+            input_shape = layer.compute_output_shape(input_shape)
+        self.flatten.build(input_shape)
+        self.hidden.build((None, self.embedding_size))
+        self.classifier.build((None, self.hidden_units))
+
+    def embed(self, inputs, path, training=None):
+        """The fixed-size embedding of `inputs` on path `path` (an index).
+
+        The flattened output of the path's candidates, zero-padded to
+        `embedding_size`.
+        """
+        x = inputs
+        for layer, branch in zip(
+            self.supernet_layers, self._branch_indices[path]
+        ):
+            x = layer.branches[branch](x, training=training)
+        x = self.flatten(x)
+        missing = self.embedding_size - self._path_features[path]
+        if missing:
+            x = ops.pad(x, [[0, 0], [0, missing]])
+        return x
+
+    def path_call(self, inputs, path, training=None):
+        """The logits of path `path` (a Python index), whatever is active."""
+        x = self.embed(inputs, path, training=training)
+        return self.classifier(self.hidden(x))
+
+    def call(self, inputs, training=None):
+        return ops.switch(
+            self.active_path_index(),
+            [
+                functools.partial(self.path_call, path=p, training=training)
+                for p in range(self.num_paths)
+            ],
+            inputs,
+        )
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_classes)
+
+    # === Training ===
+
+    def _path_train_step(self, path, x, y, sample_weight):
+        variables = self.path_trainable_variables(path)
+        with tf.GradientTape() as tape:
+            y_pred = self.path_call(x, path, training=True)
+            loss = self.compute_loss(
+                x=x,
+                y=y,
+                y_pred=y_pred,
+                sample_weight=sample_weight,
+                training=True,
+            )
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, variables)
+        self.optimizer.apply(gradients, variables)
+        return y_pred, loss
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+        path = self.sampler.sample(self)
+        if self.sampler.draws_paths:
+            self._assign_path(path)
+        # One branch per path, each a complete step over that path's
+        # variables: the untaken branches' variables and optimizer slots are
+        # never touched, where a zero gradient would still move them (Adam).
+        y_pred, loss = tf.switch_case(
+            path,
+            [
+                functools.partial(
+                    self._path_train_step, p, x, y, sample_weight
+                )
+                for p in range(self.num_paths)
+            ],
+        )
+        # compute_loss divides by the replica count under tf.distribute.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(
+                    loss * ops.cast(replicas, loss.dtype),
+                    sample_weight=ops.shape(x)[0],
+                )
+        return self.compute_metrics(x, y, y_pred, sample_weight)
+
+    # === Serialization ===
+
+    # Keras saves no SeedGenerator state. Without it, a run resumed from
+    # saved weights would draw other paths than the uninterrupted run.
+    _SEED_STATE_KEY = "path_seed_generator_state"
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store[self._SEED_STATE_KEY] = self.seed_generator.state
+
+    def load_own_variables(self, store):
+        keys = set(store.keys())
+        if self._SEED_STATE_KEY in keys:
+            self.seed_generator.state.assign(store[self._SEED_STATE_KEY])
+        own = self._trainable_variables + self._non_trainable_variables
+        if len(keys - {self._SEED_STATE_KEY}) != len(own):
+            raise ValueError(
+                f"Supernet '{self.name}' expected {len(own)} saved "
+                f"variables of its own. Received keys {sorted(keys)}."
+            )
+        for i, variable in enumerate(own):
+            variable.assign(store[f"{i}"])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "kernel_sizes": [list(s) for s in self.kernel_sizes],
+                "filters": list(self.filters),
+                "hidden_units": self.hidden_units,
+                "num_classes": self.num_classes,
+                "input_shape": list(self.image_shape),
+                "padding": self.padding,
+                "sampling": self.sampler.name,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
