@@ -4,6 +4,8 @@ from keras_supernet import sampling
 from keras_supernet.extract import extract_path
 from keras_supernet.extract import path_config
 from keras_supernet.layers import SupernetLayer
+from keras_supernet.sampling import AdaptiveSamplingCallback
+from keras_supernet.supernet import PathDropoutSchedule
 from keras_supernet.supernet import Supernet
 from keras_supernet.supernet import path_label
 

@@ -34,6 +34,9 @@ def path_config(supernet, path):
                 "padding": layer.padding,
                 "activation": keras.activations.serialize(layer.activation),
                 "pool_size": pool.pool_size[0],
+                # A concat_1x1 block with one candidate enabled is the
+                # candidate followed by its slice of the 1x1 mixer.
+                "mix_1x1": layer.mixer is not None,
             }
         )
     return {
@@ -67,6 +70,10 @@ def build_path_model(config, name=None):
             ),
             keras.layers.MaxPooling2D(spec["pool_size"], name=f"pool_{i}"),
         ]
+        if spec.get("mix_1x1"):
+            layers.append(
+                keras.layers.Conv2D(spec["filters"], 1, name=f"mix_{i}")
+            )
     layers += [
         keras.layers.Flatten(name="flatten"),
         keras.layers.Dense(
@@ -80,15 +87,17 @@ def build_path_model(config, name=None):
 
 
 def _copy_path_weights(supernet, index, model):
-    convs = [
-        layer.branches[branch].layers[0]
-        for layer, branch in zip(
-            supernet.supernet_layers, supernet.branch_indices(index)
+    for i, (layer, branch) in enumerate(
+        zip(supernet.supernet_layers, supernet.branch_indices(index))
+    ):
+        k = layer.kernel_sizes[branch]
+        model.get_layer(f"conv_{i}_{k}x{k}").set_weights(
+            layer.branches[branch].layers[0].get_weights()
         )
-    ]
-    targets = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
-    for source, target in zip(convs, targets):
-        target.set_weights(source.get_weights())
+        if layer.mixer is not None:
+            kernel, bias = layer.mixer.get_weights()
+            rows = slice(branch * layer.filters, (branch + 1) * layer.filters)
+            model.get_layer(f"mix_{i}").set_weights([kernel[:, :, rows], bias])
     kernel, bias = supernet.hidden.get_weights()
     features = supernet.path_features(index)
     model.get_layer("hidden").set_weights([kernel[:features], bias])

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 _PADDINGS = ("valid", "same")
+AGGREGATIONS = ("sum", "concat_1x1")
 
 
 def _validate_kernel_sizes(kernel_sizes, name="kernel_sizes"):
@@ -44,6 +45,15 @@ def _validate_padding(padding):
     return padding
 
 
+def _validate_aggregation(aggregation):
+    if aggregation is not None and aggregation not in AGGREGATIONS:
+        raise ValueError(
+            "Invalid value for argument `aggregation`. Expected None or one "
+            f"of {AGGREGATIONS}. Received aggregation={aggregation!r}."
+        )
+    return aggregation
+
+
 def _offset_initializer(initializer, offset):
     """Returns a copy of `initializer` whose integer seed is moved by `offset`.
 
@@ -73,6 +83,13 @@ class SupernetLayer(keras.layers.Layer):
     int32 variable `active_index`, so a compiled function can switch
     candidates between calls without being traced again.
 
+    With an `aggregation` (Bender et al., 2018), the candidates can also run
+    in parallel: `call(x, enabled=mask)` runs the enabled candidates and
+    sums their outputs (`"sum"`), or concatenates them, disabled candidates
+    as zeros, and mixes them back to `filters` channels with a 1x1
+    convolution (`"concat_1x1"`). Selecting one candidate is the block with
+    only that candidate enabled.
+
     Args:
         kernel_sizes: Sequence of distinct positive ints, one candidate each.
         filters: Positive int, output channels of every candidate.
@@ -85,6 +102,9 @@ class SupernetLayer(keras.layers.Layer):
         bias_initializer: Initializer of the convolution biases.
         kernel_regularizer: Optional regularizer of the kernels.
         bias_regularizer: Optional regularizer of the biases.
+        aggregation: None (one candidate at a time), `"sum"` or
+            `"concat_1x1"`. Aggregation needs candidates whose outputs have
+            the same shape, e.g. `padding="same"`.
         **kwargs: Base layer keyword arguments, such as `name`.
 
     Input shape:
@@ -116,9 +136,11 @@ class SupernetLayer(keras.layers.Layer):
         bias_initializer="zeros",
         kernel_regularizer=None,
         bias_regularizer=None,
+        aggregation=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.aggregation = _validate_aggregation(aggregation)
         self.kernel_sizes = _validate_kernel_sizes(kernel_sizes)
         self.filters = _validate_positive_int(filters, "filters")
         self.padding = _validate_padding(padding)
@@ -152,6 +174,17 @@ class SupernetLayer(keras.layers.Layer):
             )
             for index, kernel_size in enumerate(self.kernel_sizes)
         ]
+        self.mixer = None
+        if self.aggregation == "concat_1x1":
+            self.mixer = keras.layers.Conv2D(
+                self.filters,
+                1,
+                kernel_initializer=_offset_initializer(
+                    self.kernel_initializer, len(self.kernel_sizes)
+                ),
+                kernel_regularizer=self.kernel_regularizer,
+                name="mix_1x1",
+            )
         # Created here rather than in build(): it does not depend on the
         # input, and a candidate may be chosen before the first call. Written
         # in replica context under tf.distribute, where every replica agrees
@@ -170,6 +203,23 @@ class SupernetLayer(keras.layers.Layer):
         branch_input_shape = (None, None, None, input_shape[-1])
         for branch in self.branches:
             branch.build(branch_input_shape)
+        if self.aggregation is not None:
+            shapes = {
+                self.branch_output_shape(i, input_shape)
+                for i in range(self.num_branches)
+            }
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"Invalid value for argument `aggregation`: "
+                    f"aggregation={self.aggregation!r} needs candidates with "
+                    f"one output shape, but kernel sizes {self.kernel_sizes} "
+                    f"with padding={self.padding!r} give {sorted(shapes, key=str)}"
+                    ". Use padding='same'."
+                )
+        if self.mixer is not None:
+            self.mixer.build(
+                (None, None, None, self.filters * self.num_branches)
+            )
     @property
     def num_branches(self):
         return len(self.branches)
@@ -187,15 +237,60 @@ class SupernetLayer(keras.layers.Layer):
             )
         self.active_index.assign(index)
 
-    def call(self, inputs, training=None):
-        return ops.switch(
-            self.active_index,
-            [
-                lambda x, branch=branch: branch(x, training=training)
-                for branch in self.branches
-            ],
-            inputs,
-        )
+    def call(self, inputs, training=None, enabled=None):
+        """Runs the active candidate, or with `enabled` (a boolean vector,
+        one entry per candidate) the enabled candidates, aggregated."""
+        if enabled is not None:
+            return self._aggregate(inputs, enabled, training)
+        return self.path_output(inputs, self.active_index, training)
+
+    def path_output(self, inputs, index, training=None):
+        """The output of the block with only candidate `index` enabled.
+
+        `index` may be a Python int (a static choice) or a tensor.
+        """
+        if not isinstance(index, int):
+            return ops.switch(
+                index,
+                [
+                    lambda x, i=i: self.path_output(x, i, training)
+                    for i in range(self.num_branches)
+                ],
+                inputs,
+            )
+        x = self.branches[index](inputs, training=training)
+        if self.mixer is None:
+            return x
+        # The 1x1 mix of a concatenation where the other candidates are
+        # zeros: only this candidate's slice of the kernel contributes.
+        kernel = self.mixer.kernel[
+            :, :, index * self.filters : (index + 1) * self.filters, :
+        ]
+        return ops.add(ops.conv(x, kernel), self.mixer.bias)
+
+    def _aggregate(self, inputs, enabled, training):
+        if self.aggregation is None:
+            raise ValueError(
+                "`enabled` needs an aggregation. Received aggregation=None."
+            )
+        enabled = ops.convert_to_tensor(enabled, "bool")
+        outputs = []
+        for i, branch in enumerate(self.branches):
+            # A disabled candidate is not computed at all.
+            output = ops.cond(
+                enabled[i],
+                lambda branch=branch: branch(inputs, training=training),
+                lambda i=i: self._zeros_for(i, inputs),
+            )
+            outputs.append(output)
+        if self.aggregation == "sum":
+            return ops.sum(ops.stack(outputs), axis=0)
+        return self.mixer(ops.concatenate(outputs, axis=-1))
+
+    def _zeros_for(self, index, inputs):
+        shape = self.branch_output_shape(index, inputs.shape)
+        batch = ops.shape(inputs)[0]
+        return ops.zeros((batch, *shape[1:]), dtype=self.compute_dtype)
 
     def branch_output_shape(self, index, input_shape):
         """Output shape of candidate `index` for `input_shape`.
@@ -247,6 +342,7 @@ class SupernetLayer(keras.layers.Layer):
                 "bias_regularizer": keras.regularizers.serialize(
                     self.bias_regularizer
                 ),
+                "aggregation": self.aggregation,
             }
         )
         return config

@@ -12,6 +12,7 @@ from keras import ops
 
 from keras_supernet import sampling as sampling_lib
 from keras_supernet.layers import SupernetLayer
+from keras_supernet.layers import _validate_aggregation
 from keras_supernet.layers import _validate_kernel_sizes
 from keras_supernet.layers import _validate_padding
 from keras_supernet.layers import _validate_positive_int
@@ -40,9 +41,20 @@ class Supernet(keras.Model):
 
     A path picks one candidate per layer; `paths` lists them in
     `itertools.product` order. Inference runs the active path (`set_path`).
-    Training draws the path of every batch with the `sampling` strategy:
-    `"uniform"` draws one uniformly per batch, `"fixed"` trains the active
-    path only (standalone training of one path).
+    Training picks paths with the `sampling` strategy (see
+    `keras_supernet.sampling`): `"uniform"` draws one path per batch,
+    `"fixed"` trains the active path only (standalone training of one path),
+    `"adaptive"` draws per batch with probabilities set from per-path
+    validation losses (`update_sampling`), `"per_example"` draws a path per
+    example and `"fair"` trains every candidate exactly once per step
+    (FairNAS).
+
+    With an `aggregation` (`"sum"` or `"concat_1x1"`, Bender et al. 2018),
+    training runs every candidate of a layer in parallel and aggregates
+    them, with path dropout (`path_dropout`, ramped by
+    `PathDropoutSchedule`); selecting a path evaluates each block with only
+    that candidate enabled. Only `"uniform"` (all candidates) and `"fixed"`
+    sampling apply.
 
     A training step changes the sampled path's candidates and the head and
     nothing else: the train step switches between whole per-path steps, each
@@ -63,6 +75,13 @@ class Supernet(keras.Model):
         padding: `"valid"` or `"same"` convolution padding.
         sampling: Path sampling strategy used by `fit`: `"uniform"` or
             `"fixed"` (see `keras_supernet.sampling`).
+        aggregation: None, `"sum"` or `"concat_1x1"`; needs candidates of
+            equal output shapes (`padding="same"`).
+        path_dropout: Float in [0, 1), the rate at which an aggregated
+            candidate is dropped for a batch (at least one is kept).
+        branch_learning_rates: Optional dict from kernel size (an int or
+            `"3x3"`) to a learning-rate multiplier for the candidates of that
+            size, in every layer; others keep the optimizer's rate.
         seed: Optional non-negative int. Makes weight initialisation and path
             sampling deterministic: two supernets with the same seed start
             from the same weights, whatever their `sampling`, and draw the
@@ -95,6 +114,9 @@ class Supernet(keras.Model):
         input_shape=(28, 28, 1),
         padding="valid",
         sampling="uniform",
+        aggregation=None,
+        path_dropout=0.0,
+        branch_learning_rates=None,
         seed=None,
         **kwargs,
     ):
@@ -126,6 +148,25 @@ class Supernet(keras.Model):
         self.image_shape = self._validate_input_shape(input_shape)
         self.padding = _validate_padding(padding)
         self.sampler = sampling_lib.get(sampling)
+        self.aggregation = _validate_aggregation(aggregation)
+        if self.aggregation is not None and self.sampler.name not in (
+            "uniform",
+            "fixed",
+        ):
+            raise ValueError(
+                f"Invalid value for argument `sampling`: with aggregation="
+                f"{aggregation!r}, training runs every candidate; only "
+                f"'uniform' or 'fixed' apply. Received sampling={sampling!r}."
+            )
+        if not (
+            isinstance(path_dropout, (int, float))
+            and 0 <= path_dropout < 1
+        ):
+            raise ValueError(
+                "Invalid value for argument `path_dropout`. Expected a float "
+                f"in [0, 1). Received path_dropout={path_dropout!r}."
+            )
+        self.path_dropout = float(path_dropout)
         if seed is not None and (
             isinstance(seed, bool) or not isinstance(seed, int) or seed < 0
         ):
@@ -140,6 +181,7 @@ class Supernet(keras.Model):
                 sizes,
                 filters,
                 padding=padding,
+                aggregation=self.aggregation,
                 kernel_initializer=self._initializer(index),
                 name=f"supernet_layer_{index}",
             )
@@ -165,6 +207,27 @@ class Supernet(keras.Model):
             name="path_seed_generator",
         )
 
+        self.branch_learning_rates = self._validate_branch_learning_rates(
+            branch_learning_rates
+        )
+        self.path_probabilities = self.add_weight(
+            name="path_probabilities",
+            shape=(math.prod(len(s) for s in self.kernel_sizes),),
+            initializer="ones",
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+        self.path_probabilities.assign(
+            self.path_probabilities / self.path_probabilities.shape[0]
+        )
+        if self.aggregation is not None:
+            self.path_dropout_rate = self.add_weight(
+                name="path_dropout_rate",
+                shape=(),
+                initializer=keras.initializers.Constant(self.path_dropout),
+                trainable=False,
+                aggregation="only_first_replica",
+            )
         self._paths = tuple(itertools.product(*self.kernel_sizes))
         self._branch_indices = tuple(
             itertools.product(*(range(len(s)) for s in self.kernel_sizes))
@@ -179,6 +242,7 @@ class Supernet(keras.Model):
             self._features_of(p) for p in range(len(self._paths))
         )
         self.embedding_size = max(self._path_features)
+        self.sampler.validate(self)
         self.build((None, *self.image_shape))
 
     # === Validation ===
@@ -200,6 +264,34 @@ class Supernet(keras.Model):
         for value in filters:
             _validate_positive_int(value, "filters")
         return filters
+
+    def _validate_branch_learning_rates(self, branch_learning_rates):
+        if branch_learning_rates is None:
+            return {}
+        error = ValueError(
+            "Invalid value for argument `branch_learning_rates`. Expected a "
+            "dict from kernel sizes of the search space to positive "
+            f"multipliers. Received branch_learning_rates="
+            f"{branch_learning_rates!r}."
+        )
+        if not isinstance(branch_learning_rates, dict):
+            raise error
+        sizes = {k for layer in self.kernel_sizes for k in layer}
+        result = {}
+        for key, value in branch_learning_rates.items():
+            match = re.fullmatch(r"(\d+)(?:x(\d+))?", str(key).strip())
+            if not match or match.group(2) not in (None, match.group(1)):
+                raise error
+            size = int(match.group(1))
+            if (
+                size not in sizes
+                or isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not value > 0
+            ):
+                raise error
+            result[size] = float(value)
+        return result
 
     @staticmethod
     def _validate_input_shape(input_shape):
@@ -332,20 +424,46 @@ class Supernet(keras.Model):
         for layer, stride in zip(self.supernet_layers, self._strides):
             layer.active_index.assign((index // stride) % layer.num_branches)
 
+    @property
+    def path_strides(self):
+        """Per layer, how much its candidate index weighs in a path index."""
+        return self._strides
+
     def path_trainable_variables(self, path):
-        """The trainable variables a step on `path` updates: its candidates
-        and the head."""
+        """The trainable variables a step on `path` updates: its candidates,
+        the layers' shared mixers and the head."""
         branches = self.branch_indices(path)
         variables = [
             v
             for layer, branch in zip(self.supernet_layers, branches)
             for v in layer.branches[branch].trainable_variables
         ]
+        return variables + self._shared_trainable_variables()
+
+    def _shared_trainable_variables(self):
+        """Variables every training step updates, whatever the path."""
+        mixers = [
+            v
+            for layer in self.supernet_layers
+            if layer.mixer is not None
+            for v in layer.mixer.trainable_variables
+        ]
         return (
-            variables
+            mixers
             + self.hidden.trainable_variables
             + self.classifier.trainable_variables
         )
+
+    def update_sampling(self, losses):
+        """Passes per-path validation losses to an adaptive sampler.
+
+        Returns the new path probabilities, or None where the sampler does
+        not use them.
+        """
+        update = getattr(self.sampler, "update", None)
+        if update is None:
+            return None
+        return update(self, losses)
 
     # === Forward ===
 
@@ -367,7 +485,7 @@ class Supernet(keras.Model):
         for layer, branch in zip(
             self.supernet_layers, self._branch_indices[path]
         ):
-            x = layer.branches[branch](x, training=training)
+            x = layer.path_output(x, branch, training=training)
         x = self.flatten(x)
         missing = self.embedding_size - self._path_features[path]
         if missing:
@@ -389,38 +507,116 @@ class Supernet(keras.Model):
             inputs,
         )
 
+    def per_example_call(self, inputs, assignment, training=None):
+        """Logits where example `i` runs through path `assignment[i]`.
+
+        Examples are grouped by path, so each is computed on its path only
+        and the batch costs about one path's forward pass.
+        """
+        positions = tf.dynamic_partition(
+            tf.range(tf.shape(inputs)[0]), assignment, self.num_paths
+        )
+        groups = tf.dynamic_partition(inputs, assignment, self.num_paths)
+        # TF's convolutions mishandle empty batches: skip empty groups.
+        logits = [
+            tf.cond(
+                tf.shape(group)[0] > 0,
+                lambda p=p, group=group: self.path_call(
+                    group, p, training=training
+                ),
+                lambda: tf.zeros((0, self.num_classes), self.compute_dtype),
+            )
+            for p, group in enumerate(groups)
+        ]
+        return tf.dynamic_stitch(positions, logits)
+
+    def aggregated_call(self, inputs, enabled, training=None):
+        """Logits with the candidates `enabled[l]` of each layer `l`
+        aggregated (needs an aggregation)."""
+        x = inputs
+        for layer, mask in zip(self.supernet_layers, enabled):
+            x = layer(x, training=training, enabled=mask)
+        return self.classifier(self.hidden(self.flatten(x)))
+
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_classes)
 
     # === Training ===
 
+    def _apply_gradients(self, gradients, variables):
+        """`optimizer.apply`, with `branch_learning_rates` applied.
+
+        A candidate's update is scaled by its multiplier, which for
+        optimizers whose step is proportional to the learning rate (Adam,
+        SGD, RMSprop...) is the update at the multiplied learning rate.
+        """
+        scaled = []
+        for layer in self.supernet_layers:
+            for size, branch in zip(layer.kernel_sizes, layer.branches):
+                multiplier = self.branch_learning_rates.get(size, 1.0)
+                if multiplier != 1.0:
+                    scaled += [
+                        (v, multiplier)
+                        for v in branch.trainable_variables
+                        if any(v is w for w in variables)
+                    ]
+        before = [tf.identity(v.value) for v, _ in scaled]
+        self.optimizer.apply(gradients, variables)
+        for (variable, multiplier), old in zip(scaled, before):
+            variable.assign(old + multiplier * (variable.value - old))
+
+    def _apply_masked(self, gradients, variables, trained):
+        """Applies `gradients` to the shared variables, and to candidate `k`
+        of layer `l` only where `trained[l][k]` (a bool tensor) holds.
+
+        One optimizer step: every update sees the same iteration count, so
+        Adam's bias correction is the one a single `apply` would use.
+        """
+        by_variable = {id(v): g for v, g in zip(variables, gradients)}
+        shared = self._shared_trainable_variables()
+        step = tf.identity(self.optimizer.iterations.value)
+        self._apply_gradients([by_variable[id(v)] for v in shared], shared)
+        for layer, layer_trained in zip(self.supernet_layers, trained):
+            for k, branch in enumerate(layer.branches):
+                branch_variables = branch.trainable_variables
+                if not branch_variables:
+                    continue
+
+                def update(branch_variables=branch_variables):
+                    self.optimizer.iterations.assign(step)
+                    self._apply_gradients(
+                        [by_variable[id(v)] for v in branch_variables],
+                        branch_variables,
+                    )
+                    return tf.constant(True)
+
+                tf.cond(layer_trained[k], update, lambda: tf.constant(False))
+        self.optimizer.iterations.assign(step + 1)
+
+    def _loss(self, x, y, y_pred, sample_weight):
+        return self.compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+            training=True,
+        )
+
     def _path_train_step(self, path, x, y, sample_weight):
         variables = self.path_trainable_variables(path)
         with tf.GradientTape() as tape:
             y_pred = self.path_call(x, path, training=True)
-            loss = self.compute_loss(
-                x=x,
-                y=y,
-                y_pred=y_pred,
-                sample_weight=sample_weight,
-                training=True,
-            )
+            loss = self._loss(x, y, y_pred, sample_weight)
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, variables)
-        self.optimizer.apply(gradients, variables)
+        self._apply_gradients(gradients, variables)
         return y_pred, loss
 
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if not self.optimizer.built:
-            self.optimizer.build(self.trainable_variables)
+    def _single_path_step(self, x, y, sample_weight):
         path = self.sampler.sample(self)
         if self.sampler.draws_paths:
             self._assign_path(path)
         # One branch per path, each a complete step over that path's
         # variables: the untaken branches' variables and optimizer slots are
         # never touched, where a zero gradient would still move them (Adam).
-        y_pred, loss = tf.switch_case(
+        return tf.switch_case(
             path,
             [
                 functools.partial(
@@ -429,6 +625,76 @@ class Supernet(keras.Model):
                 for p in range(self.num_paths)
             ],
         )
+
+    def _masked_step(self, forward, trained, x, y, sample_weight):
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            y_pred = forward()
+            loss = self._loss(x, y, y_pred, sample_weight)
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, variables)
+        self._apply_masked(gradients, variables, trained)
+        return y_pred, loss
+
+    def _per_example_step(self, x, y, sample_weight):
+        assignment = self.sampler.sample_examples(self, tf.shape(x)[0])
+        trained = []
+        for layer, stride in zip(self.supernet_layers, self._strides):
+            choice = (assignment // stride) % layer.num_branches
+            trained.append(
+                [
+                    tf.reduce_any(tf.equal(choice, k))
+                    for k in range(layer.num_branches)
+                ]
+            )
+        return self._masked_step(
+            lambda: self.per_example_call(x, assignment, training=True),
+            trained, x, y, sample_weight,
+        )
+
+    def dropout_masks(self):
+        """Per layer, which candidates path dropout keeps for one batch.
+
+        Each candidate is dropped with probability `path_dropout_rate`;
+        where a layer would lose all, one random candidate is kept.
+        """
+        masks = []
+        for layer in self.supernet_layers:
+            n = layer.num_branches
+            keep = keras.random.uniform(
+                (n,), seed=self.seed_generator
+            ) >= self.path_dropout_rate
+            fallback = ops.one_hot(
+                keras.random.randint(
+                    (), 0, n, dtype="int32", seed=self.seed_generator
+                ),
+                n,
+                dtype="bool",
+            )
+            masks.append(
+                [ops.where(ops.any(keep), keep, fallback)[k] for k in range(n)]
+            )
+        return masks
+
+    def _aggregated_step(self, x, y, sample_weight):
+        masks = self.dropout_masks()
+        return self._masked_step(
+            lambda: self.aggregated_call(
+                x, [ops.stack(m) for m in masks], training=True
+            ),
+            masks, x, y, sample_weight,
+        )
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+        if self.aggregation is not None and self.sampler.draws_paths:
+            y_pred, loss = self._aggregated_step(x, y, sample_weight)
+        elif self.sampler.per_example:
+            y_pred, loss = self._per_example_step(x, y, sample_weight)
+        else:
+            y_pred, loss = self._single_path_step(x, y, sample_weight)
         # compute_loss divides by the replica count under tf.distribute.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         for metric in self.metrics:
@@ -473,6 +739,12 @@ class Supernet(keras.Model):
                 "input_shape": list(self.image_shape),
                 "padding": self.padding,
                 "sampling": self.sampler.name,
+                "aggregation": self.aggregation,
+                "path_dropout": self.path_dropout,
+                "branch_learning_rates": {
+                    f"{k}x{k}": v
+                    for k, v in sorted(self.branch_learning_rates.items())
+                },
                 "seed": self.seed,
             }
         )
@@ -481,3 +753,27 @@ class Supernet(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+class PathDropoutSchedule(keras.callbacks.Callback):
+    """Ramps a supernet's path dropout rate linearly over training.
+
+    The rate goes from 0 in the first epoch to the supernet's `path_dropout`
+    at epoch `ramp_epochs` and stays there, as in Bender et al. (2018).
+
+    Args:
+        ramp_epochs: Positive int, the epochs the ramp takes.
+    """
+
+    def __init__(self, ramp_epochs):
+        super().__init__()
+        self.ramp_epochs = _validate_positive_int(ramp_epochs, "ramp_epochs")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.model.aggregation is None:
+            raise ValueError(
+                "PathDropoutSchedule needs a supernet with an aggregation. "
+                "Received aggregation=None."
+            )
+        fraction = min(1.0, epoch / self.ramp_epochs)
+        self.model.path_dropout_rate.assign(self.model.path_dropout * fraction)
