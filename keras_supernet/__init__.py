@@ -1,6 +1,9 @@
 """keras_supernet: weight-sharing supernets for Keras 3 / TensorFlow."""
 
 from keras_supernet import sampling
+from keras_supernet.export import export_path
+from keras_supernet.export import export_saved_model
+from keras_supernet.export import export_tflite
 from keras_supernet.extract import extract_path
 from keras_supernet.extract import path_config
 from keras_supernet.layers import SupernetLayer

@@ -1,0 +1,876 @@
+"""Joint and standalone training of a supernet's paths, with exact resume.
+
+`run_experiment` reproduces the experiment of the original report: a supernet
+trained jointly (one path drawn uniformly per batch, every path evaluated
+after every epoch) against each path trained alone with the same
+hyperparameters, architecture and initial weights, repeated per seed.
+
+A validation split held out from the training set picks each path's best
+epoch; the test accuracy is reported at that epoch. Normalisation is the only
+preprocessing.
+
+Everything a run writes lives in `output_dir`:
+
+```
+results.json                        {"config": {...}, "runs": [...]}, rewritten atomically every epoch
+tensorboard/<mode>/seed<S>/path<P>_<label>/   one scalar series per path and mode
+checkpoints/<mode>/seed<S>[/path<P>]/epoch_<NNN>.weights.h5   supernet weights after epoch NNN
+checkpoints/<mode>/seed<S>[/path<P>]/state/   resume state: progress.json + variables .npz
+```
+
+Each epoch ends with an atomic save (temporary file, fsync, `os.replace`) of
+the epoch's weights and of the resume state (all model variables, including
+the path sampler's seed generator, and the optimizer's variables). The
+training order of an epoch is a fixed function of `(seed, epoch)`, so a run
+killed at any moment and started again with the same arguments ends with the
+same numbers as an uninterrupted run; finished runs are skipped.
+
+Example:
+
+```python
+results = run_experiment(mode="all", data_dir="../shared/data/mnist",
+                         epochs=15, seeds=(0, 1, 2), output_dir="runs/mnist")
+```
+"""
+
+import glob
+import json
+import os
+import re
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_supernet import data
+from keras_supernet.supernet import PathDropoutSchedule
+from keras_supernet.supernet import Supernet
+
+MODES = ("joint", "standalone", "all")
+RESULTS_FILE = "results.json"
+
+# Config keys that must agree for a run folder to be resumed or extended.
+_COMPATIBLE_KEYS = (
+    "dataset",
+    "kernel_sizes",
+    "filters",
+    "hidden_units",
+    "num_classes",
+    "input_shape",
+    "padding",
+    "batch_size",
+    "learning_rate",
+    "train_size",
+    "val_size",
+    "test_size",
+    "split_seed",
+    "sampling",
+    "aggregation",
+    "path_dropout",
+    "branch_learning_rates",
+)
+
+
+# === Argument parsing and validation ===
+
+
+def _positive_int(name, value, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value <= 0
+    ):
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a positive integer. "
+            f"Received {name}={value!r}."
+        )
+    return int(value)
+
+
+def parse_kernel_sizes(text):
+    """Parses `"3,5;3,5"` into `((3, 5), (3, 5))` (one group per layer)."""
+    try:
+        layers = tuple(
+            tuple(int(k) for k in group.split(",") if k.strip())
+            for group in text.split(";")
+        )
+    except ValueError:
+        layers = ()
+    if not layers or any(not group for group in layers):
+        raise ValueError(
+            "Invalid value for argument `kernel_sizes`. Expected kernel sizes "
+            "per layer, layers separated by ';', e.g. '3,5;3,5'. "
+            f"Received kernel_sizes={text!r}."
+        )
+    return layers
+
+
+def parse_int_list(name, text):
+    """Parses `"16,32"` into `(16, 32)`."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected comma-separated "
+            f"integers, e.g. '0,1,2'. Received {name}={text!r}."
+        )
+    return values
+
+
+def parse_paths(text):
+    """Parses a path selection into a list for `Supernet.resolve_path`.
+
+    Accepts indices (`"0,2"`), one kernel string (`"5x5,3x3"`), or several
+    items separated by `;` (`"5x5,3x3;3x3,3x3"`, `"0;5x5,3x3"`). Returns
+    ints and strings; `None` for an empty text (all paths).
+    """
+    text = (text or "").strip()
+    if not text:
+        return None
+    if ";" in text:
+        items = [item.strip() for item in text.split(";") if item.strip()]
+    else:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not all(re.fullmatch(r"\d+", item) for item in items):
+            items = [text]
+    return [int(item) if re.fullmatch(r"\d+", item) else item for item in items]
+
+
+def parse_branch_learning_rates(text):
+    """Parses `"3x3:1.0,5x5:0.5"` into `{"3x3": 1.0, "5x5": 0.5}`; `""` -> None."""
+    if not text or not text.strip():
+        return None
+    result = {}
+    for item in text.split(","):
+        key, sep, value = item.partition(":")
+        try:
+            result[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise ValueError(
+                "Invalid value for argument `branch_lr`. Expected "
+                "kernel:multiplier pairs like '3x3:1.0,5x5:0.5'. "
+                f"Received branch_lr={text!r}."
+            )
+    return result
+
+
+def _validate_seeds(seeds):
+    if isinstance(seeds, (int, np.integer)):
+        seeds = (seeds,)
+    seeds = tuple(seeds)
+    if (
+        not seeds
+        or any(
+            isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0
+            for s in seeds
+        )
+        or len(set(seeds)) != len(seeds)
+    ):
+        raise ValueError(
+            "Invalid value for argument `seeds`. Expected distinct non-negative "
+            f"integers. Received seeds={seeds!r}."
+        )
+    return tuple(int(s) for s in seeds)
+
+
+# === Atomic files ===
+
+
+def _fsync_dir(folder):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace(tmp, path):
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+def _tmp_name(path):
+    # Keras requires weight files to end with ".weights.h5": keep the suffix.
+    folder, name = os.path.split(path)
+    return os.path.join(folder, ".tmp-" + name)
+
+
+def write_json_atomic(path, obj):
+    """Writes `obj` as JSON to `path` through a synced temporary file."""
+    tmp = _tmp_name(path)
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+    _replace(tmp, path)
+
+
+def _save_weights_atomic(model, path):
+    tmp = _tmp_name(path)
+    model.save_weights(tmp)
+    _replace(tmp, path)
+
+
+def _state_variables(model):
+    """Every variable of a run's state: model (with seed generators) + optimizer."""
+    return list(model.variables) + list(model.optimizer.variables)
+
+
+def _save_state_atomic(model, path):
+    tmp = _tmp_name(path)
+    arrays = {
+        f"v{i:05d}": np.asarray(v.numpy())
+        for i, v in enumerate(_state_variables(model))
+    }
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    _replace(tmp, path)
+
+
+def _restore_state(model, path):
+    variables = _state_variables(model)
+    with np.load(path) as stored:
+        if len(stored.files) != len(variables):
+            raise ValueError(
+                f"Resume state {path} holds {len(stored.files)} variables, the model "
+                f"has {len(variables)}: the run folder belongs to another configuration."
+            )
+        for i, v in enumerate(variables):
+            value = stored[f"v{i:05d}"]
+            if tuple(value.shape) != tuple(v.shape):
+                raise ValueError(
+                    f"Resume state {path}: variable {v.path} has shape {tuple(v.shape)}, "
+                    f"stored {tuple(value.shape)}."
+                )
+            v.assign(value)
+
+
+# === Run bookkeeping ===
+
+
+def _run_key(mode, seed, path):
+    return (mode, seed, path)
+
+
+def _run_dir(output_dir, mode, seed, path=None):
+    parts = [output_dir, "checkpoints", mode, f"seed{seed}"]
+    if mode == "standalone":
+        parts.append(f"path{path}")
+    return os.path.join(*parts)
+
+
+def _slug(label):
+    return label.replace("->", "-")
+
+
+def _best_epoch(history):
+    accuracies = [row["val_accuracy"] for row in history]
+    return int(np.argmax(accuracies)) + 1  # first epoch among ties
+
+
+def _run_entry(
+    output_dir, mode, seed, path, kernel_sizes, label, history, progress, epochs
+):
+    best = _best_epoch(history)
+    run_dir = _run_dir(output_dir, mode, seed, path)
+    return {
+        "mode": mode,
+        "seed": seed,
+        "path": path,
+        "kernel_sizes": list(kernel_sizes),
+        "label": label,
+        "best_epoch": best,
+        "best_val_accuracy": history[best - 1]["val_accuracy"],
+        "test_accuracy": history[best - 1]["test_accuracy"],
+        "final_test_accuracy": history[-1]["test_accuracy"],
+        "epochs_trained": len(history),
+        "train_seconds": progress["train_seconds"],
+        "eval_seconds": progress["eval_seconds"],
+        "best_weights": os.path.relpath(
+            os.path.join(run_dir, f"epoch_{best:03d}.weights.h5"), output_dir
+        ),
+        "history": history,
+        "complete": len(history) >= epochs,
+    }
+
+
+def _scan_progress(output_dir):
+    """Every (mode, seed, path-or-None) -> progress found in a run folder."""
+    found = {}
+    pattern = os.path.join(
+        output_dir, "checkpoints", "*", "seed*", "**", "state", "progress.json"
+    )
+    for path in glob.glob(pattern, recursive=True):
+        with open(path) as f:
+            progress = json.load(f)
+        found[
+            _run_key(progress["mode"], progress["seed"], progress.get("path"))
+        ] = progress
+    return found
+
+
+def _runs_from_progress(output_dir, progress_by_key, labels, paths, epochs):
+    runs = []
+    order = {"joint": 0, "standalone": 1}
+    for (mode, seed, path), progress in sorted(
+        progress_by_key.items(),
+        key=lambda kv: (
+            order[kv[0][0]],
+            kv[0][1],
+            -1 if kv[0][2] is None else kv[0][2],
+        ),
+    ):
+        for p, history in sorted(
+            progress["histories"].items(), key=lambda kv: int(kv[0])
+        ):
+            p = int(p)
+            if history:
+                runs.append(
+                    _run_entry(
+                        output_dir,
+                        mode,
+                        seed,
+                        p,
+                        paths[p],
+                        labels[p],
+                        history,
+                        progress,
+                        epochs,
+                    )
+                )
+    return runs
+
+
+# === Training ===
+
+
+class _Run:
+    """One training run: the joint supernet or one standalone path, one seed."""
+
+    def __init__(self, mode, seed, path, output_dir):
+        self.mode = mode
+        self.seed = seed
+        self.path = path  # None for joint
+        self.dir = _run_dir(output_dir, mode, seed, path)
+        self.state_dir = os.path.join(self.dir, "state")
+
+    @property
+    def name(self):
+        if self.mode == "joint":
+            return f"joint seed={self.seed}"
+        return f"standalone seed={self.seed} path={self.path}"
+
+
+# Values of keys that older run folders do not record.
+_COMPATIBLE_DEFAULTS = {
+    "sampling": "uniform",
+    "aggregation": None,
+    "path_dropout": 0.0,
+    "branch_learning_rates": {},
+}
+
+
+def _compat_view(config):
+    return {
+        key: json.loads(json.dumps(config.get(key, _COMPATIBLE_DEFAULTS.get(key))))
+        for key in _COMPATIBLE_KEYS
+    }
+
+
+def _check_existing(output_dir, config, epochs):
+    """Raises if `output_dir` holds a run of another configuration."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(
+            f"Invalid value for argument `output_dir`. Expected a folder. "
+            f"Received output_dir={output_dir!r}, which is a file."
+        )
+    results_path = os.path.join(output_dir, RESULTS_FILE)
+    if not os.path.exists(results_path):
+        return
+    try:
+        with open(results_path) as f:
+            old = json.load(f)["config"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"Cannot resume from {results_path}: {e}.") from e
+    new_view, old_view = _compat_view(config), _compat_view(old)
+    for key in _COMPATIBLE_KEYS:
+        if new_view[key] != old_view[key]:
+            raise ValueError(
+                f"Output folder {output_dir} holds a run with {key}={old_view[key]!r}, "
+                f"this one has {key}={new_view[key]!r}: use another --output_dir."
+            )
+    trained = max(
+        (
+            len(h)
+            for p in _scan_progress(output_dir).values()
+            for h in p["histories"].values()
+        ),
+        default=0,
+    )
+    if trained > epochs:
+        raise ValueError(
+            f"Invalid value for argument `epochs`. Output folder {output_dir} holds runs "
+            f"trained for {trained} epochs. Received epochs={epochs}."
+        )
+
+
+def _build_model(config, sampling, seed):
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    model = Supernet(**_supernet_kwargs(config), sampling=sampling, seed=seed)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config["learning_rate"]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    if not model.built:
+        model.build((None,) + tuple(config["input_shape"]))
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def _supernet_kwargs(config):
+    return {
+        "kernel_sizes": tuple(tuple(k) for k in config["kernel_sizes"]),
+        "filters": tuple(config["filters"]),
+        "hidden_units": config["hidden_units"],
+        "num_classes": config["num_classes"],
+        "input_shape": tuple(config["input_shape"]),
+        "padding": config["padding"],
+        "aggregation": config.get("aggregation"),
+        "path_dropout": config.get("path_dropout", 0.0),
+        "branch_learning_rates": config.get("branch_learning_rates") or None,
+    }
+
+
+def _evaluate(model, dataset):
+    result = model.evaluate(dataset, verbose=0, return_dict=True)
+    return float(result["loss"]), float(result["accuracy"])
+
+
+def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
+    """Trains (or resumes) one run up to `epochs`, saving after every epoch.
+
+    `state` holds the shared bookkeeping: `progress` (per run key) and a
+    `publish()` callback that rewrites results.json.
+    """
+    key = _run_key(run.mode, run.seed, run.path)
+    progress = state["progress"].get(key)
+    done = len(next(iter(progress["histories"].values()))) if progress else 0
+    if progress and done >= epochs:
+        if verbose:
+            print(f"[{run.name}] complete ({done} epochs), skipped", flush=True)
+        return
+
+    sampling = (
+        config.get("sampling", "uniform") if run.mode == "joint" else "fixed"
+    )
+    model = _build_model(config, sampling, run.seed)
+    callbacks = []
+    if run.mode == "joint" and config.get("aggregation"):
+        callbacks.append(PathDropoutSchedule(ramp_epochs=epochs))
+    if run.mode == "standalone":
+        model.set_path(run.path)
+    os.makedirs(run.state_dir, exist_ok=True)
+    # A kill can leave temporary files, or the state of the epoch before the
+    # last one; only the state that progress.json names is kept.
+    current = progress["state_file"] if progress else None
+    for leftover in (
+        glob.glob(os.path.join(run.dir, ".tmp-*"))
+        + glob.glob(os.path.join(run.state_dir, ".tmp-*"))
+        + glob.glob(os.path.join(run.state_dir, "epoch_*.npz"))
+    ):
+        if os.path.basename(leftover) != current:
+            os.remove(leftover)
+    if progress:
+        _restore_state(
+            model, os.path.join(run.state_dir, progress["state_file"])
+        )
+        if verbose:
+            print(f"[{run.name}] resuming after epoch {done}", flush=True)
+    else:
+        progress = {
+            "mode": run.mode,
+            "seed": run.seed,
+            "path": run.path,
+            "histories": {str(p): [] for p in eval_paths},
+            "train_seconds": 0.0,
+            "eval_seconds": 0.0,
+            "state_file": None,
+        }
+
+    mean, std = config["normalization"]["mean"], config["normalization"]["std"]
+    batch_size = config["batch_size"]
+    (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = arrays
+    val_ds = data.make_dataset(x_val, y_val, batch_size, mean, std)
+    test_ds = data.make_dataset(x_te, y_te, batch_size, mean, std)
+    writers = {
+        p: tf.summary.create_file_writer(
+            os.path.join(
+                state["output_dir"],
+                "tensorboard",
+                run.mode,
+                f"seed{run.seed}",
+                f"path{p}_{_slug(labels[p])}",
+            )
+        )
+        for p in eval_paths
+    }
+    fit_verbose = {0: 0, 1: 1}.get(verbose, 2)
+    try:
+        for epoch in range(done, epochs):
+            train_ds = data.make_dataset(
+                x_tr,
+                y_tr,
+                batch_size,
+                mean,
+                std,
+                shuffle=True,
+                seed=data.epoch_seed(run.seed, epoch),
+            )
+            start = time.perf_counter()
+            fit = model.fit(
+                train_ds,
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                shuffle=False,
+                verbose=fit_verbose,
+                callbacks=callbacks,
+            )
+            train_seconds = time.perf_counter() - start
+            progress["train_seconds"] += train_seconds
+
+            start = time.perf_counter()
+            rows = {}
+            for p in eval_paths:
+                model.set_path(p)
+                val_loss, val_acc = _evaluate(model, val_ds)
+                test_loss, test_acc = _evaluate(model, test_ds)
+                rows[p] = {
+                    "epoch": epoch + 1,
+                    "val_accuracy": val_acc,
+                    "val_loss": val_loss,
+                    "test_accuracy": test_acc,
+                    "test_loss": test_loss,
+                    "train_loss": float(fit.history["loss"][-1]),
+                    "train_accuracy": float(fit.history["accuracy"][-1]),
+                    "seconds": round(progress["train_seconds"], 3),
+                }
+            if run.mode == "standalone":
+                model.set_path(run.path)
+            else:
+                # The probability each path had during this epoch; an
+                # adaptive sampler then moves it from the validation losses.
+                for p in eval_paths:
+                    rows[p]["sampling_probability"] = float(
+                        model.path_probabilities.numpy()[p]
+                    )
+                model.update_sampling([rows[p]["val_loss"] for p in eval_paths])
+            progress["eval_seconds"] += time.perf_counter() - start
+            for p, row in rows.items():
+                row["wall_seconds"] = round(
+                    progress["train_seconds"] + progress["eval_seconds"], 3
+                )
+                progress["histories"][str(p)].append(row)
+                with writers[p].as_default(step=epoch + 1):
+                    for name in (
+                        "val_accuracy",
+                        "val_loss",
+                        "test_accuracy",
+                        "test_loss",
+                        "train_loss",
+                    ):
+                        tf.summary.scalar(name, row[name])
+                writers[p].flush()
+
+            # Weights and state first, then the progress file that points at
+            # them: a kill between the two replays this epoch exactly.
+            _save_weights_atomic(
+                model,
+                os.path.join(run.dir, f"epoch_{epoch + 1:03d}.weights.h5"),
+            )
+            state_file = f"epoch_{epoch + 1:03d}.npz"
+            _save_state_atomic(model, os.path.join(run.state_dir, state_file))
+            old_state = progress["state_file"]
+            progress["state_file"] = state_file
+            write_json_atomic(
+                os.path.join(run.state_dir, "progress.json"), progress
+            )
+            if old_state and old_state != state_file:
+                old_path = os.path.join(run.state_dir, old_state)
+                if os.path.exists(old_path):
+                    os.remove(old_path)
+            state["progress"][key] = progress
+            state["publish"]()
+
+            if verbose:
+                accs = " ".join(
+                    f"{labels[p]}={rows[p]['val_accuracy']:.4f}"
+                    for p in eval_paths
+                )
+                print(
+                    f"[{run.name}] epoch {epoch + 1}/{epochs} "
+                    f"loss={rows[eval_paths[0]]['train_loss']:.4f} ({train_seconds:.1f} s) "
+                    f"val_accuracy: {accs}",
+                    flush=True,
+                )
+    finally:
+        for writer in writers.values():
+            writer.close()
+
+
+def run_experiment(
+    mode="all",
+    dataset="mnist",
+    data_dir=None,
+    epochs=15,
+    batch_size=128,
+    learning_rate=1e-3,
+    seeds=(0,),
+    paths=None,
+    train_size=None,
+    val_size=5000,
+    output_dir="runs/experiment",
+    kernel_sizes=((3, 5), (3, 5)),
+    filters=(16, 32),
+    hidden_units=128,
+    padding="valid",
+    verbose=1,
+    split_seed=0,
+    sampling="uniform",
+    aggregation=None,
+    path_dropout=0.0,
+    branch_learning_rates=None,
+):
+    """Trains the joint supernet and/or each path alone, per seed.
+
+    Every argument and the data are checked before anything is written, so a
+    bad call leaves `output_dir` untouched. Calling again with the same
+    arguments and `output_dir` resumes an interrupted experiment; runs that
+    are complete are skipped, and a larger `epochs` extends them.
+
+    Joint mode: one `Supernet(sampling=sampling, seed=seed)` draws a path per
+    batch (or per example, see `sampling`); after every epoch each path is made active (`set_path`) and
+    evaluated on the validation and test sets. Standalone mode: for each
+    selected path, `Supernet(sampling="fixed", seed=seed)` with `set_path(p)`,
+    which has the joint supernet's architecture and initial weights for that
+    seed and trains that path only. Both use Adam with a fixed learning rate
+    and the sparse categorical cross-entropy on logits.
+
+    Args:
+        mode: `"joint"`, `"standalone"` or `"all"` (both).
+        dataset: `"mnist"` or `"fashion_mnist"`.
+        data_dir: folder with the four IDX files; `None` loads the dataset
+            with tensorflow-datasets.
+        epochs: number of epochs of every run.
+        batch_size: training and evaluation batch size.
+        learning_rate: Adam learning rate (fixed).
+        seeds: seeds; the whole experiment is repeated per seed. A seed fixes
+            initial weights, path sampling and the shuffling of every epoch.
+        paths: paths trained in standalone mode (indices, kernel tuples or
+            strings like `"5x5,3x3"`); `None` for all. Joint mode always
+            trains and evaluates every path.
+        train_size: number of training examples used (after the validation
+            split); `None` for all.
+        val_size: number of examples held out from the training set for
+            validation (seeded by `split_seed`, the same for every seed).
+        output_dir: run folder (created; an existing one is resumed).
+        kernel_sizes: candidate kernel sizes per supernet layer.
+        filters: filters per supernet layer.
+        hidden_units: width of the hidden dense layer of the head.
+        padding: `"valid"` or `"same"`.
+        verbose: 0 silent, 1 Keras progress bar and one line per epoch,
+            2 one Keras line and one summary line per epoch.
+        split_seed: seed of the validation split.
+        sampling: the joint supernet's sampling strategy (`"uniform"`,
+            `"per_example"`, `"fair"` or `"adaptive"`; see
+            `keras_supernet.sampling`). An adaptive sampler is updated after
+            every epoch from each path's validation loss.
+        aggregation: None, `"sum"` or `"concat_1x1"`: multi-path blocks,
+            trained with path dropout ramped over `epochs` in joint mode.
+        path_dropout: final path dropout rate with an aggregation.
+        branch_learning_rates: dict from kernel size (`3` or `"3x3"`) to a
+            learning-rate multiplier, applied in both modes.
+
+    Returns:
+        The dict written to `results.json`: `{"config": ..., "runs": [...]}`.
+
+    Raises:
+        ValueError: an invalid argument, an unknown path, or an `output_dir`
+            holding a run of another configuration.
+        keras_supernet.data.DataError: missing or malformed data files.
+    """
+    if mode not in MODES:
+        raise ValueError(
+            f"Invalid value for argument `mode`. Expected one of {MODES}. Received mode={mode!r}."
+        )
+    epochs = _positive_int("epochs", epochs)
+    batch_size = _positive_int("batch_size", batch_size)
+    train_size = _positive_int("train_size", train_size, allow_none=True)
+    val_size = _positive_int("val_size", val_size)
+    hidden_units = _positive_int("hidden_units", hidden_units)
+    if (
+        isinstance(learning_rate, bool)
+        or not isinstance(learning_rate, (int, float))
+        or not learning_rate > 0
+    ):
+        raise ValueError(
+            "Invalid value for argument `learning_rate`. Expected a positive number. "
+            f"Received learning_rate={learning_rate!r}."
+        )
+    if sampling == "fixed":
+        raise ValueError(
+            "Invalid value for argument `sampling`. Expected a joint sampling "
+            "strategy; 'fixed' is what standalone mode uses. "
+            "Received sampling='fixed'."
+        )
+    seeds = _validate_seeds(seeds)
+    if not output_dir:
+        raise ValueError(
+            f"Invalid value for argument `output_dir`. Expected a folder path. Received output_dir={output_dir!r}."
+        )
+    output_dir = os.fspath(output_dir)
+
+    arrays = data.load_arrays(dataset, data_dir)
+    x_all, y_all = arrays["train"]
+    if val_size >= len(x_all):
+        raise ValueError(
+            f"Invalid value for argument `val_size`. Expected fewer than the {len(x_all)} "
+            f"training examples. Received val_size={val_size}."
+        )
+    (x_tr, y_tr), (x_val, y_val) = data.split_validation(
+        x_all, y_all, val_size, split_seed
+    )
+    if train_size is not None:
+        if train_size > len(x_tr):
+            raise ValueError(
+                f"Invalid value for argument `train_size`. Expected at most {len(x_tr)} "
+                f"(training examples left after the validation split). Received train_size={train_size}."
+            )
+        x_tr, y_tr = x_tr[:train_size], y_tr[:train_size]
+    x_te, y_te = arrays["test"]
+    mean, std = data.normalization_stats(x_tr)
+    input_shape = tuple(x_tr.shape[1:]) + (1,)
+
+    probe = Supernet(
+        kernel_sizes=kernel_sizes,
+        filters=filters,
+        hidden_units=hidden_units,
+        num_classes=data.NUM_CLASSES,
+        input_shape=input_shape,
+        padding=padding,
+        sampling=sampling,
+        aggregation=aggregation,
+        path_dropout=path_dropout,
+        branch_learning_rates=branch_learning_rates,
+        seed=None,
+    )
+    kernel_sizes, filters = probe.kernel_sizes, tuple(probe.filters)
+    all_paths = list(range(probe.num_paths))
+    if paths is None:
+        standalone_paths = all_paths
+    else:
+        if isinstance(paths, (int, str)):
+            paths = [paths]
+        standalone_paths = []
+        for p in paths:
+            index = probe.resolve_path(p)
+            if index not in standalone_paths:
+                standalone_paths.append(index)
+        if not standalone_paths:
+            raise ValueError(
+                "Invalid value for argument `paths`. Expected at least one path. Received paths=[]."
+            )
+    labels = {p: probe.path_label(p) for p in all_paths}
+    path_kernels = {p: tuple(probe.paths[p]) for p in all_paths}
+
+    config = {
+        "dataset": dataset,
+        "data_dir": os.path.abspath(data_dir) if data_dir is not None else None,
+        "mode": mode,
+        "kernel_sizes": [list(k) for k in kernel_sizes],
+        "filters": list(filters),
+        "hidden_units": hidden_units,
+        "num_classes": data.NUM_CLASSES,
+        "input_shape": list(input_shape),
+        "padding": padding,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": float(learning_rate),
+        "optimizer": "adam",
+        "seeds": list(seeds),
+        "paths": standalone_paths,
+        "path_labels": [labels[p] for p in all_paths],
+        "train_size": int(len(x_tr)),
+        "val_size": int(len(x_val)),
+        "test_size": int(len(x_te)),
+        "split_seed": split_seed,
+        "normalization": {"mean": mean, "std": std},
+        "sampling": probe.sampler.name,
+        "aggregation": probe.aggregation,
+        "path_dropout": probe.path_dropout,
+        "branch_learning_rates": probe.get_config()["branch_learning_rates"],
+        "supernet_config": probe.get_config(),
+        "seconds": "train_seconds and history seconds count model.fit only; "
+        "wall_seconds adds the per-epoch evaluation of every path",
+        "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},
+    }
+    _check_existing(output_dir, config, epochs)
+
+    # Everything is valid: from here on the output folder is written.
+    os.makedirs(output_dir, exist_ok=True)
+    state = {"output_dir": output_dir, "progress": _scan_progress(output_dir)}
+
+    def publish():
+        runs = _runs_from_progress(
+            output_dir, state["progress"], labels, path_kernels, epochs
+        )
+        config["seeds"] = sorted(set(seeds) | {r["seed"] for r in runs})
+        modes = {r["mode"] for r in runs} | (
+            {"joint", "standalone"} if mode == "all" else {mode}
+        )
+        config["mode"] = "all" if len(modes) == 2 else modes.pop()
+        state["results"] = {"config": config, "runs": runs}
+        write_json_atomic(
+            os.path.join(output_dir, RESULTS_FILE), state["results"]
+        )
+
+    state["publish"] = publish
+    publish()
+    data_arrays = ((x_tr, y_tr), (x_val, y_val), (x_te, y_te))
+    for seed in seeds:
+        if mode in ("joint", "all"):
+            run = _Run("joint", seed, None, output_dir)
+            _train_run(
+                run,
+                config,
+                data_arrays,
+                all_paths,
+                labels,
+                epochs,
+                state,
+                verbose,
+            )
+        if mode in ("standalone", "all"):
+            for p in standalone_paths:
+                run = _Run("standalone", seed, p, output_dir)
+                _train_run(
+                    run,
+                    config,
+                    data_arrays,
+                    [p],
+                    labels,
+                    epochs,
+                    state,
+                    verbose,
+                )
+    publish()
+    return state["results"]

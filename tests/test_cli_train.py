@@ -1,0 +1,167 @@
+"""End-to-end tests of bin/train: a run, kill -9 and resume, and bad input."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(REPO, "bin", "train")
+SMALL_DIR = os.path.join(REPO, "tests", "data", "mnist_small")
+TINY_FLAGS = [
+    f"--data_dir={SMALL_DIR}",
+    "--mode=all",
+    "--epochs=2",
+    "--batch_size=64",
+    "--learning_rate=0.003",
+    "--train_size=1000",
+    "--val_size=300",
+    "--seeds=0",
+    "--verbose=2",
+]
+NUMBERS = (
+    "val_accuracy",
+    "val_loss",
+    "test_accuracy",
+    "test_loss",
+    "train_loss",
+)
+
+
+def _train(*flags, timeout=300):
+    return subprocess.run(
+        [sys.executable, TRAIN, *flags],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def _numbers(output_dir):
+    with open(os.path.join(output_dir, "results.json")) as f:
+        runs = json.load(f)["runs"]
+    return {
+        (r["mode"], r["seed"], r["path"]): [
+            [row[k] for k in NUMBERS] for row in r["history"]
+        ]
+        for r in runs
+    }
+
+
+@pytest.mark.slow
+def test_train_writes_results_report_and_resumes_after_kill(tmp_path):
+    reference = tmp_path / "reference"
+    done = _train(*TINY_FLAGS, f"--output_dir={reference}")
+    assert done.returncode == 0, done.stderr
+    assert "[joint seed=0] epoch 2/2" in done.stdout
+    assert "val_accuracy: 3x3->3x3=" in done.stdout
+    for name in ("results.json", "report.md", "training_curves.png"):
+        assert (reference / name).is_file(), name
+    report_text = (reference / "report.md").read_text()
+    assert (
+        "| Joint | 5x5->5x5 |" in report_text
+        and "| Standalone | 3x3->3x3 |" in report_text
+    )
+    with open(reference / "results.json") as f:
+        runs = json.load(f)["runs"]
+    assert len(runs) == 8 and all(r["complete"] for r in runs)
+
+    # Same command, killed with SIGKILL right after the first saved epoch.
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, TRAIN, *TINY_FLAGS, f"--output_dir={killed}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    progress = (
+        killed / "checkpoints" / "joint" / "seed0" / "state" / "progress.json"
+    )
+    deadline = time.monotonic() + 240
+    while (
+        not progress.exists()
+        and process.poll() is None
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (
+        process.returncode == -signal.SIGKILL
+    ), "the run finished before it could be killed"
+    with open(killed / "results.json") as f:
+        partial = json.load(f)["runs"]
+    assert len(partial) < 8 or not all(r["complete"] for r in partial)
+
+    done = _train(*TINY_FLAGS, f"--output_dir={killed}")
+    assert done.returncode == 0, done.stderr
+    assert _numbers(killed) == _numbers(reference)
+    assert (killed / "report.md").is_file()
+    assert not glob.glob(str(killed / "**" / ".tmp-*"), recursive=True)
+
+
+def _corrupt_copy(folder):
+    os.makedirs(folder)
+    for name in os.listdir(SMALL_DIR):
+        blob = open(os.path.join(SMALL_DIR, name), "rb").read()
+        if name == "train-labels-idx1-ubyte.gz":
+            blob = blob[: len(blob) // 2]
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(blob)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--data_dir={tmp}/missing"],
+            "error: Data folder {tmp}/missing does not exist.",
+        ),
+        (
+            ["--data_dir={corrupt}"],
+            "error: IDX file {corrupt}/train-labels-idx1-ubyte.gz is truncated",
+        ),
+        (["--dataset=cifar10"], "error: Invalid value for argument `dataset`"),
+        (
+            ["--epochs=0"],
+            "error: Invalid value for argument `epochs`. Expected a positive integer. Received epochs=0.",
+        ),
+        (
+            ["--paths=7x7,3x3"],
+            "error: Unknown path '7x7,3x3'. Valid paths: 0=3x3->3x3,",
+        ),
+        (["--paths=0,9"], "error: Unknown path 9. Valid paths:"),
+        (
+            ["--kernel_sizes=3,x"],
+            "error: Invalid value for argument `kernel_sizes`",
+        ),
+    ],
+)
+def test_bad_input_one_line_exit_1_nothing_written(tmp_path, flags, message):
+    corrupt = str(tmp_path / "corrupt")
+    if any("{corrupt}" in f for f in flags):
+        _corrupt_copy(corrupt)
+    flags = [f.format(tmp=tmp_path, corrupt=corrupt) for f in flags]
+    output_dir = tmp_path / "out"
+    base = [
+        f"--data_dir={SMALL_DIR}",
+        "--epochs=1",
+        "--train_size=100",
+        "--val_size=50",
+    ]
+    done = _train(*base, *flags, f"--output_dir={output_dir}", timeout=120)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(
+        message.format(tmp=tmp_path, corrupt=corrupt)
+    ), lines[0]
+    assert not output_dir.exists()
+    assert done.stdout == ""

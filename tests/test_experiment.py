@@ -1,0 +1,363 @@
+"""End-to-end tests of keras_supernet.experiment on the committed MNIST subset."""
+
+import glob
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_supernet import data
+from keras_supernet import experiment
+from keras_supernet.supernet import Supernet
+
+SMALL_DIR = os.path.join(os.path.dirname(__file__), "data", "mnist_small")
+TINY = dict(
+    dataset="mnist",
+    data_dir=SMALL_DIR,
+    batch_size=64,
+    learning_rate=3e-3,
+    seeds=(0,),
+    train_size=1000,
+    val_size=300,
+    verbose=0,
+)
+NUMBERS = (
+    "val_accuracy",
+    "val_loss",
+    "test_accuracy",
+    "test_loss",
+    "train_loss",
+    "train_accuracy",
+)
+
+
+def _numbers(results):
+    return {
+        (r["mode"], r["seed"], r["path"]): [
+            [row[k] for k in NUMBERS] for row in r["history"]
+        ]
+        for r in results["runs"]
+    }
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """An uninterrupted two-epoch run of both modes."""
+    output_dir = str(tmp_path_factory.mktemp("full"))
+    results = experiment.run_experiment(
+        mode="all", epochs=2, output_dir=output_dir, **TINY
+    )
+    return output_dir, results
+
+
+# === A complete run ===
+
+
+@pytest.mark.slow
+def test_results_schema(full_run):
+    output_dir, results = full_run
+    with open(os.path.join(output_dir, "results.json")) as f:
+        on_disk = json.load(f)
+    assert on_disk == json.loads(json.dumps(results))
+    config = on_disk["config"]
+    for key in (
+        "dataset",
+        "kernel_sizes",
+        "filters",
+        "hidden_units",
+        "num_classes",
+        "input_shape",
+        "padding",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "seeds",
+        "train_size",
+        "val_size",
+        "normalization",
+        "supernet_config",
+    ):
+        assert key in config, key
+    assert (
+        config["train_size"] == 1000
+        and config["val_size"] == 300
+        and config["test_size"] == 500
+    )
+    assert (
+        config["epochs"] == 2
+        and config["seeds"] == [0]
+        and config["mode"] == "all"
+    )
+    assert 0.1 < config["normalization"]["mean"] < 0.15
+    assert 0.28 < config["normalization"]["std"] < 0.33
+
+    runs = on_disk["runs"]
+    assert [(r["mode"], r["path"]) for r in runs] == [
+        ("joint", p) for p in range(4)
+    ] + [("standalone", p) for p in range(4)]
+    labels = ["3x3->3x3", "3x3->5x5", "5x5->3x3", "5x5->5x5"]
+    for run in runs:
+        assert run["complete"] is True
+        assert run["label"] == labels[run["path"]]
+        assert run["kernel_sizes"] == [
+            int(k) for k in run["label"].replace("->", "x").split("x")[::2]
+        ]
+        history = run["history"]
+        assert [row["epoch"] for row in history] == [1, 2]
+        val = [row["val_accuracy"] for row in history]
+        assert run["best_epoch"] == int(np.argmax(val)) + 1
+        assert run["best_val_accuracy"] == max(val)
+        assert (
+            run["test_accuracy"]
+            == history[run["best_epoch"] - 1]["test_accuracy"]
+        )
+        assert run["final_test_accuracy"] == history[-1]["test_accuracy"]
+        assert (
+            0
+            < history[0]["seconds"]
+            < history[1]["seconds"]
+            == pytest.approx(run["train_seconds"], abs=1e-2)
+        )
+        # Far above chance (0.1) after two epochs on 1000 images.
+        assert run["best_val_accuracy"] > 0.5, run
+        assert os.path.isfile(os.path.join(output_dir, run["best_weights"]))
+    joint_seconds = {r["train_seconds"] for r in runs if r["mode"] == "joint"}
+    assert len(joint_seconds) == 1  # one joint run trains every path
+
+
+@pytest.mark.slow
+def test_checkpoints_and_tensorboard_layout(full_run):
+    output_dir, _ = full_run
+    joint = os.path.join(output_dir, "checkpoints", "joint", "seed0")
+    assert sorted(os.listdir(joint)) == [
+        "epoch_001.weights.h5",
+        "epoch_002.weights.h5",
+        "state",
+    ]
+    for p in range(4):
+        folder = os.path.join(
+            output_dir, "checkpoints", "standalone", "seed0", f"path{p}"
+        )
+        assert os.path.isfile(os.path.join(folder, "epoch_002.weights.h5"))
+        assert sorted(os.listdir(os.path.join(folder, "state"))) == [
+            "epoch_002.npz",
+            "progress.json",
+        ]
+    assert not glob.glob(
+        os.path.join(output_dir, "**", ".tmp-*"), recursive=True
+    )
+    for mode in ("joint", "standalone"):
+        runs = sorted(
+            os.listdir(os.path.join(output_dir, "tensorboard", mode, "seed0"))
+        )
+        assert runs == [
+            "path0_3x3-3x3",
+            "path1_3x3-5x5",
+            "path2_5x5-3x3",
+            "path3_5x5-5x5",
+        ]
+        for run in runs:
+            assert glob.glob(
+                os.path.join(
+                    output_dir, "tensorboard", mode, "seed0", run, "events.*"
+                )
+            )
+
+
+@pytest.mark.slow
+def test_best_weights_rebuild_reported_test_accuracy(full_run):
+    """The config and weight files are enough to reproduce a reported number."""
+    output_dir, results = full_run
+    config = results["config"]
+    run = next(
+        r for r in results["runs"] if r["mode"] == "joint" and r["path"] == 2
+    )
+    model = Supernet.from_config(config["supernet_config"])
+    model.load_weights(os.path.join(output_dir, run["best_weights"]))
+    model.set_path(2)
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    x, y = data.load_arrays("mnist", SMALL_DIR)["test"]
+    mean, std = config["normalization"]["mean"], config["normalization"]["std"]
+    accuracy = model.evaluate(
+        data.make_dataset(x, y, 64, mean, std), verbose=0, return_dict=True
+    )["accuracy"]
+    assert accuracy == pytest.approx(run["test_accuracy"], abs=1e-6)
+
+
+# === Resume ===
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_identical_numbers(full_run, tmp_path):
+    _, uninterrupted = full_run
+    output_dir = str(tmp_path / "resumed")
+    first = experiment.run_experiment(
+        mode="all", epochs=1, output_dir=output_dir, **TINY
+    )
+    assert all(r["complete"] and len(r["history"]) == 1 for r in first["runs"])
+    resumed = experiment.run_experiment(
+        mode="all", epochs=2, output_dir=output_dir, **TINY
+    )
+    assert _numbers(resumed) == _numbers(uninterrupted)
+    for a, b in zip(resumed["runs"], uninterrupted["runs"]):
+        assert (a["best_epoch"], a["test_accuracy"]) == (
+            b["best_epoch"],
+            b["test_accuracy"],
+        )
+    assert sorted(
+        os.listdir(
+            os.path.join(output_dir, "checkpoints", "joint", "seed0", "state")
+        )
+    ) == [
+        "epoch_002.npz",
+        "progress.json",
+    ]
+
+
+@pytest.mark.slow
+def test_complete_runs_are_skipped(full_run):
+    output_dir, results = full_run
+    weights = glob.glob(
+        os.path.join(output_dir, "checkpoints", "**", "*.weights.h5"),
+        recursive=True,
+    )
+    before = {path: os.stat(path).st_mtime_ns for path in weights}
+    again = experiment.run_experiment(
+        mode="all", epochs=2, output_dir=output_dir, **TINY
+    )
+    assert {path: os.stat(path).st_mtime_ns for path in weights} == before
+    assert _numbers(again) == _numbers(results)
+    assert [r["train_seconds"] for r in again["runs"]] == [
+        r["train_seconds"] for r in results["runs"]
+    ]
+
+
+@pytest.mark.slow
+def test_resume_refuses_another_configuration(full_run):
+    output_dir, _ = full_run
+    results_path = os.path.join(output_dir, "results.json")
+    before = open(results_path).read()
+    with pytest.raises(
+        ValueError,
+        match=r"holds a run with batch_size=64, this one has batch_size=32",
+    ):
+        experiment.run_experiment(
+            mode="all",
+            epochs=2,
+            output_dir=output_dir,
+            **dict(TINY, batch_size=32),
+        )
+    with pytest.raises(
+        ValueError, match=r"trained for 2 epochs. Received epochs=1"
+    ):
+        experiment.run_experiment(
+            mode="all", epochs=1, output_dir=output_dir, **TINY
+        )
+    assert open(results_path).read() == before
+
+
+# === Bad input: an error, and nothing written ===
+
+
+@pytest.mark.parametrize(
+    "overrides, error, message",
+    [
+        (
+            dict(epochs=0),
+            ValueError,
+            r"`epochs`. Expected a positive integer. Received epochs=0",
+        ),
+        (dict(mode="both"), ValueError, r"`mode`.*Received mode='both'"),
+        (
+            dict(dataset="cifar10"),
+            ValueError,
+            r"`dataset`.*Received dataset='cifar10'",
+        ),
+        (
+            dict(data_dir="/nonexistent/mnist"),
+            data.DataError,
+            r"Data folder /nonexistent/mnist does not exist",
+        ),
+        (dict(paths=["7x7,3x3"]), ValueError, r"7x7,3x3"),
+        (dict(paths=[9]), ValueError, r"9"),
+        (
+            dict(train_size=5000),
+            ValueError,
+            r"`train_size`. Expected at most 1700",
+        ),
+        (dict(val_size=2000), ValueError, r"`val_size`"),
+        (dict(seeds=(1, 1)), ValueError, r"`seeds`"),
+        (dict(learning_rate=0.0), ValueError, r"`learning_rate`"),
+        (dict(kernel_sizes=((3, 3), (3, 5))), ValueError, r"kernel_sizes"),
+    ],
+)
+def test_bad_input_writes_nothing(tmp_path, overrides, error, message):
+    output_dir = tmp_path / "out"
+    kwargs = dict(TINY, mode="all", epochs=1, output_dir=str(output_dir))
+    kwargs.update(overrides)
+    with pytest.raises(error, match=message):
+        experiment.run_experiment(**kwargs)
+    assert not output_dir.exists()
+
+
+def test_corrupt_idx_writes_nothing(tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in os.listdir(SMALL_DIR):
+        blob = open(os.path.join(SMALL_DIR, name), "rb").read()
+        (folder / name).write_bytes(
+            blob[:100] if name.startswith("t10k-images") else blob
+        )
+    output_dir = tmp_path / "out"
+    with pytest.raises(
+        data.DataError, match="t10k-images-idx3-ubyte.gz is truncated"
+    ):
+        experiment.run_experiment(
+            **dict(
+                TINY, data_dir=str(folder), epochs=1, output_dir=str(output_dir)
+            )
+        )
+    assert not output_dir.exists()
+
+
+# === Argument parsing ===
+
+
+def test_parse_paths():
+    assert experiment.parse_paths("") is None
+    assert experiment.parse_paths("0,2") == [0, 2]
+    assert experiment.parse_paths("5x5,3x3") == ["5x5,3x3"]
+    assert experiment.parse_paths("5x5,3x3;3x3,3x3") == ["5x5,3x3", "3x3,3x3"]
+    assert experiment.parse_paths("1;5x5,5x5") == [1, "5x5,5x5"]
+
+
+def test_parse_kernel_sizes_and_lists():
+    assert experiment.parse_kernel_sizes("3,5;3,5") == ((3, 5), (3, 5))
+    assert experiment.parse_kernel_sizes("3;3,5,7") == ((3,), (3, 5, 7))
+    with pytest.raises(ValueError, match="`kernel_sizes`"):
+        experiment.parse_kernel_sizes("3,5;;3")
+    with pytest.raises(ValueError, match="`kernel_sizes`"):
+        experiment.parse_kernel_sizes("a,b")
+    assert experiment.parse_int_list("seeds", "0, 1,2") == (0, 1, 2)
+    with pytest.raises(ValueError, match=r"`seeds`.*Received seeds='x'"):
+        experiment.parse_int_list("seeds", "x")
+
+
+def test_standalone_starts_from_the_joint_initial_weights(full_run):
+    _, results = full_run
+    joint = experiment._build_model(results["config"], "uniform", seed=0)
+    alone = experiment._build_model(results["config"], "fixed", seed=0)
+    alone.set_path(3)
+    assert [w.path for w in joint.weights] == [w.path for w in alone.weights]
+    for a, b in zip(joint.weights, alone.weights):
+        if a.trainable:
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    other = experiment._build_model(results["config"], "fixed", seed=1)
+    assert not np.array_equal(
+        joint.trainable_weights[0].numpy(), other.trainable_weights[0].numpy()
+    )
