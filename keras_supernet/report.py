@@ -143,7 +143,9 @@ def summarize(merged):
                 "n": len(runs),
                 "test_accuracy": [r["test_accuracy"] for r in runs],
                 "best_val_accuracy": [r["best_val_accuracy"] for r in runs],
-                "final_test_accuracy": [r["final_test_accuracy"] for r in runs],
+                "final_test_accuracy": [
+                    r["final_test_accuracy"] for r in runs
+                ],
                 "best_epoch": [r["best_epoch"] for r in runs],
                 "train_seconds": [r["train_seconds"] for r in runs],
             }
@@ -498,7 +500,9 @@ def write_report(run_dirs, output_dir=None):
 # === Comparison of variants ===
 
 COMPARISON_FILE = "comparison.md"
-COMPARISON_TITLE = "Joint training compared across sampling strategies and batch sizes"
+COMPARISON_TITLE = (
+    "Joint training compared across sampling strategies and batch sizes"
+)
 # Settings of the joint training recipe; with `_KEY_SETTINGS` they define a
 # variant. Folders with equal settings are merged (seeds of one variant).
 _RECIPE_SETTINGS = (
@@ -511,13 +515,17 @@ _RECIPE_SETTINGS = (
 
 
 def _variant_settings(config):
-    settings = {key: config.get(key) for key in _KEY_SETTINGS + _RECIPE_SETTINGS}
+    settings = {
+        key: config.get(key) for key in _KEY_SETTINGS + _RECIPE_SETTINGS
+    }
     # results.json written before sampling strategies existed has no
     # `sampling`: those runs drew one path per batch.
     settings["sampling"] = settings["sampling"] or "uniform"
     if not settings["aggregation"]:
         settings["aggregation"] = settings["path_dropout"] = None
-    settings["branch_learning_rates"] = settings["branch_learning_rates"] or None
+    settings["branch_learning_rates"] = (
+        settings["branch_learning_rates"] or None
+    )
     return settings
 
 
@@ -654,7 +662,9 @@ def summarize_variant(variant):
     for label, members in joint.items():
         for run in members:
             by_seed.setdefault(run["seed"], {})[label] = run
-    full_seeds = sorted(s for s, found in by_seed.items() if len(found) == len(joint))
+    full_seeds = sorted(
+        s for s, found in by_seed.items() if len(found) == len(joint)
+    )
     per_seed = {}
     for seed in full_seeds:
         epochs = [run["best_epoch"] for run in by_seed[seed].values()]
@@ -669,7 +679,9 @@ def summarize_variant(variant):
         for run in seed_runs
         if "wall_seconds" in run["history"][-1]
     ]
-    standalone_runs = [r for members in _by_path(runs, "standalone").values() for r in members]
+    standalone_runs = [
+        r for members in _by_path(runs, "standalone").values() for r in members
+    ]
 
     probabilities = None
     if variant["settings"]["sampling"] == "adaptive":
@@ -682,7 +694,9 @@ def summarize_variant(variant):
             ]
             if series:
                 length = min(len(s) for s in series)
-                probabilities[label] = np.mean([s[:length] for s in series], axis=0).tolist()
+                probabilities[label] = np.mean(
+                    [s[:length] for s in series], axis=0
+                ).tolist()
     return {
         "label": variant["label"],
         "seeds": sorted(by_seed),
@@ -695,10 +709,14 @@ def summarize_variant(variant):
             "interval": _interval(per_seed.values()) if per_seed else None,
         },
         "seconds_per_epoch": {
-            "train": _interval([per_epoch(r, "train_seconds") for r in seed_runs]),
+            "train": _interval(
+                [per_epoch(r, "train_seconds") for r in seed_runs]
+            ),
             "wall": _interval(wall) if wall else None,
             "standalone": (
-                _interval([per_epoch(r, "train_seconds") for r in standalone_runs])
+                _interval(
+                    [per_epoch(r, "train_seconds") for r in standalone_runs]
+                )
                 if standalone_runs
                 else None
             ),
@@ -720,7 +738,9 @@ def _fmt_number(value, digits=1):
     return f"{value:.{digits}f}"
 
 
-def format_comparison(variants, summaries, title=COMPARISON_TITLE, figure=None):
+def format_comparison(
+    variants, summaries, title=COMPARISON_TITLE, figure=None
+):
     """Returns the text of comparison.md (see `write_comparison`)."""
     confidence = round(stats.CONFIDENCE * 100)
     lines = [f"# {title}", ""]
@@ -742,7 +762,10 @@ def format_comparison(variants, summaries, title=COMPARISON_TITLE, figure=None):
         lines += [
             "",
             "Common settings: "
-            + ", ".join(_setting_text(key, variants[0]["settings"][key]) for key in common)
+            + ", ".join(
+                _setting_text(key, variants[0]["settings"][key])
+                for key in common
+            )
             + ".",
         ]
     lines += [
@@ -786,7 +809,11 @@ def format_comparison(variants, summaries, title=COMPARISON_TITLE, figure=None):
         "epoch among the paths of that seed's joint run, then their mean ± interval. A strategy "
         "that brings the paths' peaks together has small spreads."
     )
-    joint_labels = [label for label in labels if any(label in s["joint"] for s in summaries)]
+    joint_labels = [
+        label
+        for label in labels
+        if any(label in s["joint"] for s in summaries)
+    ]
     lines += [
         "",
         "| Variant | "
@@ -797,10 +824,17 @@ def format_comparison(variants, summaries, title=COMPARISON_TITLE, figure=None):
     for summary in summaries:
         spread = summary["spread"]
         means = [
-            _fmt_number(spread["path_means"][label]) if label in spread["path_means"] else "—"
+            (
+                _fmt_number(spread["path_means"][label])
+                if label in spread["path_means"]
+                else "—"
+            )
             for label in joint_labels
         ]
-        per_seed = ", ".join(f"{value} (seed {seed})" for seed, value in spread["per_seed"].items())
+        per_seed = ", ".join(
+            f"{value} (seed {seed})"
+            for seed, value in spread["per_seed"].items()
+        )
         lines.append(
             f"| {summary['label']} | "
             + " | ".join(means)
@@ -893,13 +927,19 @@ def plot_comparison(variants, summaries, path):
     from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
 
-    variant_colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(variants))]
+    variant_colors = [
+        plt.get_cmap("tab10")(i % 10) for i in range(len(variants))
+    ]
     labels = []
     for summary in summaries:
         labels += [label for label in summary["joint"] if label not in labels]
-    path_colors = {label: plt.get_cmap("Dark2")(i % 8) for i, label in enumerate(labels)}
+    path_colors = {
+        label: plt.get_cmap("Dark2")(i % 8) for i, label in enumerate(labels)
+    }
     markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
-    path_markers = {label: markers[i % len(markers)] for i, label in enumerate(labels)}
+    path_markers = {
+        label: markers[i % len(markers)] for i, label in enumerate(labels)
+    }
 
     fig, (ax_acc, ax_best) = plt.subplots(
         1, 2, figsize=(14, max(5.0, 2.0 + 0.9 * len(variants)))
@@ -907,26 +947,37 @@ def plot_comparison(variants, summaries, path):
     plotted = []
     for variant, color in zip(variants, variant_colors):
         joint = _by_path(variant["merged"]["runs"], "joint")
-        curves = [_stack(members, "val_accuracy").mean(axis=0) for members in joint.values()]
+        curves = [
+            _stack(members, "val_accuracy").mean(axis=0)
+            for members in joint.values()
+        ]
         length = min(len(c) for c in curves)
         epochs = np.arange(1, length + 1)
         for curve in curves:
-            ax_acc.plot(epochs, curve[:length], color=color, linewidth=0.8, alpha=0.45)
+            ax_acc.plot(
+                epochs, curve[:length], color=color, linewidth=0.8, alpha=0.45
+            )
         mean = np.mean([c[:length] for c in curves], axis=0)
-        ax_acc.plot(epochs, mean, color=color, linewidth=2.4, label=variant["label"])
+        ax_acc.plot(
+            epochs, mean, color=color, linewidth=2.4, label=variant["label"]
+        )
         plotted += [c[1:length] if length > 3 else c[:length] for c in curves]
     values = np.concatenate(plotted)
     low, high = float(values.min()), float(values.max())
     margin = max(0.1 * (high - low), 0.001)
     ax_acc.set_ylim(low - margin, min(1.0, high + margin))
-    ax_acc.set_title("Joint validation accuracy (thick: mean over paths; thin: each path)")
+    ax_acc.set_title(
+        "Joint validation accuracy (thick: mean over paths; thin: each path)"
+    )
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("validation accuracy (mean over seeds)")
     ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.grid(True, alpha=0.3)
     ax_acc.legend(loc="lower right", fontsize=9)
 
-    offsets = np.linspace(-0.22, 0.22, len(labels)) if len(labels) > 1 else [0.0]
+    offsets = (
+        np.linspace(-0.22, 0.22, len(labels)) if len(labels) > 1 else [0.0]
+    )
     offset = dict(zip(labels, offsets))
     for y, summary in enumerate(summaries):
         spread = summary["spread"]
@@ -974,7 +1025,9 @@ def plot_comparison(variants, summaries, path):
     ax_best.set_yticklabels([s["label"] for s in summaries])
     ax_best.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_best.set_xlabel("best epoch (highest validation accuracy)")
-    ax_best.set_title("Best epoch per path (large: mean over seeds; small: each seed)")
+    ax_best.set_title(
+        "Best epoch per path (large: mean over seeds; small: each seed)"
+    )
     ax_best.grid(True, axis="x", alpha=0.3)
     handles = [
         Line2D(
@@ -993,7 +1046,10 @@ def plot_comparison(variants, summaries, path):
         Patch(color="0.5", alpha=0.15, label="spread of the\nper-path means")
     )
     ax_best.legend(
-        handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=9,
     )
     fig.tight_layout()
     _save_figure(fig, path)
@@ -1001,7 +1057,9 @@ def plot_comparison(variants, summaries, path):
 
 
 def _save_figure(fig, path):
-    tmp = os.path.join(os.path.dirname(path) or ".", ".tmp-" + os.path.basename(path))
+    tmp = os.path.join(
+        os.path.dirname(path) or ".", ".tmp-" + os.path.basename(path)
+    )
     fig.savefig(tmp, dpi=120, format="png")
     os.replace(tmp, path)
 
