@@ -380,7 +380,9 @@ _COMPATIBLE_DEFAULTS = {
 
 def _compat_view(config):
     return {
-        key: json.loads(json.dumps(config.get(key, _COMPATIBLE_DEFAULTS.get(key))))
+        key: json.loads(
+            json.dumps(config.get(key, _COMPATIBLE_DEFAULTS.get(key)))
+        )
         for key in _COMPATIBLE_KEYS
     }
 
@@ -394,6 +396,13 @@ def _check_existing(output_dir, config, epochs):
         )
     results_path = os.path.join(output_dir, RESULTS_FILE)
     if not os.path.exists(results_path):
+        # results.json is written before any checkpoint: without it, nothing
+        # says which configuration the checkpoints belong to.
+        if os.path.isdir(os.path.join(output_dir, "checkpoints")):
+            raise ValueError(
+                f"Output folder {output_dir} holds checkpoints but no "
+                f"{RESULTS_FILE}: use another --output_dir."
+            )
         return
     try:
         with open(results_path) as f:
@@ -733,6 +742,16 @@ def run_experiment(
             "Received sampling='fixed'."
         )
     seeds = _validate_seeds(seeds)
+    # A seed, never None: the split must be the same at every resume.
+    if (
+        isinstance(split_seed, bool)
+        or not isinstance(split_seed, (int, np.integer))
+        or split_seed < 0
+    ):
+        raise ValueError(
+            "Invalid value for argument `split_seed`. Expected a non-negative "
+            f"integer. Received split_seed={split_seed!r}."
+        )
     if not output_dir:
         raise ValueError(
             f"Invalid value for argument `output_dir`. Expected a folder path. Received output_dir={output_dir!r}."

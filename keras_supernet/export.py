@@ -157,7 +157,12 @@ def _serving_fn(model, mean, std, from_logits):
 
 
 def keras_probabilities(
-    model, images, mean=MNIST_MEAN, std=MNIST_STD, from_logits=True, batch_size=500
+    model,
+    images,
+    mean=MNIST_MEAN,
+    std=MNIST_STD,
+    from_logits=True,
+    batch_size=500,
 ):
     """Reference probabilities: softmax of the Keras model on normalised images.
 
@@ -317,10 +322,14 @@ def _convert_saved_model(saved_model_dir, quantize, representative_images):
         converter.representative_dataset = representative_dataset
         # Integer kernels everywhere; the interface stays float32 (quantize and
         # dequantize ops at both ends) so that clients send the same pixels.
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+        ]
     with warnings.catch_warnings():
         # int8 calibration runs the deprecated tf.lite.Interpreter internally.
-        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        warnings.filterwarnings(
+            "ignore", message=".*tf.lite.Interpreter is deprecated"
+        )
         return converter.convert()
 
 
@@ -485,7 +494,9 @@ def tflite_probabilities(path, images, batch_size=500):
 
 
 def _accuracy(probabilities, labels):
-    return float(np.mean(np.argmax(probabilities, axis=-1) == np.asarray(labels)))
+    return float(
+        np.mean(np.argmax(probabilities, axis=-1) == np.asarray(labels))
+    )
 
 
 def verify_export(
@@ -551,7 +562,11 @@ def verify_export(
     if saved_model_dir is not None:
         runs.append(("saved_model", saved_model_dir, saved_model_probabilities))
     for quantize, path in (tflite_paths or {}).items():
-        key = "tflite" if _check_quantize(quantize) == "none" else f"tflite_{quantize}"
+        key = (
+            "tflite"
+            if _check_quantize(quantize) == "none"
+            else f"tflite_{quantize}"
+        )
         runs.append((key, path, tflite_probabilities))
     failures = []
     for key, path, run in runs:
@@ -571,7 +586,10 @@ def verify_export(
                 f"{key} {path} differs from the Keras model by up to "
                 f"{result['max_abs_diff']:.3g} (tolerance {atol:g})"
             )
-        if atol is None and keras_accuracy - result["test_accuracy"] > max_accuracy_drop:
+        if (
+            atol is None
+            and keras_accuracy - result["test_accuracy"] > max_accuracy_drop
+        ):
             failures.append(
                 f"{key} {path} has test accuracy {result['test_accuracy']:.4f}, "
                 f"more than {max_accuracy_drop:g} below the Keras model's "
@@ -603,7 +621,9 @@ def _staging_dir(parent, argument=None, value=None):
             staging = tempfile.mkdtemp(prefix=".export-partial-", dir=parent)
         except OSError as e:
             _remove_empty(created)
-            raise OSError(f"Cannot write in folder {parent}: {e.strerror or e}.") from e
+            raise OSError(
+                f"Cannot write in folder {parent}: {e.strerror or e}."
+            ) from e
     except OSError as e:
         if argument is None:
             raise
@@ -708,7 +728,11 @@ def next_version(model_dir):
 def tflite_filename(version, quantize="none"):
     """`3.tflite`, `3.dynamic.tflite` or `3.int8.tflite`."""
     quantize = _check_quantize(quantize)
-    return f"{version}.tflite" if quantize == "none" else f"{version}.{quantize}.tflite"
+    return (
+        f"{version}.tflite"
+        if quantize == "none"
+        else f"{version}.{quantize}.tflite"
+    )
 
 
 def _read_results(run_dir):
@@ -728,30 +752,33 @@ def _read_results(run_dir):
             results = json.load(f)
         config = results["config"]
         runs = results["runs"]
-        config["supernet_config"]
+        supernet = Supernet.from_config(config["supernet_config"])
+        mean = config["normalization"]["mean"]
+        std = config["normalization"]["std"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(
             f"Cannot read {results_path}: expected JSON with `config` "
-            f"(including `supernet_config`) and `runs` ({type(e).__name__}: {e})."
+            "(including `supernet_config` and `normalization`) and `runs` "
+            f"({type(e).__name__}: {e})."
         ) from e
-    return config, runs
+    return config, runs, supernet, (mean, std)
 
 
-def _find_run(runs, mode, seed, path_index, kernel_sizes, label, run_dir):
-    def same_path(entry):
-        path = entry.get("path")
-        if isinstance(path, (list, tuple)):
-            return tuple(path) == tuple(kernel_sizes)
-        return path == path_index
-
+def _find_run(runs, mode, seed, path_index, label, run_dir):
     for entry in runs:
-        if entry.get("mode") == mode and entry.get("seed") == seed and same_path(entry):
+        if (entry.get("mode"), entry.get("seed"), entry.get("path")) == (
+            mode,
+            seed,
+            path_index,
+        ):
             return entry
     available = sorted(
         {(e.get("mode"), e.get("seed"), str(e.get("path"))) for e in runs},
         key=str,
     )
-    listing = ", ".join(f"{m} seed {s} path {p}" for m, s, p in available) or "none"
+    listing = (
+        ", ".join(f"{m} seed {s} path {p}" for m, s, p in available) or "none"
+    )
     raise ValueError(
         f"No {mode} run of path {path_index} ({label}) with seed {seed} in "
         f"{os.path.join(run_dir, 'results.json')}. Runs there: {listing}."
@@ -794,18 +821,16 @@ def _resolve_epoch(epoch, entry):
                 "The run has no finished epoch yet; nothing to export."
             )
         return int(max(epochs))
-    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 1:
+    if (
+        isinstance(epoch, bool)
+        or not isinstance(epoch, (int, np.integer))
+        or epoch < 1
+    ):
         raise ValueError(
             "Invalid value for argument `epoch`. Expected 'best', 'last' or a "
             f"positive integer. Received epoch={epoch!r}."
         )
     return int(epoch)
-
-
-def _resolve_path_arg(supernet, path):
-    if isinstance(path, str) and path.strip().isdigit():
-        path = int(path.strip())
-    return supernet.resolve_path(path)
 
 
 def default_name(mode, seed, path_index, kernel_sizes):
@@ -906,12 +931,11 @@ def export_path(
             f"'_', '-' or '.', not starting with '.'. Received name={name!r}."
         )
 
-    config, runs = _read_results(run_dir)
-    supernet = Supernet.from_config(config["supernet_config"])
-    path_index = _resolve_path_arg(supernet, path)
+    config, runs, supernet, (mean, std) = _read_results(run_dir)
+    path_index = supernet.resolve_path(path)
     kernel_sizes = tuple(supernet.paths[path_index])
     label = supernet.path_label(path_index)
-    entry = _find_run(runs, mode, seed, path_index, kernel_sizes, label, run_dir)
+    entry = _find_run(runs, mode, seed, path_index, label, run_dir)
     epoch = _resolve_epoch(epoch, entry)
 
     folder = checkpoint_dir(run_dir, mode, seed, path_index)
@@ -932,25 +956,30 @@ def export_path(
 
     name = name or default_name(mode, seed, path_index, kernel_sizes)
     model_dir = os.path.join(os.fspath(export_dir), name)
-    normalization = config.get("normalization") or {}
-    mean = normalization.get("mean", MNIST_MEAN)
-    std = normalization.get("std", MNIST_STD)
     dataset = config.get("dataset", "mnist")
     data_dir = data_dir if data_dir is not None else config.get("data_dir")
 
-    with _staging_dir(model_dir, "export_dir", os.fspath(export_dir)) as staging:
+    with _staging_dir(
+        model_dir, "export_dir", os.fspath(export_dir)
+    ) as staging:
         arrays = data_lib.load_arrays(dataset, data_dir)
         test_images, test_labels = arrays["test"]
 
-        supernet.load_weights(checkpoint)
-        model = extract_path(supernet, path_index)
+        try:
+            supernet.load_weights(checkpoint)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"Cannot load checkpoint {checkpoint}: {e}") from e
+        # Verified below on the real test images rather than a random batch.
+        model = extract_path(supernet, path_index, verify=False)
         input_shape, _ = _model_io(model)
         # The plain model must reproduce the checkpoint's path on real data.
         normalised = _normalize(
             _as_image_batch(test_images, input_shape), *_check_stats(mean, std)
         )
         supernet_diff = max(
-            max_path_difference(supernet, path_index, model, normalised[i : i + 1000])
+            max_path_difference(
+                supernet, path_index, model, normalised[i : i + 1000]
+            )
             for i in range(0, len(normalised), 1000)
         )
         if not supernet_diff <= SUPERNET_LOGITS_ATOL:
@@ -975,7 +1004,9 @@ def export_path(
             "signature": {
                 "name": SIGNATURE_KEY,
                 "inputs": {INPUT_NAME: ["float32", [None, *input_shape]]},
-                "outputs": {OUTPUT_NAME: ["float32", [None, model.output_shape[-1]]]},
+                "outputs": {
+                    OUTPUT_NAME: ["float32", [None, model.output_shape[-1]]]
+                },
             },
         }
         saved_model_dir = os.path.join(staging, "saved_model")
@@ -987,7 +1018,9 @@ def export_path(
                 train_images = arrays["train"][0]
                 rng = np.random.default_rng(seed)
                 count = min(num_calibration_images, len(train_images))
-                calibration = train_images[rng.choice(len(train_images), count, replace=False)]
+                calibration = train_images[
+                    rng.choice(len(train_images), count, replace=False)
+                ]
             for q in ["none"] + quantized:
                 tflite_files[q] = export_tflite(
                     saved_model_dir,
@@ -1001,7 +1034,9 @@ def export_path(
             test_labels,
             mean=mean,
             std=std,
-            saved_model_dir=saved_model_dir if "saved_model" in formats else None,
+            saved_model_dir=(
+                saved_model_dir if "saved_model" in formats else None
+            ),
             tflite_paths=tflite_files,
             max_accuracy_drop=max_accuracy_drop,
         )
@@ -1057,7 +1092,9 @@ def _publish_version(model_dir, saved_model_dir, tflite_files, metadata):
                     key = "tflite" if q == "none" else f"tflite_{q}"
                     files[key] = tflite_filename(version, q)
                 info = dict(metadata, version=version, files=files)
-                _write_json(os.path.join(saved_model_dir, EXPORT_INFO_PATH), info)
+                _write_json(
+                    os.path.join(saved_model_dir, EXPORT_INFO_PATH), info
+                )
                 target = os.path.join(model_dir, str(version))
                 _publish_dir(saved_model_dir, target)
                 moved.append((target, saved_model_dir))

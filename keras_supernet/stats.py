@@ -24,7 +24,7 @@ the results out.
   and marked significant when its Holm-adjusted value (family: all tested
   paths) is below `alpha` = 0.05.
 - **Ranking correlation**: Kendall's tau (`scipy.stats.kendalltau`, tau-b;
-  exact p-value when there are no ties and fewer than 50 paths) and
+  exact p-value when there are no ties and at most 33 paths, as scipy does) and
   Spearman's rho (`scipy.stats.spearmanr`; p-value from an exact permutation
   test up to 9 paths, Monte Carlo above) between each path's mean joint and
   mean standalone accuracy. A random ranking gives tau = 0 on average; the
@@ -69,7 +69,11 @@ def _finite_or_none(value):
 
 
 def _check_alpha(alpha):
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float))
+        or not 0 < alpha < 1
+    ):
         raise ValueError(
             f"Invalid value for argument `alpha`. Expected a number in (0, 1). Received alpha={alpha!r}."
         )
@@ -110,14 +114,31 @@ def mean_interval(values, confidence=CONFIDENCE):
     n = int(values.size)
     mean = float(values.mean())
     if n == 1:
-        return {"n": 1, "mean": mean, "std": None, "ci": None, "half_width": None}
+        return {
+            "n": 1,
+            "mean": mean,
+            "std": None,
+            "ci": None,
+            "half_width": None,
+        }
     std = float(values.std(ddof=1))
     sem = float(scipy_stats.sem(values))
     if sem == 0.0:
         low = high = mean
     else:
-        low, high = (float(v) for v in scipy_stats.t.interval(confidence, n - 1, loc=mean, scale=sem))
-    return {"n": n, "mean": mean, "std": std, "ci": (low, high), "half_width": (high - low) / 2}
+        low, high = (
+            float(v)
+            for v in scipy_stats.t.interval(
+                confidence, n - 1, loc=mean, scale=sem
+            )
+        )
+    return {
+        "n": n,
+        "mean": mean,
+        "std": std,
+        "ci": (low, high),
+        "half_width": (high - low) / 2,
+    }
 
 
 # === Two-sample tests ===
@@ -166,7 +187,12 @@ def permutation_test(a, b, seed=0):
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.size < 2 or b.size < 2:
-        return {"statistic": None, "p_value": None, "exact": None, "permutations": None}
+        return {
+            "statistic": None,
+            "p_value": None,
+            "exact": None,
+            "permutations": None,
+        }
     total = math.comb(a.size + b.size, a.size)
     exact = total <= EXACT_PERMUTATIONS_LIMIT
     result = scipy_stats.permutation_test(
@@ -267,7 +293,9 @@ def kendall_chance(n, alpha=ALPHA):
         return {"expected_tau": 0.0, "min_p_value": None, "critical_tau": None}
     identity = np.arange(n)
     method = _kendall_method(n, ties=False)
-    min_p = float(scipy_stats.kendalltau(identity, identity, method=method).pvalue)
+    min_p = float(
+        scipy_stats.kendalltau(identity, identity, method=method).pvalue
+    )
     critical = None
     pairs = n * (n - 1) // 2
     for k in range(pairs + 1):  # p grows with the number of inversions
@@ -289,8 +317,12 @@ def _spearman_p(x, y):
         return scipy_stats.pearsonr(rx, ranks_y, axis=axis).statistic
 
     result = scipy_stats.permutation_test(
-        (ranks_x,), rho, permutation_type="pairings", vectorized=True,
-        n_resamples=total if exact else MONTE_CARLO_RESAMPLES, rng=0,
+        (ranks_x,),
+        rho,
+        permutation_type="pairings",
+        vectorized=True,
+        n_resamples=total if exact else MONTE_CARLO_RESAMPLES,
+        rng=0,
     )
     return float(result.pvalue), exact
 
@@ -311,13 +343,21 @@ def rank_correlation(x, y, alpha=ALPHA):
     """
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"`x` and `y` must be 1-D of the same length. Received shapes {x.shape} and {y.shape}.")
+        raise ValueError(
+            f"`x` and `y` must be 1-D of the same length. Received shapes {x.shape} and {y.shape}."
+        )
     n = int(x.size)
     ties = bool(len(np.unique(x)) < n or len(np.unique(y)) < n)
     result = {
-        "n": n, "kendall_tau": None, "kendall_p": None, "kendall_exact": None,
-        "spearman_rho": None, "spearman_p": None, "spearman_exact": None,
-        "ties": ties, "chance": kendall_chance(n, alpha),
+        "n": n,
+        "kendall_tau": None,
+        "kendall_p": None,
+        "kendall_exact": None,
+        "spearman_rho": None,
+        "spearman_p": None,
+        "spearman_exact": None,
+        "ties": ties,
+        "chance": kendall_chance(n, alpha),
     }
     if n < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return result
@@ -347,7 +387,9 @@ def _groups(runs):
     return {key: sorted(groups[key], key=lambda r: r["seed"]) for key in order}
 
 
-def summarize_runs(runs, alpha=ALPHA, confidence=CONFIDENCE, metric="test_accuracy"):
+def summarize_runs(
+    runs, alpha=ALPHA, confidence=CONFIDENCE, metric="test_accuracy"
+):
     """Intervals, joint-vs-standalone tests and ranking correlation of runs.
 
     Args:
@@ -376,7 +418,10 @@ def summarize_runs(runs, alpha=ALPHA, confidence=CONFIDENCE, metric="test_accura
     groups = []
     by_key = {}
     for (mode, path), members in _groups(runs).items():
-        accuracy = dict(mean_interval([r[metric] for r in members], confidence), values=[r[metric] for r in members])
+        accuracy = dict(
+            mean_interval([r[metric] for r in members], confidence),
+            values=[r[metric] for r in members],
+        )
         epochs = [r["best_epoch"] for r in members]
         group = {
             "mode": mode,
@@ -385,20 +430,37 @@ def summarize_runs(runs, alpha=ALPHA, confidence=CONFIDENCE, metric="test_accura
             "seeds": [r["seed"] for r in members],
             "n": len(members),
             "accuracy": accuracy,
-            "best_epoch": dict(mean_interval(epochs, confidence), values=epochs),
+            "best_epoch": dict(
+                mean_interval(epochs, confidence), values=epochs
+            ),
         }
         groups.append(group)
         by_key[(mode, path)] = group
 
-    paths = sorted({path for mode, path in by_key if ("joint", path) in by_key and ("standalone", path) in by_key})
+    paths = sorted(
+        {
+            path
+            for mode, path in by_key
+            if ("joint", path) in by_key and ("standalone", path) in by_key
+        }
+    )
     comparisons = []
     for path in paths:
         joint, alone = by_key[("joint", path)], by_key[("standalone", path)]
         comparisons.append(
-            dict(compare(joint["accuracy"]["values"], alone["accuracy"]["values"], confidence),
-                 path=path, label=joint["label"])
+            dict(
+                compare(
+                    joint["accuracy"]["values"],
+                    alone["accuracy"]["values"],
+                    confidence,
+                ),
+                path=path,
+                label=joint["label"],
+            )
         )
-    for comparison, adjusted in zip(comparisons, holm([c["p_value"] for c in comparisons])):
+    for comparison, adjusted in zip(
+        comparisons, holm([c["p_value"] for c in comparisons])
+    ):
         comparison["p_holm"] = adjusted
         comparison["significant"] = adjusted is not None and adjusted < alpha
 
@@ -432,13 +494,21 @@ def _per_seed_ranking(runs, paths, metric):
             scores[(run["mode"], run["seed"], run["path"])] = run[metric]
     rows = []
     for seed in sorted({seed for _, seed, _ in scores}):
-        keys = [(mode, seed, p) for p in paths for mode in ("joint", "standalone")]
+        keys = [
+            (mode, seed, p) for p in paths for mode in ("joint", "standalone")
+        ]
         if all(key in scores for key in keys):
             joint = [scores[("joint", seed, p)] for p in paths]
             alone = [scores[("standalone", seed, p)] for p in paths]
             if np.ptp(joint) > 0 and np.ptp(alone) > 0:
                 result = scipy_stats.kendalltau(joint, alone)
-                rows.append({"seed": seed, "kendall_tau": float(result.statistic), "kendall_p": float(result.pvalue)})
+                rows.append(
+                    {
+                        "seed": seed,
+                        "kendall_tau": float(result.statistic),
+                        "kendall_p": float(result.pvalue),
+                    }
+                )
     return rows
 
 
@@ -462,7 +532,11 @@ def _test_name(comparison):
     if comparison["test"] == "welch":
         return "Welch"
     if comparison["test"] == "permutation":
-        return "permutation (exact)" if comparison["permutation_exact"] else "permutation (Monte Carlo)"
+        return (
+            "permutation (exact)"
+            if comparison["permutation_exact"]
+            else "permutation (Monte Carlo)"
+        )
     return "none (n = 1)"
 
 
@@ -494,7 +568,11 @@ def stats_markdown(results, alpha=ALPHA):
         f"may reach past the epochs trained). Accuracy: test accuracy at the best epoch "
         f"(highest validation accuracy)."
     )
-    lines += ["", "| Configuration | Mode | n | Test accuracy | Best epoch |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| Configuration | Mode | n | Test accuracy | Best epoch |",
+        "|---|---|---|---|---|",
+    ]
     for group in summary["groups"]:
         lines.append(
             f"| {group['label']} | {_MODE_TITLE.get(group['mode'], group['mode'])} | {group['n']} | "
@@ -553,13 +631,21 @@ def _ranking_lines(ranking, alpha):
         "",
     ]
     if ranking["kendall_tau"] is None:
-        lines.append("Undefined: every path has the same mean accuracy in one of the modes.")
+        lines.append(
+            "Undefined: every path has the same mean accuracy in one of the modes."
+        )
         return lines
     if ranking["kendall_exact"]:
         kendall_kind = "exact"
     else:
-        kendall_kind = "normal approximation" + (", tied accuracies" if ranking["ties"] else "")
-    spearman_kind = "exact permutation" if ranking["spearman_exact"] else "Monte Carlo permutation"
+        kendall_kind = "normal approximation" + (
+            ", tied accuracies" if ranking["ties"] else ""
+        )
+    spearman_kind = (
+        "exact permutation"
+        if ranking["spearman_exact"]
+        else "Monte Carlo permutation"
+    )
     lines.append(
         f"- Kendall's tau = **{ranking['kendall_tau']:+.3f}** (p = {_fmt_p(ranking['kendall_p'])}, {kendall_kind})"
     )
@@ -578,10 +664,17 @@ def _ranking_lines(ranking, alpha):
         text += f"; with {n} paths tau ≥ {chance['critical_tau']:.3f} is needed for p < {alpha:g}."
     lines.append(text)
     if ranking["per_seed"]:
-        taus = ", ".join(f"{row['kendall_tau']:+.2f} (seed {row['seed']})" for row in ranking["per_seed"])
+        taus = ", ".join(
+            f"{row['kendall_tau']:+.2f} (seed {row['seed']})"
+            for row in ranking["per_seed"]
+        )
         lines.append(f"- Kendall's tau within each seed: {taus}.")
-    joint_rank = scipy_stats.rankdata([-v for v in ranking["joint"]], method="min")
-    alone_rank = scipy_stats.rankdata([-v for v in ranking["standalone"]], method="min")
+    joint_rank = scipy_stats.rankdata(
+        [-v for v in ranking["joint"]], method="min"
+    )
+    alone_rank = scipy_stats.rankdata(
+        [-v for v in ranking["standalone"]], method="min"
+    )
     lines += [
         "",
         "| Configuration | Joint accuracy | Joint rank | Standalone accuracy | Standalone rank |",

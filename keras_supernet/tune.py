@@ -5,8 +5,8 @@ width of the hidden dense layer with KerasTuner's random search, for the
 joint supernet or for one path trained alone, and writes the best values to
 `<output_dir>/best_hparams.json` for `bin/train`.
 
-Each trial trains a fresh model exactly as `keras_supernet.experiment` does
-(same validation split, same training subset, normalisation from the
+Each trial trains a fresh model as `keras_supernet.experiment` does with its
+default uniform sampling (same validation split, same training subset, normalisation from the
 training split, Adam at a fixed learning rate, one seeded shuffle per epoch,
 the same initial weights for a given seed and width), then scores it on the
 **validation split only**; the test set is never read. The score of a trial
@@ -65,21 +65,16 @@ _RESUMABLE_KEYS = ("trials",)
 # === Argument validation ===
 
 
-def _positive_int(name, value, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Expected a positive integer. Received {name}={value!r}."
-        )
-    return int(value)
-
-
 def _choices(name, values):
     values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
     if (
         not values
-        or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0 for v in values)
+        or any(
+            isinstance(v, bool)
+            or not isinstance(v, (int, np.integer))
+            or v <= 0
+            for v in values
+        )
         or len(set(values)) != len(values)
     ):
         raise ValueError(
@@ -102,7 +97,11 @@ def _learning_rate_range(value):
     return low, high
 
 
-def search_space(learning_rate_range=LEARNING_RATE_RANGE, batch_sizes=BATCH_SIZES, hidden_units=HIDDEN_UNITS):
+def search_space(
+    learning_rate_range=LEARNING_RATE_RANGE,
+    batch_sizes=BATCH_SIZES,
+    hidden_units=HIDDEN_UNITS,
+):
     """The `keras_tuner.HyperParameters` searched by `tune`.
 
     `learning_rate` is log-uniform in `learning_rate_range`; `batch_size`
@@ -157,8 +156,19 @@ class SupernetTuner(keras_tuner.RandomSearch):
             raise keras_tuner.errors.FatalError(str(e)) from e
 
 
-def _make_score_fn(mode, path, arrays, val_ds, normalization, architecture, epochs, seed, verbose, counter):
-    (x_tr, y_tr) = arrays
+def _make_score_fn(
+    mode,
+    path,
+    arrays,
+    val_ds,
+    normalization,
+    architecture,
+    epochs,
+    seed,
+    verbose,
+    counter,
+):
+    x_tr, y_tr = arrays
     mean, std = normalization
     num_paths = architecture["num_paths"]
     eval_paths = list(range(num_paths)) if mode == "joint" else [path]
@@ -187,13 +197,26 @@ def _make_score_fn(mode, path, arrays, val_ds, normalization, architecture, epoc
         best = {p: 0.0 for p in eval_paths}
         for epoch in range(epochs):
             train_ds = data.make_dataset(
-                x_tr, y_tr, int(hparams["batch_size"]), mean, std,
-                shuffle=True, seed=data.epoch_seed(seed, epoch),
+                x_tr,
+                y_tr,
+                int(hparams["batch_size"]),
+                mean,
+                std,
+                shuffle=True,
+                seed=data.epoch_seed(seed, epoch),
             )
-            model.fit(train_ds, initial_epoch=epoch, epochs=epoch + 1, shuffle=False, verbose=0)
+            model.fit(
+                train_ds,
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                shuffle=False,
+                verbose=0,
+            )
             for p in eval_paths:
                 model.set_path(p)
-                accuracy = model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"]
+                accuracy = model.evaluate(val_ds, verbose=0, return_dict=True)[
+                    "accuracy"
+                ]
                 best[p] = max(best[p], float(accuracy))
             if mode == "standalone":
                 model.set_path(path)
@@ -203,7 +226,11 @@ def _make_score_fn(mode, path, arrays, val_ds, normalization, architecture, epoc
         counter["done"] += 1
         if verbose:
             values = " ".join(
-                f"{name}={hparams[name]:.3g}" if name == "learning_rate" else f"{name}={hparams[name]}"
+                (
+                    f"{name}={hparams[name]:.3g}"
+                    if name == "learning_rate"
+                    else f"{name}={hparams[name]}"
+                )
                 for name in HPARAMS
             )
             print(
@@ -232,7 +259,9 @@ def _check_existing(output_dir, config):
         with open(path) as f:
             old = json.load(f)
     except (OSError, ValueError) as e:
-        raise ValueError(f"Cannot resume the search in {output_dir}: {path} is unreadable ({e}).") from e
+        raise ValueError(
+            f"Cannot resume the search in {output_dir}: {path} is unreadable ({e})."
+        ) from e
     new = json.loads(json.dumps(config))
     for key in sorted(set(new) | set(old)):
         if key not in _RESUMABLE_KEYS and new.get(key) != old.get(key):
@@ -253,7 +282,9 @@ def _trial_rows(tuner, labels):
         row = {
             "trial_id": trial_id,
             "status": trial.status,
-            "hparams": {name: trial.hyperparameters.values.get(name) for name in HPARAMS},
+            "hparams": {
+                name: trial.hyperparameters.values.get(name) for name in HPARAMS
+            },
             OBJECTIVE: trial.score,
         }
         per_path = {}
@@ -330,7 +361,9 @@ def tune(
         keras_supernet.data.DataError: missing or malformed data files.
     """
     if mode not in MODES:
-        raise ValueError(f"Invalid value for argument `mode`. Expected one of {MODES}. Received mode={mode!r}.")
+        raise ValueError(
+            f"Invalid value for argument `mode`. Expected one of {MODES}. Received mode={mode!r}."
+        )
     if mode == "joint" and path is not None:
         raise ValueError(
             "Invalid value for argument `path`. Expected no path in joint mode (every path is scored). "
@@ -341,12 +374,20 @@ def tune(
             "Invalid value for argument `path`. Expected the path to tune in standalone mode, e.g. "
             f"2 or '5x5,3x3'. Received path={path!r}."
         )
-    trials = _positive_int("trials", trials)
-    epochs = _positive_int("epochs", epochs)
-    train_size = _positive_int("train_size", train_size, allow_none=True)
-    val_size = _positive_int("val_size", val_size)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"Invalid value for argument `seed`. Expected a non-negative integer. Received seed={seed!r}.")
+    trials = experiment._positive_int("trials", trials)
+    epochs = experiment._positive_int("epochs", epochs)
+    train_size = experiment._positive_int(
+        "train_size", train_size, allow_none=True
+    )
+    val_size = experiment._positive_int("val_size", val_size)
+    if (
+        isinstance(seed, bool)
+        or not isinstance(seed, (int, np.integer))
+        or seed < 0
+    ):
+        raise ValueError(
+            f"Invalid value for argument `seed`. Expected a non-negative integer. Received seed={seed!r}."
+        )
     seed = int(seed)
     if not output_dir:
         raise ValueError(
@@ -365,7 +406,9 @@ def tune(
             f"Invalid value for argument `val_size`. Expected fewer than the {len(x_all)} "
             f"training examples. Received val_size={val_size}."
         )
-    (x_tr, y_tr), (x_val, y_val) = data.split_validation(x_all, y_all, val_size, split_seed)
+    (x_tr, y_tr), (x_val, y_val) = data.split_validation(
+        x_all, y_all, val_size, split_seed
+    )
     if train_size is not None:
         if train_size > len(x_tr):
             raise ValueError(
@@ -378,8 +421,12 @@ def tune(
     input_shape = tuple(x_tr.shape[1:]) + (1,)
 
     probe = Supernet(
-        kernel_sizes=kernel_sizes, filters=filters, hidden_units=hidden_units[0],
-        num_classes=data.NUM_CLASSES, input_shape=input_shape, padding=padding,
+        kernel_sizes=kernel_sizes,
+        filters=filters,
+        hidden_units=hidden_units[0],
+        num_classes=data.NUM_CLASSES,
+        input_shape=input_shape,
+        padding=padding,
     )
     index = probe.resolve_path(path) if mode == "standalone" else None
     labels = {p: probe.path_label(p) for p in range(probe.num_paths)}
@@ -422,7 +469,16 @@ def tune(
     val_ds = data.make_dataset(x_val, y_val, _EVAL_BATCH_SIZE, mean, std)
     counter = {"done": 0, "total": trials}
     score_fn = _make_score_fn(
-        mode, index, (x_tr, y_tr), val_ds, (mean, std), architecture, epochs, seed, verbose, counter
+        mode,
+        index,
+        (x_tr, y_tr),
+        val_ds,
+        (mean, std),
+        architecture,
+        epochs,
+        seed,
+        verbose,
+        counter,
     )
     tuner = SupernetTuner(
         score_fn,
@@ -436,17 +492,23 @@ def tune(
         project_name="tuner",
         overwrite=False,
     )
-    counter["done"] = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
+    counter["done"] = sum(
+        t.status == "COMPLETED" for t in tuner.oracle.trials.values()
+    )
     try:
         tuner.search(verbose=0)
-    except keras_tuner.errors.FatalError:
+    except keras_tuner.errors.FatalError as e:
         if tuner.error is not None:
             raise tuner.error
-        raise
+        raise ValueError(f"The search in {output_dir} failed: {e}") from e
 
-    completed = [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
+    completed = [
+        t
+        for t in tuner.oracle.trials.values()
+        if t.status == "COMPLETED" and t.score is not None
+    ]
     if not completed:
-        raise RuntimeError(f"No trial of the search in {output_dir} completed.")
+        raise ValueError(f"No trial of the search in {output_dir} completed.")
     best = tuner.oracle.get_best_trials(1)[0]
     hparams = {
         "learning_rate": float(best.hyperparameters.get("learning_rate")),
@@ -460,8 +522,15 @@ def tune(
     )
     result = {
         "hparams": hparams,
-        "train_flags": " ".join(f"--{name}={value}" for name, value in hparams.items()),
-        "objective": {"name": OBJECTIVE, "value": best.score, "direction": "max", "description": description},
+        "train_flags": " ".join(
+            f"--{name}={value}" for name, value in hparams.items()
+        ),
+        "objective": {
+            "name": OBJECTIVE,
+            "value": best.score,
+            "direction": "max",
+            "description": description,
+        },
         "mode": mode,
         "path": index,
         "label": config["label"],
