@@ -562,8 +562,77 @@ class Supernet(keras.Model):
                     ]
         before = [tf.identity(v.value) for v, _ in scaled]
         self.optimizer.apply(gradients, variables)
-        for (variable, multiplier), old in zip(scaled, before):
-            variable.assign(old + multiplier * (variable.value - old))
+        self._assign_all(
+            [v for v, _ in scaled],
+            [
+                old + multiplier * (v.value - old)
+                for (v, multiplier), old in zip(scaled, before)
+            ],
+        )
+
+    @staticmethod
+    def _assign_all(variables, values):
+        """Assigns `values` to `variables`, under tf.distribute as well.
+
+        Model variables only accept an update from the replicas through the
+        strategy (`extended.update`), as the optimizer does its own.
+        """
+        if not variables:
+            return
+        if not tf.distribute.has_strategy():
+            for variable, value in zip(variables, values):
+                variable.assign(value)
+            return
+        targets = [
+            v.value if isinstance(v, keras.Variable) else v for v in variables
+        ]
+
+        def assign(distribution, values):
+            for target, value in zip(targets, values):
+                distribution.extended.update(
+                    target, lambda var, new: var.assign(new), args=(value,),
+                    group=False,
+                )
+
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            assign, tf.distribute.get_strategy(), values
+        )
+
+    def _optimizer_slots(self, variable):
+        """The optimizer variables that belong to model variable `variable`.
+
+        Keras names them `<variable path with '_' for '/'>_<slot>`.
+        """
+        prefix = variable.path.replace("/", "_") + "_"
+        return [
+            v for v in self.optimizer.variables if v.name.startswith(prefix)
+        ]
+
+    def _apply_restoring(self, gradients, variables, trained):
+        """Applies `gradients` to all `variables`, then puts back the weights
+        and optimizer slots of every candidate the step did not train.
+
+        The tf.distribute variant of `_apply_masked`: the optimizer's
+        cross-replica update cannot run inside control flow, so every
+        variable is updated and the untrained candidates are restored with
+        an element-wise select, bit for bit.
+        """
+        targets, keeps = [], []
+        for layer, layer_trained in zip(self.supernet_layers, trained):
+            for k, branch in enumerate(layer.branches):
+                for v in branch.trainable_variables:
+                    for target in [v] + self._optimizer_slots(v):
+                        targets.append(target)
+                        keeps.append(layer_trained[k])
+        before = [tf.identity(t.value) for t in targets]
+        self._apply_gradients(gradients, variables)
+        self._assign_all(
+            targets,
+            [
+                tf.where(keep, t.value, old)
+                for t, old, keep in zip(targets, before, keeps)
+            ],
+        )
 
     def _apply_masked(self, gradients, variables, trained):
         """Applies `gradients` to the shared variables, and to candidate `k`
@@ -626,18 +695,9 @@ class Supernet(keras.Model):
             ],
         )
 
-    def _masked_step(self, forward, trained, x, y, sample_weight):
-        variables = self.trainable_variables
-        with tf.GradientTape() as tape:
-            y_pred = forward()
-            loss = self._loss(x, y, y_pred, sample_weight)
-            scaled_loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled_loss, variables)
-        self._apply_masked(gradients, variables, trained)
-        return y_pred, loss
-
-    def _per_example_step(self, x, y, sample_weight):
-        assignment = self.sampler.sample_examples(self, tf.shape(x)[0])
+    def _trained_by(self, assignment):
+        """Per layer and candidate, a bool tensor: does any path index of the
+        vector `assignment` use the candidate?"""
         trained = []
         for layer, stride in zip(self.supernet_layers, self._strides):
             choice = (assignment // stride) % layer.num_branches
@@ -647,10 +707,46 @@ class Supernet(keras.Model):
                     for k in range(layer.num_branches)
                 ]
             )
-        return self._masked_step(
-            lambda: self.per_example_call(x, assignment, training=True),
-            trained, x, y, sample_weight,
+        return trained
+
+    def _step_plan(self, x):
+        """This step's forward function and, per layer and candidate, a bool
+        tensor saying whether the step trains it."""
+        if self.aggregation is not None and self.sampler.draws_paths:
+            masks = self.dropout_masks()
+            return (
+                lambda: self.aggregated_call(
+                    x, [ops.stack(m) for m in masks], training=True
+                ),
+                masks,
+            )
+        if self.sampler.per_example:
+            assignment = self.sampler.sample_examples(self, tf.shape(x)[0])
+            return (
+                lambda: self.per_example_call(x, assignment, training=True),
+                self._trained_by(assignment),
+            )
+        path = self.sampler.sample(self)
+        if self.sampler.draws_paths:
+            self._assign_path(path)
+        return (
+            lambda: self(x, training=True),
+            self._trained_by(ops.reshape(path, (1,))),
         )
+
+    def _masked_step(self, x, y, sample_weight, distributed):
+        forward, trained = self._step_plan(x)
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            y_pred = forward()
+            loss = self._loss(x, y, y_pred, sample_weight)
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, variables)
+        if distributed:
+            self._apply_restoring(gradients, variables, trained)
+        else:
+            self._apply_masked(gradients, variables, trained)
+        return y_pred, loss
 
     def dropout_masks(self):
         """Per layer, which candidates path dropout keeps for one batch.
@@ -676,25 +772,23 @@ class Supernet(keras.Model):
             )
         return masks
 
-    def _aggregated_step(self, x, y, sample_weight):
-        masks = self.dropout_masks()
-        return self._masked_step(
-            lambda: self.aggregated_call(
-                x, [ops.stack(m) for m in masks], training=True
-            ),
-            masks, x, y, sample_weight,
-        )
-
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
-        if self.aggregation is not None and self.sampler.draws_paths:
-            y_pred, loss = self._aggregated_step(x, y, sample_weight)
-        elif self.sampler.per_example:
-            y_pred, loss = self._per_example_step(x, y, sample_weight)
-        else:
+        # Under tf.distribute the optimizer's cross-replica update cannot run
+        # inside control flow: every variable is updated, and what the step
+        # did not train is restored.
+        distributed = tf.distribute.has_strategy()
+        trains_one_path = not self.sampler.per_example and not (
+            self.aggregation is not None and self.sampler.draws_paths
+        )
+        if trains_one_path and not distributed:
             y_pred, loss = self._single_path_step(x, y, sample_weight)
+        else:
+            y_pred, loss = self._masked_step(
+                x, y, sample_weight, distributed
+            )
         # compute_loss divides by the replica count under tf.distribute.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         for metric in self.metrics:
