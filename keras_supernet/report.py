@@ -338,8 +338,10 @@ def format_report(merged):
             ratio = float(np.mean(seconds)) / joint_mean
             lines.append(f"| {name} | {text} | {ratio:.2f} |")
 
+    complete_modes = {r["mode"] for r in merged["runs"] if r.get("complete")}
     complete_seeds = {r["seed"] for r in merged["runs"] if r.get("complete")}
-    if len(complete_seeds) > 1:
+    # Intervals and tests need several seeds; the ranking needs both modes.
+    if len(complete_seeds) > 1 or len(complete_modes) == 2:
         lines += ["", stats.stats_markdown(merged).rstrip()]
 
     incomplete = [r for r in merged["runs"] if not r.get("complete")]
