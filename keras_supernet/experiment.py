@@ -38,12 +38,14 @@ import json
 import os
 import re
 import time
+import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_supernet import data
+from keras_supernet import distribute
 from keras_supernet.supernet import PathDropoutSchedule
 from keras_supernet.supernet import Supernet
 
@@ -159,6 +161,20 @@ def parse_branch_learning_rates(text):
                 f"Received branch_lr={text!r}."
             )
     return result
+
+
+def parse_shard(text):
+    """Parses `"i/n"` (slice `i` of `n`, 0-based) into `(i, n)`; `""` gives None."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    match = re.fullmatch(r"(\d+)/(\d+)", text)
+    if not match or not int(match.group(1)) < int(match.group(2)):
+        raise ValueError(
+            "Invalid value for argument `shard`. Expected 'i/n' with "
+            f"0 <= i < n, e.g. '0/4'. Received shard={text!r}."
+        )
+    return int(match.group(1)), int(match.group(2))
 
 
 def _validate_seeds(seeds):
@@ -431,18 +447,21 @@ def _check_existing(output_dir, config, epochs):
         )
 
 
-def _build_model(config, sampling, seed):
+def _build_model(config, sampling, seed, strategy=None):
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    model = Supernet(**_supernet_kwargs(config), sampling=sampling, seed=seed)
-    model.compile(
-        optimizer=keras.optimizers.Adam(config["learning_rate"]),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    if not model.built:
-        model.build((None,) + tuple(config["input_shape"]))
-    model.optimizer.build(model.trainable_variables)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = Supernet(
+            **_supernet_kwargs(config), sampling=sampling, seed=seed
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(config["learning_rate"]),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        if not model.built:
+            model.build((None,) + tuple(config["input_shape"]))
+        model.optimizer.build(model.trainable_variables)
     return model
 
 
@@ -460,9 +479,43 @@ def _supernet_kwargs(config):
     }
 
 
-def _evaluate(model, dataset):
-    result = model.evaluate(dataset, verbose=0, return_dict=True)
-    return float(result["loss"]), float(result["accuracy"])
+def _evaluate(model, dataset, strategy):
+    if not _multi_worker(strategy):
+        result = model.evaluate(dataset, verbose=0, return_dict=True)
+        return float(result["loss"]), float(result["accuracy"])
+    # Keras 3's evaluate fails under MultiWorkerMirroredStrategy (see
+    # keras_supernet.distribute): every worker evaluates the whole set on
+    # its own, with the same numbers as `evaluate`.
+    forward = _local_forward(model)
+    total_loss, correct, count = 0.0, 0, 0
+    for x, y in dataset:
+        logits = forward(x)
+        losses = keras.losses.sparse_categorical_crossentropy(
+            y, logits, from_logits=True
+        )
+        total_loss += float(tf.reduce_sum(losses))
+        correct += int(
+            tf.reduce_sum(
+                tf.cast(tf.equal(tf.argmax(logits, -1, output_type=y.dtype), y), "int32")
+            )
+        )
+        count += int(tf.shape(y)[0])
+    return total_loss / count, correct / count
+
+
+def _multi_worker(strategy):
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+_FORWARDS = weakref.WeakKeyDictionary()
+
+
+def _local_forward(model):
+    """The model's inference as a `tf.function`, one per model (the active
+    path lives in variables, so changing it does not retrace)."""
+    if model not in _FORWARDS:
+        _FORWARDS[model] = tf.function(lambda x: model(x, training=False))
+    return _FORWARDS[model]
 
 
 def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
@@ -482,7 +535,8 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
     sampling = (
         config.get("sampling", "uniform") if run.mode == "joint" else "fixed"
     )
-    model = _build_model(config, sampling, run.seed)
+    strategy = state["strategy"]
+    model = _build_model(config, sampling, run.seed, strategy)
     callbacks = []
     if run.mode == "joint" and config.get("aggregation"):
         callbacks.append(PathDropoutSchedule(ramp_epochs=epochs))
@@ -546,14 +600,27 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
                 seed=data.epoch_seed(run.seed, epoch),
             )
             start = time.perf_counter()
-            fit = model.fit(
-                train_ds,
-                initial_epoch=epoch,
-                epochs=epoch + 1,
-                shuffle=False,
-                verbose=fit_verbose,
-                callbacks=callbacks,
-            )
+            if state["strategy_name"] != "default":
+                # Keras 3's fit fails under MultiWorkerMirroredStrategy, and
+                # under a strategy it uses up one pass of the reshuffling
+                # dataset before training: the epoch would see another order
+                # of examples than on one device.
+                for callback in callbacks:
+                    callback.set_model(model)
+                    callback.on_epoch_begin(epoch)
+                logs = distribute.train_epoch(model, train_ds, strategy)
+                train_loss, train_accuracy = logs["loss"], logs["accuracy"]
+            else:
+                fit = model.fit(
+                    train_ds,
+                    initial_epoch=epoch,
+                    epochs=epoch + 1,
+                    shuffle=False,
+                    verbose=fit_verbose,
+                    callbacks=callbacks,
+                )
+                train_loss = fit.history["loss"][-1]
+                train_accuracy = fit.history["accuracy"][-1]
             train_seconds = time.perf_counter() - start
             progress["train_seconds"] += train_seconds
 
@@ -561,16 +628,16 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
             rows = {}
             for p in eval_paths:
                 model.set_path(p)
-                val_loss, val_acc = _evaluate(model, val_ds)
-                test_loss, test_acc = _evaluate(model, test_ds)
+                val_loss, val_acc = _evaluate(model, val_ds, strategy)
+                test_loss, test_acc = _evaluate(model, test_ds, strategy)
                 rows[p] = {
                     "epoch": epoch + 1,
                     "val_accuracy": val_acc,
                     "val_loss": val_loss,
                     "test_accuracy": test_acc,
                     "test_loss": test_loss,
-                    "train_loss": float(fit.history["loss"][-1]),
-                    "train_accuracy": float(fit.history["accuracy"][-1]),
+                    "train_loss": float(train_loss),
+                    "train_accuracy": float(train_accuracy),
                     "seconds": round(progress["train_seconds"], 3),
                 }
             if run.mode == "standalone":
@@ -658,6 +725,8 @@ def run_experiment(
     aggregation=None,
     path_dropout=0.0,
     branch_learning_rates=None,
+    strategy="default",
+    shard=None,
 ):
     """Trains the joint supernet and/or each path alone, per seed.
 
@@ -708,6 +777,15 @@ def run_experiment(
         path_dropout: final path dropout rate with an aggregation.
         branch_learning_rates: dict from kernel size (`3` or `"3x3"`) to a
             learning-rate multiplier, applied in both modes.
+        strategy: `"default"`, `"mirrored"` or `"multi_worker"` (see
+            `keras_supernet.distribute.get_strategy`); `batch_size` is the
+            global batch. Under `"multi_worker"` every worker runs the same
+            call; the chief writes `output_dir`, the other workers
+            `output_dir/.workers/<task>`.
+        shard: None, or `(i, n)`: train only slice `i` of `n` of the grid of
+            runs (seeds x joint/standalone paths, in that order, every n-th
+            run from the i-th), so that n machines can share an experiment;
+            `bin/report` merges their folders.
 
     Returns:
         The dict written to `results.json`: `{"config": ..., "runs": [...]}`.
@@ -757,6 +835,20 @@ def run_experiment(
             f"Invalid value for argument `output_dir`. Expected a folder path. Received output_dir={output_dir!r}."
         )
     output_dir = os.fspath(output_dir)
+    if shard is not None and not (
+        isinstance(shard, tuple)
+        and len(shard) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in shard)
+        and 0 <= shard[0] < shard[1]
+    ):
+        raise ValueError(
+            "Invalid value for argument `shard`. Expected None or (i, n) with "
+            f"0 <= i < n. Received shard={shard!r}."
+        )
+    strategy_name = strategy
+    strategy = distribute.get_strategy(strategy_name)
+    if not distribute.is_chief_task() and strategy_name == "multi_worker":
+        output_dir = os.path.join(output_dir, ".workers", distribute.task_name())
 
     arrays = data.load_arrays(dataset, data_dir)
     x_all, y_all = arrays["train"]
@@ -838,6 +930,9 @@ def run_experiment(
         "path_dropout": probe.path_dropout,
         "branch_learning_rates": probe.get_config()["branch_learning_rates"],
         "supernet_config": probe.get_config(),
+        "strategy": strategy_name,
+        "num_replicas": strategy.num_replicas_in_sync,
+        "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
         "seconds": "train_seconds and history seconds count model.fit only; "
         "wall_seconds adds the per-epoch evaluation of every path",
         "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},
@@ -846,7 +941,12 @@ def run_experiment(
 
     # Everything is valid: from here on the output folder is written.
     os.makedirs(output_dir, exist_ok=True)
-    state = {"output_dir": output_dir, "progress": _scan_progress(output_dir)}
+    state = {
+        "output_dir": output_dir,
+        "progress": _scan_progress(output_dir),
+        "strategy": strategy,
+        "strategy_name": strategy_name,
+    }
 
     def publish():
         runs = _runs_from_progress(
@@ -865,31 +965,20 @@ def run_experiment(
     state["publish"] = publish
     publish()
     data_arrays = ((x_tr, y_tr), (x_val, y_val), (x_te, y_te))
+    grid = []
     for seed in seeds:
         if mode in ("joint", "all"):
-            run = _Run("joint", seed, None, output_dir)
-            _train_run(
-                run,
-                config,
-                data_arrays,
-                all_paths,
-                labels,
-                epochs,
-                state,
-                verbose,
-            )
+            grid.append((_Run("joint", seed, None, output_dir), all_paths))
         if mode in ("standalone", "all"):
-            for p in standalone_paths:
-                run = _Run("standalone", seed, p, output_dir)
-                _train_run(
-                    run,
-                    config,
-                    data_arrays,
-                    [p],
-                    labels,
-                    epochs,
-                    state,
-                    verbose,
-                )
+            grid += [
+                (_Run("standalone", seed, p, output_dir), [p])
+                for p in standalone_paths
+            ]
+    if shard is not None:
+        grid = grid[shard[0] :: shard[1]]
+    for run, eval_paths in grid:
+        _train_run(
+            run, config, data_arrays, eval_paths, labels, epochs, state, verbose
+        )
     publish()
     return state["results"]

@@ -1,0 +1,251 @@
+"""Tests of keras_supernet.bench and bin/bench: schema and sanity, no timings.
+
+Speed lives in the benchmark itself: these tests run every section on tiny
+settings and check the structure of the results and that every ratio is a
+positive finite number, whatever the machine's load.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from keras_supernet import bench
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA_DIR = os.path.join(ROOT, "tests", "data", "mnist_small")
+
+TINY = dataclasses.replace(
+    bench.QUICK,
+    batch_size=16,
+    steps=1,
+    rounds=2,
+    warmup=0,
+    epoch_examples=64,
+    epoch_rounds=1,
+    batch_sizes=(8, 16),
+    spaces=("2x2",),
+    inference_calls=1,
+    inference_rounds=1,
+    throughput_batch=8,
+    train_size=96,
+    val_size=64,
+    epochs=1,
+    joint_epochs=2,
+)
+
+
+def _history(accuracies, seconds_per_epoch):
+    return [
+        {
+            "epoch": e + 1,
+            "val_accuracy": a,
+            "seconds": seconds_per_epoch * (e + 1),
+            "wall_seconds": 2 * seconds_per_epoch * (e + 1),
+        }
+        for e, a in enumerate(accuracies)
+    ]
+
+
+def _runs(joint_accuracies, standalone_accuracies):
+    runs = []
+    for path, accuracies in enumerate(joint_accuracies):
+        runs.append(
+            {"mode": "joint", "seed": 0, "path": path, "label": f"p{path}",
+             "history": _history(accuracies, 10.0)}
+        )
+    for path, accuracies in enumerate(standalone_accuracies):
+        runs.append(
+            {"mode": "standalone", "seed": 0, "path": path, "label": f"p{path}",
+             "history": _history(accuracies, 10.0)}
+        )
+    return runs
+
+
+@pytest.fixture(scope="module")
+def results():
+    return bench.run_benchmark(
+        settings=TINY, quick=True, sections=bench.SECTIONS, data_dir=DATA_DIR
+    )
+
+
+@pytest.mark.slow
+class TestRunBenchmark:
+    def test_every_section_and_metadata(self, results):
+        for key in bench.SECTIONS:
+            assert key in results
+        assert results["schema_version"] == bench.SCHEMA_VERSION
+        assert results["settings"]["batch_size"] == TINY.batch_size
+        machine = results["machine"]
+        assert machine["nproc"] >= 1 and machine["tensorflow"]
+        assert set(results["section_seconds"]) == set(bench.SECTIONS)
+
+    def test_every_ratio_is_positive_and_finite(self, results):
+        ratios = results["ratios"]
+        # 4 paths, epoch, 6 samplings, 2 batch sizes and 1 space x 3
+        # samplings, 7 inference runtimes, 2 headline ratios.
+        assert len(ratios) == 4 + 1 + 6 + 9 + 7 + 2
+        for name, value in ratios.items():
+            assert isinstance(value, float), name
+            assert math.isfinite(value) and value > 0, (name, value)
+
+    def test_summaries_have_both_clocks(self, results):
+        for row in results["paths"]["rows"]:
+            for key in ("supernet_ms", "plain_ms", "ratio"):
+                for clock in bench.CLOCKS:
+                    summary = row[key][clock]
+                    assert summary["n"] == TINY.rounds
+                    assert (
+                        summary["min"] <= summary["q25"] <= summary["median"]
+                        <= summary["q75"] <= summary["max"]
+                    )
+
+    def test_goals(self, results):
+        goals = results["goals"]
+        assert set(goals) == {"paths", "epoch", "headline"}
+        for name, goal in goals.items():
+            assert goal["goal"] == bench.GOALS[name]
+            assert goal["met"] == (
+                goal["value"] < goal["goal"] if name == "headline"
+                else goal["value"] <= goal["goal"]
+            )
+
+    def test_inference_rows(self, results):
+        section = results["inference"]
+        assert "skipped" not in section, section.get("skipped")
+        runtimes = [row["runtime"] for row in section["rows"]]
+        assert "saved_model" in runtimes and "tflite/int8" in runtimes
+        for row in section["rows"]:
+            assert all(
+                v > 0 for v in row["throughput_examples_per_s"].values()
+            )
+
+    def test_headline_histories(self, results):
+        headline = results["headline"]
+        joint = [r for r in headline["runs"] if r["mode"] == "joint"]
+        standalone = [r for r in headline["runs"] if r["mode"] == "standalone"]
+        assert len(joint) == len(standalone) == 4
+        assert all(len(r["history"]) == TINY.joint_epochs for r in joint)
+        assert all(len(r["history"]) == TINY.epochs for r in standalone)
+        for run in headline["runs"]:
+            seconds = [row["seconds"] for row in run["history"]]
+            assert seconds == sorted(seconds)
+        (seed,) = headline["seeds"]
+        assert seed["seed"] == TINY.seed
+
+    def test_json_round_trip_and_table(self, results, tmp_path):
+        path = bench.write_json(results, tmp_path / "bench.json")
+        with open(path) as f:
+            assert json.load(f)["ratios"] == results["ratios"]
+        table = bench.format_table(results)
+        for title in ("Training step", "Epoch of", "Sampling strategies",
+                      "Step time vs", "Inference of", "Headline", "Goals:"):
+            assert title in table
+
+
+class TestTimeToMatch:
+    def test_reached(self):
+        (seed,) = bench.time_to_match(
+            _runs([[0.90, 0.975, 0.99], [0.91, 0.982, 0.99]],
+                  [[0.97, 0.98], [0.98, 0.983]]),
+            tolerance=0.001,
+        )
+        # Epoch 2: 0.975 < 0.98 - 0.001 for path 0; epoch 3 matches both.
+        assert seed["reached"] and seed["match_epoch"] == 3
+        assert seed["joint_seconds"] == 30.0
+        assert seed["standalone_seconds_sum"] == 40.0
+        assert seed["ratio"] == pytest.approx(0.75)
+        assert seed["ratio_to_best"] == pytest.approx(30.0 / 40.0)
+        assert seed["wall_ratio"] == pytest.approx(60.0 / 80.0)
+
+    def test_tolerance_boundary(self):
+        (seed,) = bench.time_to_match(
+            _runs([[0.979]], [[0.98]]), tolerance=0.001
+        )
+        assert seed["match_epoch"] == 1
+
+    def test_not_reached_is_a_lower_bound(self):
+        (seed,) = bench.time_to_match(
+            _runs([[0.5, 0.6]], [[0.7, 0.9, 0.8]]), tolerance=0.001
+        )
+        assert not seed["reached"] and seed["match_epoch"] is None
+        assert seed["joint_seconds"] == 20.0
+        assert seed["ratio"] == pytest.approx(20.0 / 30.0)
+        assert seed["ratio_to_best"] == pytest.approx(20.0 / 20.0)
+        assert seed["joint_best_gap_pp"] == {"p0": pytest.approx(-30.0)}
+
+    def test_seed_without_both_modes_is_skipped(self):
+        runs = [r for r in _runs([[0.9]], [[0.9]]) if r["mode"] == "joint"]
+        assert bench.time_to_match(runs) == []
+
+
+class TestSettings:
+    @pytest.mark.parametrize(
+        "kwargs, message",
+        [
+            ({"steps": 0}, r"Received steps=0"),
+            ({"spaces": ("4x4",)}, r"Received spaces=\('4x4',\)"),
+            ({"clock": "gpu"}, r"Received clock='gpu'"),
+            ({"tolerance": 1.5}, r"Received tolerance=1.5"),
+            ({"train_size": -3}, r"Received train_size=-3"),
+        ],
+    )
+    def test_invalid(self, kwargs, message):
+        with pytest.raises(ValueError, match=message):
+            dataclasses.replace(bench.QUICK, **kwargs)
+
+    def test_unknown_section(self):
+        with pytest.raises(ValueError, match=r"Received sections=\['bogus'\]"):
+            bench.run_benchmark(settings=TINY, sections=["bogus"])
+
+
+def _bin_bench(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bin", "bench"), *args],
+        capture_output=True, text=True, timeout=120, env=env, cwd=ROOT,
+    )
+
+
+class TestCli:
+    def test_results_only(self, tmp_path):
+        run_dir = tmp_path / "run"
+        run_dir.mkdir()
+        with open(run_dir / "results.json", "w") as f:
+            json.dump({"config": {}, "runs": _runs([[0.99]], [[0.98, 0.99]])}, f)
+        output = tmp_path / "bench.json"
+        process = _bin_bench(
+            "--sections=", f"--results={run_dir}", f"--output={output}"
+        )
+        assert process.returncode == 0, process.stderr
+        with open(output) as f:
+            written = json.load(f)
+        (entry,) = written["results"]
+        assert entry["seeds"][0]["match_epoch"] == 1
+        assert entry["seeds"][0]["ratio"] == pytest.approx(10.0 / 20.0)
+        assert "Headline (from" in process.stdout
+
+    @pytest.mark.parametrize(
+        "args, message",
+        [
+            (["--sections=bogus"], "Received sections=['bogus']"),
+            (["--sections=", "--results=/nonexistent"], "/nonexistent"),
+            (["--quick", "--steps=0"], "Received steps=0"),
+        ],
+    )
+    def test_bad_input_is_one_line(self, tmp_path, args, message):
+        process = _bin_bench(*args, f"--output={tmp_path / 'x.json'}")
+        assert process.returncode == 1
+        lines = process.stderr.strip().splitlines()
+        assert lines[-1].startswith("error: ") and message in lines[-1]
+        assert "Traceback" not in process.stderr
+        assert not (tmp_path / "x.json").exists()
+
+    def test_stray_argument_is_a_usage_error(self):
+        process = _bin_bench("extra")
+        assert process.returncode == 1 or process.returncode == 2
+        assert "Unexpected arguments: extra" in process.stderr
