@@ -339,3 +339,38 @@ def epoch_seed(seed, epoch):
         np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0]
         & 0x7FFFFFFF
     )
+
+
+def load_splits(dataset, data_dir, val_size, train_size, split_seed):
+    """The training, validation and test arrays of an experiment.
+
+    The validation split (`val_size` examples, seeded by `split_seed`) is
+    held out from the training set; `train_size` (None for all) then cuts
+    what is left.
+
+    Returns:
+        `((x_train, y_train), (x_val, y_val), (x_test, y_test))`.
+
+    Raises:
+        ValueError: if `val_size` or `train_size` do not fit the data.
+        DataError: missing or malformed data files.
+    """
+    arrays = load_arrays(dataset, data_dir)
+    x_all, y_all = arrays["train"]
+    if val_size >= len(x_all):
+        raise ValueError(
+            f"Invalid value for argument `val_size`. Expected fewer than the "
+            f"{len(x_all)} training examples. Received val_size={val_size}."
+        )
+    (x_tr, y_tr), (x_val, y_val) = split_validation(
+        x_all, y_all, val_size, split_seed
+    )
+    if train_size is not None:
+        if train_size > len(x_tr):
+            raise ValueError(
+                f"Invalid value for argument `train_size`. Expected at most "
+                f"{len(x_tr)} (training examples left after the validation "
+                f"split). Received train_size={train_size}."
+            )
+        x_tr, y_tr = x_tr[:train_size], y_tr[:train_size]
+    return (x_tr, y_tr), (x_val, y_val), arrays["test"]

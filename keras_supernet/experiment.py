@@ -850,24 +850,9 @@ def run_experiment(
     if not distribute.is_chief_task() and strategy_name == "multi_worker":
         output_dir = os.path.join(output_dir, ".workers", distribute.task_name())
 
-    arrays = data.load_arrays(dataset, data_dir)
-    x_all, y_all = arrays["train"]
-    if val_size >= len(x_all):
-        raise ValueError(
-            f"Invalid value for argument `val_size`. Expected fewer than the {len(x_all)} "
-            f"training examples. Received val_size={val_size}."
-        )
-    (x_tr, y_tr), (x_val, y_val) = data.split_validation(
-        x_all, y_all, val_size, split_seed
+    (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = data.load_splits(
+        dataset, data_dir, val_size, train_size, split_seed
     )
-    if train_size is not None:
-        if train_size > len(x_tr):
-            raise ValueError(
-                f"Invalid value for argument `train_size`. Expected at most {len(x_tr)} "
-                f"(training examples left after the validation split). Received train_size={train_size}."
-            )
-        x_tr, y_tr = x_tr[:train_size], y_tr[:train_size]
-    x_te, y_te = arrays["test"]
     mean, std = data.normalization_stats(x_tr)
     input_shape = tuple(x_tr.shape[1:]) + (1,)
 

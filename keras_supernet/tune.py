@@ -399,24 +399,10 @@ def tune(
     hidden_units = _choices("hidden_units", hidden_units)
     hp = search_space((low, high), batch_sizes, hidden_units)
 
-    arrays = data.load_arrays(dataset, data_dir)
-    x_all, y_all = arrays["train"]
-    if val_size >= len(x_all):
-        raise ValueError(
-            f"Invalid value for argument `val_size`. Expected fewer than the {len(x_all)} "
-            f"training examples. Received val_size={val_size}."
-        )
-    (x_tr, y_tr), (x_val, y_val) = data.split_validation(
-        x_all, y_all, val_size, split_seed
+    # The test split is never used.
+    (x_tr, y_tr), (x_val, y_val), _ = data.load_splits(
+        dataset, data_dir, val_size, train_size, split_seed
     )
-    if train_size is not None:
-        if train_size > len(x_tr):
-            raise ValueError(
-                f"Invalid value for argument `train_size`. Expected at most {len(x_tr)} "
-                f"(training examples left after the validation split). Received train_size={train_size}."
-            )
-        x_tr, y_tr = x_tr[:train_size], y_tr[:train_size]
-    del arrays  # The test split is never used.
     mean, std = data.normalization_stats(x_tr)
     input_shape = tuple(x_tr.shape[1:]) + (1,)
 
