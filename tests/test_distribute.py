@@ -21,7 +21,7 @@ from keras_supernet import distribute
 
 GLOBAL_BATCH = 16
 NUM_BATCHES = 4
-EPOCHS = 3
+EPOCHS = 2
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.path.join(ROOT, "tests", "data", "mnist_small")
 # A small joint experiment: two seeds, so two runs to shard.
