@@ -6,10 +6,11 @@ from keras_supernet.export import export_saved_model
 from keras_supernet.export import export_tflite
 from keras_supernet.extract import extract_path
 from keras_supernet.extract import path_config
+from keras_supernet.layers import PaddedDense
 from keras_supernet.layers import SupernetLayer
 from keras_supernet.sampling import AdaptiveSamplingCallback
 from keras_supernet.supernet import PathDropoutSchedule
 from keras_supernet.supernet import Supernet
 from keras_supernet.supernet import path_label
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

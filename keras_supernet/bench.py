@@ -852,14 +852,23 @@ def time_to_match(runs, tolerance=0.001):
             least its standalone best minus `tolerance` (0.001 = 0.1
             percentage point).
 
+    A path matches from the first joint epoch whose validation accuracy is
+    within `tolerance` of its standalone best, and the joint training has
+    matched once every path has: `bin/train` keeps a checkpoint of every
+    epoch and `bin/export` extracts each path from its own best epoch, so
+    each path is then available at standalone quality. The stricter reading,
+    one epoch whose checkpoint matches for every path at once, is reported
+    as `same_epoch_match` and `same_epoch_ratio`.
+
     Returns:
         One dict per seed that has both a joint run and standalone runs:
-        standalone bests and times, the joint epoch where every path first
-        matches (`match_epoch`, None if never), the joint time until then
-        (its whole training if never, with `reached` False: the ratio is then
-        a lower bound), and `ratio` = joint time / sum of the standalone
-        trainings' times; `ratio_to_best` divides by the sum of the
-        standalone times until each one's best epoch instead, and
+        standalone bests and times, each path's first matching joint epoch
+        (`path_match_epochs`, by label, None if never), the epoch where the
+        last path matches (`match_epoch`, None if one never does), the joint
+        time until then (its whole training if never, with `reached` False:
+        the ratio is then a lower bound), and `ratio` = joint time / sum of
+        the standalone trainings' times; `ratio_to_best` divides by the sum
+        of the standalone times until each one's best epoch instead, and
         `wall_ratio` uses `wall_seconds`.
     """
     by_seed = {}
@@ -892,18 +901,36 @@ def time_to_match(runs, tolerance=0.001):
                 ),
             }
         joint_epochs = min(len(joint[p]["history"]) for p in paths)
-        match_epoch = None
-        for e in range(joint_epochs):
-            if all(
+        matched = {
+            p: [
                 joint[p]["history"][e]["val_accuracy"]
                 >= best[p]["best_val_accuracy"] - tolerance - 1e-12
-                for p in paths
-            ):
-                match_epoch = e + 1
-                break
-        row = joint[paths[0]]["history"][(match_epoch or joint_epochs) - 1]
-        joint_seconds = row["seconds"]
-        joint_wall = row.get("wall_seconds", joint_seconds)
+                for e in range(joint_epochs)
+            ]
+            for p in paths
+        }
+        path_match = {
+            p: next((e + 1 for e, m in enumerate(matched[p]) if m), None)
+            for p in paths
+        }
+        match_epoch = (
+            None if None in path_match.values() else max(path_match.values())
+        )
+        same_epoch_match = next(
+            (
+                e + 1
+                for e in range(joint_epochs)
+                if all(matched[p][e] for p in paths)
+            ),
+            None,
+        )
+
+        def joint_time(epoch, key="seconds"):
+            row = joint[paths[0]]["history"][(epoch or joint_epochs) - 1]
+            return row.get(key, row["seconds"])
+
+        joint_seconds = joint_time(match_epoch)
+        joint_wall = joint_time(match_epoch, "wall_seconds")
         standalone_sum = sum(b["seconds"] for b in best.values())
         to_best_sum = sum(b["seconds_to_best"] for b in best.values())
         wall_sum = sum(b["wall_seconds"] for b in best.values())
@@ -922,11 +949,17 @@ def time_to_match(runs, tolerance=0.001):
                 "standalone_seconds_sum": standalone_sum,
                 "standalone_seconds_to_best_sum": to_best_sum,
                 "joint_epochs": joint_epochs,
+                "path_match_epochs": {
+                    best[p]["label"]: path_match[p] for p in paths
+                },
                 "match_epoch": match_epoch,
                 "reached": match_epoch is not None,
                 "joint_seconds": joint_seconds,
                 "joint_best_gap_pp": gaps,
                 "ratio": joint_seconds / standalone_sum,
+                "same_epoch_match": same_epoch_match,
+                "same_epoch_ratio": joint_time(same_epoch_match)
+                / standalone_sum,
                 "ratio_to_best": joint_seconds / to_best_sum,
                 "wall_ratio": joint_wall / wall_sum,
             }
@@ -1486,24 +1519,36 @@ def format_table(results):
                 f"standalone {headline['epochs']} epochs, joint up to "
                 f"{headline['joint_epochs']} epochs"
             )
-        rows = [
-            [
-                seed["seed"],
-                f"{seed['standalone_seconds_sum']:.1f}",
-                f"{seed['joint_seconds']:.1f}",
-                f"{seed['match_epoch']}/{seed['joint_epochs']}"
-                if seed["reached"] else f"not in {seed['joint_epochs']}",
-                (">" if not seed["reached"] else "") + f"{seed['ratio']:.3f}",
-                (">" if not seed["reached"] else "") + f"{seed['ratio_to_best']:.3f}",
-                " ".join(
-                    f"{gap:+.2f}" for gap in seed["joint_best_gap_pp"].values()
-                ),
-            ]
-            for seed in entry["seeds"]
-        ]
+        rows = []
+        for seed in entry["seeds"]:
+            lower = "" if seed["reached"] else ">"
+            # Older JSON files lack the per-path and same-epoch figures.
+            same = seed.get("same_epoch_match", seed["match_epoch"])
+            same_ratio = seed.get("same_epoch_ratio", seed["ratio"])
+            rows.append(
+                [
+                    seed["seed"],
+                    f"{seed['standalone_seconds_sum']:.1f}",
+                    f"{seed['joint_seconds']:.1f}",
+                    " ".join(
+                        "-" if e is None else str(e)
+                        for e in seed.get("path_match_epochs", {}).values()
+                    ),
+                    f"{seed['match_epoch']}/{seed['joint_epochs']}"
+                    if seed["reached"] else f"not in {seed['joint_epochs']}",
+                    lower + f"{seed['ratio']:.3f}",
+                    lower + f"{seed['ratio_to_best']:.3f}",
+                    ("" if same else ">") + f"{same_ratio:.3f}",
+                    " ".join(
+                        f"{gap:+.2f}"
+                        for gap in seed["joint_best_gap_pp"].values()
+                    ),
+                ]
+            )
         out += _table(
-            ["seed", "standalone sum s", "joint s", "match epoch", "ratio",
-             "ratio to best", "best joint - standalone (pp)"],
+            ["seed", "standalone sum s", "joint s", "path match epochs",
+             "match epoch", "ratio", "ratio to best", "same-epoch ratio",
+             "best joint - standalone (pp)"],
             rows,
         )
     goals = results.get("goals") or {}

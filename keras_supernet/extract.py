@@ -55,7 +55,8 @@ def build_path_model(config, name=None):
 
     The model holds standard Keras layers only. The supernet's zero padding
     of the embedding is left out: padded features are zeros, so the first
-    Dense layer only needs the kernel rows of the real features.
+    Dense layer only needs the kernel rows of the real features (the
+    supernet's `hidden` layer stores them as its first row blocks).
     """
     layers = [keras.Input(shape=tuple(config["input_shape"]), name="images")]
     for i, spec in enumerate(config["layers"]):
@@ -98,9 +99,11 @@ def _copy_path_weights(supernet, index, model):
             kernel, bias = layer.mixer.get_weights()
             rows = slice(branch * layer.filters, (branch + 1) * layer.filters)
             model.get_layer(f"mix_{i}").set_weights([kernel[:, :, rows], bias])
-    kernel, bias = supernet.hidden.get_weights()
     features = supernet.path_features(index)
-    model.get_layer("hidden").set_weights([kernel[:features], bias])
+    kernel = np.concatenate(
+        [b.numpy() for b in supernet.hidden.blocks_for(features)], axis=0
+    )
+    model.get_layer("hidden").set_weights([kernel, supernet.hidden.bias.numpy()])
     model.get_layer("logits").set_weights(supernet.classifier.get_weights())
 
 

@@ -346,3 +346,150 @@ class SupernetLayer(keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_supernet")
+class PaddedDense(keras.layers.Layer):
+    """A `Dense` layer over a zero-padded embedding, without the padding.
+
+    The supernet's paths give the head different numbers of features, which
+    the report zero-pads to the widest. This layer takes each width as it is:
+    an input of width `w` gives `activation(x @ kernel[:w] + bias)`, exactly
+    what `Dense` gives on the input zero-padded to `max(widths)`, without
+    multiplying the zeros.
+
+    The kernel is stored as row blocks cut at every width in `widths`
+    (`kernel_rows_0_512`, `kernel_rows_512_800`, ...), so that the rows an
+    input does not use are separate variables: a training step that hands the
+    optimizer only `blocks_for(w)` leaves the other rows' weights and
+    optimizer slots untouched, where a zero gradient would still move them
+    (Adam's momentum).
+
+    Args:
+        units: Number of output units.
+        widths: The input widths the layer accepts (at least one); the
+            largest is the full width of the kernel.
+        activation: Activation function.
+        kernel_initializer: Initializer of the full `(max(widths), units)`
+            kernel, drawn once and cut into the blocks: a seeded initializer
+            gives the kernel a `Dense` layer of the full width would get.
+        bias_initializer: Initializer of the bias.
+    """
+
+    def __init__(
+        self,
+        units,
+        widths,
+        activation=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.units = _validate_positive_int(units, "units")
+        try:
+            cuts = sorted(set(widths))
+        except TypeError:
+            cuts = []
+        if not cuts or any(
+            isinstance(w, bool) or not isinstance(w, int) or w <= 0
+            for w in cuts
+        ):
+            raise ValueError(
+                "Invalid value for argument `widths`. Expected a non-empty "
+                "sequence of strictly positive integers. "
+                f"Received widths={widths!r}."
+            )
+        self.widths = tuple(cuts)
+        self.activation = keras.activations.get(activation)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_blocks = []
+
+    @property
+    def full_width(self):
+        return self.widths[-1]
+
+    def build(self, input_shape=None):
+        full = self.kernel_initializer((self.full_width, self.units))
+        start = 0
+        for stop in self.widths:
+            self.kernel_blocks.append(
+                self.add_weight(
+                    name=f"kernel_rows_{start}_{stop}",
+                    shape=(stop - start, self.units),
+                    initializer=lambda shape, dtype=None, a=start, b=stop: (
+                        ops.cast(full[a:b], dtype or "float32")
+                    ),
+                )
+            )
+            start = stop
+        self.bias = self.add_weight(
+            name="bias", shape=(self.units,), initializer=self.bias_initializer
+        )
+
+    def blocks_for(self, width):
+        """The kernel blocks an input of width `width` uses."""
+        self._check_width(width)
+        return self.kernel_blocks[: self.widths.index(width) + 1]
+
+    @property
+    def kernel(self):
+        """The full `(max(widths), units)` kernel, as one tensor."""
+        return ops.concatenate([b.value for b in self.kernel_blocks], axis=0)
+
+    def _check_width(self, width):
+        if width not in self.widths:
+            raise ValueError(
+                f"Layer '{self.name}' accepts inputs of width "
+                f"{', '.join(map(str, self.widths))}. Received an input of "
+                f"width {width}."
+            )
+
+    def call(self, inputs):
+        blocks = self.blocks_for(inputs.shape[-1])
+        kernel = (
+            blocks[0] if len(blocks) == 1 else ops.concatenate(blocks, axis=0)
+        )
+        outputs = ops.add(ops.matmul(inputs, kernel), self.bias)
+        return self.activation(outputs)
+
+    def compute_output_shape(self, input_shape):
+        self._check_width(input_shape[-1])
+        return (*input_shape[:-1], self.units)
+
+    def load_own_variables(self, store):
+        # Weights saved before the kernel was split (keras_supernet 0.1.0):
+        # one full kernel and the bias, as a Dense layer saves them.
+        if len(self.kernel_blocks) > 1 and len(store.keys()) == 2:
+            kernel = store["0"]
+            if tuple(kernel.shape) != (self.full_width, self.units):
+                raise ValueError(
+                    f"Layer '{self.name}' expected a saved kernel of shape "
+                    f"{(self.full_width, self.units)}. Received "
+                    f"{tuple(kernel.shape)}."
+                )
+            start = 0
+            for stop, block in zip(self.widths, self.kernel_blocks):
+                block.assign(kernel[start:stop])
+                start = stop
+            self.bias.assign(store["1"])
+            return
+        super().load_own_variables(store)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "units": self.units,
+                "widths": list(self.widths),
+                "activation": keras.activations.serialize(self.activation),
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(
+                    self.bias_initializer
+                ),
+            }
+        )
+        return config

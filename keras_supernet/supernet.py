@@ -11,6 +11,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_supernet import sampling as sampling_lib
+from keras_supernet.layers import PaddedDense
 from keras_supernet.layers import SupernetLayer
 from keras_supernet.layers import _validate_aggregation
 from keras_supernet.layers import _validate_kernel_sizes
@@ -191,17 +192,6 @@ class Supernet(keras.Model):
         ]
         num_layers = len(self.supernet_layers)
         self.flatten = keras.layers.Flatten(name="flatten")
-        self.hidden = keras.layers.Dense(
-            hidden_units,
-            activation="relu",
-            kernel_initializer=self._initializer(num_layers),
-            name="hidden",
-        )
-        self.classifier = keras.layers.Dense(
-            num_classes,
-            kernel_initializer=self._initializer(num_layers + 1),
-            name="logits",
-        )
         self.seed_generator = keras.random.SeedGenerator(
             None if seed is None else _derived_seed(seed, 1_000_003),
             name="path_seed_generator",
@@ -242,6 +232,20 @@ class Supernet(keras.Model):
             self._features_of(p) for p in range(len(self._paths))
         )
         self.embedding_size = max(self._path_features)
+        # The head's first layer takes each path's features unpadded; its
+        # kernel rows are split at every path's feature count.
+        self.hidden = PaddedDense(
+            hidden_units,
+            widths=self._path_features,
+            activation="relu",
+            kernel_initializer=self._initializer(num_layers),
+            name="hidden",
+        )
+        self.classifier = keras.layers.Dense(
+            num_classes,
+            kernel_initializer=self._initializer(num_layers + 1),
+            name="logits",
+        )
         self.sampler.validate(self)
         self.build((None, *self.image_shape))
 
@@ -431,14 +435,18 @@ class Supernet(keras.Model):
 
     def path_trainable_variables(self, path):
         """The trainable variables a step on `path` updates: its candidates,
-        the layers' shared mixers and the head."""
-        branches = self.branch_indices(path)
+        the layers' shared mixers, and the head (of the hidden kernel, the
+        rows of the path's features only)."""
+        index = self.resolve_path(path)
         variables = [
             v
-            for layer, branch in zip(self.supernet_layers, branches)
+            for layer, branch in zip(
+                self.supernet_layers, self._branch_indices[index]
+            )
             for v in layer.branches[branch].trainable_variables
         ]
-        return variables + self._shared_trainable_variables()
+        blocks = self.hidden.blocks_for(self._path_features[index])
+        return variables + blocks + self._shared_trainable_variables()
 
     def _shared_trainable_variables(self):
         """Variables every training step updates, whatever the path."""
@@ -450,9 +458,20 @@ class Supernet(keras.Model):
         ]
         return (
             mixers
-            + self.hidden.trainable_variables
+            + [self.hidden.bias]
             + self.classifier.trainable_variables
         )
+
+    def _path_specific_groups(self):
+        """The variables only some paths use, in groups that a step trains
+        or leaves alone together: each candidate, then each row block of the
+        hidden kernel."""
+        groups = [
+            branch.trainable_variables
+            for layer in self.supernet_layers
+            for branch in layer.branches
+        ]
+        return groups + [[block] for block in self.hidden.kernel_blocks]
 
     def update_sampling(self, losses):
         """Passes per-path validation losses to an adaptive sampler.
@@ -475,18 +494,23 @@ class Supernet(keras.Model):
         self.hidden.build((None, self.embedding_size))
         self.classifier.build((None, self.hidden_units))
 
-    def embed(self, inputs, path, training=None):
-        """The fixed-size embedding of `inputs` on path `path` (an index).
-
-        The flattened output of the path's candidates, zero-padded to
-        `embedding_size`.
-        """
+    def _features(self, inputs, path, training=None):
+        """The flattened output of path `path`'s candidates, unpadded."""
         x = inputs
         for layer, branch in zip(
             self.supernet_layers, self._branch_indices[path]
         ):
             x = layer.path_output(x, branch, training=training)
-        x = self.flatten(x)
+        return self.flatten(x)
+
+    def embed(self, inputs, path, training=None):
+        """The fixed-size embedding of `inputs` on path `path` (an index).
+
+        The flattened output of the path's candidates, zero-padded to
+        `embedding_size`. The head gives the same logits for it as for the
+        unpadded features, which is what training and `path_call` use.
+        """
+        x = self._features(inputs, path, training=training)
         missing = self.embedding_size - self._path_features[path]
         if missing:
             x = ops.pad(x, [[0, 0], [0, missing]])
@@ -494,7 +518,7 @@ class Supernet(keras.Model):
 
     def path_call(self, inputs, path, training=None):
         """The logits of path `path` (a Python index), whatever is active."""
-        x = self.embed(inputs, path, training=training)
+        x = self._features(inputs, path, training=training)
         return self.classifier(self.hidden(x))
 
     def call(self, inputs, training=None):
@@ -618,12 +642,11 @@ class Supernet(keras.Model):
         an element-wise select, bit for bit.
         """
         targets, keeps = [], []
-        for layer, layer_trained in zip(self.supernet_layers, trained):
-            for k, branch in enumerate(layer.branches):
-                for v in branch.trainable_variables:
-                    for target in [v] + self._optimizer_slots(v):
-                        targets.append(target)
-                        keeps.append(layer_trained[k])
+        for group, group_trained in zip(self._path_specific_groups(), trained):
+            for v in group:
+                for target in [v] + self._optimizer_slots(v):
+                    targets.append(target)
+                    keeps.append(group_trained)
         before = [tf.identity(t.value) for t in targets]
         self._apply_gradients(gradients, variables)
         self._assign_all(
@@ -635,8 +658,9 @@ class Supernet(keras.Model):
         )
 
     def _apply_masked(self, gradients, variables, trained):
-        """Applies `gradients` to the shared variables, and to candidate `k`
-        of layer `l` only where `trained[l][k]` (a bool tensor) holds.
+        """Applies `gradients` to the shared variables, and to the variables
+        of group `i` of `_path_specific_groups()` only where `trained[i]` (a
+        bool tensor) holds.
 
         One optimizer step: every update sees the same iteration count, so
         Adam's bias correction is the one a single `apply` would use.
@@ -645,21 +669,18 @@ class Supernet(keras.Model):
         shared = self._shared_trainable_variables()
         step = tf.identity(self.optimizer.iterations.value)
         self._apply_gradients([by_variable[id(v)] for v in shared], shared)
-        for layer, layer_trained in zip(self.supernet_layers, trained):
-            for k, branch in enumerate(layer.branches):
-                branch_variables = branch.trainable_variables
-                if not branch_variables:
-                    continue
+        for group, group_trained in zip(self._path_specific_groups(), trained):
+            if not group:
+                continue
 
-                def update(branch_variables=branch_variables):
-                    self.optimizer.iterations.assign(step)
-                    self._apply_gradients(
-                        [by_variable[id(v)] for v in branch_variables],
-                        branch_variables,
-                    )
-                    return tf.constant(True)
+            def update(group=group):
+                self.optimizer.iterations.assign(step)
+                self._apply_gradients(
+                    [by_variable[id(v)] for v in group], group
+                )
+                return tf.constant(True)
 
-                tf.cond(layer_trained[k], update, lambda: tf.constant(False))
+            tf.cond(group_trained, update, lambda: tf.constant(False))
         self.optimizer.iterations.assign(step + 1)
 
     def _loss(self, x, y, y_pred, sample_weight):
@@ -696,17 +717,23 @@ class Supernet(keras.Model):
         )
 
     def _trained_by(self, assignment):
-        """Per layer and candidate, a bool tensor: does any path index of the
-        vector `assignment` use the candidate?"""
+        """Per group of `_path_specific_groups()`, a bool tensor: does any
+        path index of the vector `assignment` use it?"""
         trained = []
         for layer, stride in zip(self.supernet_layers, self._strides):
             choice = (assignment // stride) % layer.num_branches
-            trained.append(
-                [
-                    tf.reduce_any(tf.equal(choice, k))
-                    for k in range(layer.num_branches)
-                ]
-            )
+            trained += [
+                tf.reduce_any(tf.equal(choice, k))
+                for k in range(layer.num_branches)
+            ]
+        features = tf.gather(
+            tf.constant(self._path_features, dtype="int32"), assignment
+        )
+        # The hidden kernel's rows up to `width` serve every path with at
+        # least `width` features.
+        trained += [
+            tf.reduce_any(features >= width) for width in self.hidden.widths
+        ]
         return trained
 
     def _step_plan(self, x):
@@ -714,11 +741,14 @@ class Supernet(keras.Model):
         tensor saying whether the step trains it."""
         if self.aggregation is not None and self.sampler.draws_paths:
             masks = self.dropout_masks()
+            # Aggregated candidates share one output shape: the head's
+            # single row block is always trained.
+            blocks = [tf.constant(True)] * len(self.hidden.kernel_blocks)
             return (
                 lambda: self.aggregated_call(
                     x, [ops.stack(m) for m in masks], training=True
                 ),
-                masks,
+                [t for m in masks for t in m] + blocks,
             )
         if self.sampler.per_example:
             assignment = self.sampler.sample_examples(self, tf.shape(x)[0])

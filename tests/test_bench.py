@@ -156,11 +156,27 @@ class TestTimeToMatch:
         )
         # Epoch 2: 0.975 < 0.98 - 0.001 for path 0; epoch 3 matches both.
         assert seed["reached"] and seed["match_epoch"] == 3
+        assert seed["path_match_epochs"] == {"p0": 3, "p1": 2}
+        assert seed["same_epoch_match"] == 3
         assert seed["joint_seconds"] == 30.0
         assert seed["standalone_seconds_sum"] == 40.0
         assert seed["ratio"] == pytest.approx(0.75)
         assert seed["ratio_to_best"] == pytest.approx(30.0 / 40.0)
         assert seed["wall_ratio"] == pytest.approx(60.0 / 80.0)
+
+    def test_paths_may_match_at_different_epochs(self):
+        # Each path is extracted from its own best epoch: p0 matches at
+        # epoch 1, p1 at epoch 2, though no single epoch matches both.
+        (seed,) = bench.time_to_match(
+            _runs([[0.98, 0.95, 0.95], [0.90, 0.99, 0.90]],
+                  [[0.98], [0.99]]),
+            tolerance=0.001,
+        )
+        assert seed["path_match_epochs"] == {"p0": 1, "p1": 2}
+        assert seed["reached"] and seed["match_epoch"] == 2
+        assert seed["ratio"] == pytest.approx(20.0 / 20.0)
+        assert seed["same_epoch_match"] is None
+        assert seed["same_epoch_ratio"] == pytest.approx(30.0 / 20.0)
 
     def test_tolerance_boundary(self):
         (seed,) = bench.time_to_match(
@@ -173,6 +189,7 @@ class TestTimeToMatch:
             _runs([[0.5, 0.6]], [[0.7, 0.9, 0.8]]), tolerance=0.001
         )
         assert not seed["reached"] and seed["match_epoch"] is None
+        assert seed["path_match_epochs"] == {"p0": None}
         assert seed["joint_seconds"] == 20.0
         assert seed["ratio"] == pytest.approx(20.0 / 30.0)
         assert seed["ratio_to_best"] == pytest.approx(20.0 / 20.0)

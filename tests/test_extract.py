@@ -30,7 +30,7 @@ SEARCH_SPACES = {
 def _trained_supernet(space):
     model = Supernet(hidden_units=32, num_classes=10, seed=5, **space)
     model.compile(
-        optimizer=keras.optimizers.Adam(1e-2),
+        optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     rng = np.random.default_rng(0)
@@ -50,8 +50,11 @@ class ExtractTest(parameterized.TestCase):
             expected = model.predict(x, verbose=0)
             actual = plain.predict(x, verbose=0)
             self.assertLessEqual(np.max(np.abs(expected - actual)), 1e-5)
-            # Not trivially equal: logits are far from zero.
-            self.assertGreater(np.abs(expected).max(), 0.1)
+            # Not trivially equal: the logits depend on the input (a path
+            # whose hidden units all died would output its biases only).
+            self.assertGreater(
+                np.abs(expected - expected.mean(axis=0)).max(), 0.1
+            )
 
     def test_plain_model_has_standard_layers_only(self):
         model, x = _trained_supernet(SEARCH_SPACES["report_2x2"])

@@ -32,30 +32,41 @@ def _batch(n=16, shape=(28, 28, 1), seed=0):
 
 
 def _path_variable_names(model, path):
-    """Variable paths a step on `path` may change: its branches, the head."""
+    """Variable paths a step on `path` may change: its branches, the hidden
+    kernel's rows of its features, the hidden bias."""
+    features = model.path_features(path)
+    # The blocks are cut at the feature counts: the path's rows are the
+    # blocks that start below its count.
+    start, names = 0, set()
+    for block in model.hidden.kernel_blocks:
+        if start < features:
+            names.add(block.path)
+        start += block.shape[0]
     return {
         v.path
         for layer, k in zip(model.supernet_layers, model.paths[path])
         for v in layer.branches[layer.kernel_sizes.index(k)]
         .trainable_variables
-    } | {v.path for v in model.hidden.trainable_variables}
+    } | names | {model.hidden.bias.path}
 
 
 def _snapshot(model):
-    """Every branch's weights and Adam slots, plus the head's weights."""
+    """Weights and Adam slots of every branch and of the hidden layer."""
     optimizer = model.optimizer
     state = {}
-    for layer in model.supernet_layers:
-        for branch in layer.branches:
-            for v in branch.trainable_variables:
-                i = optimizer._get_variable_index(v)
-                state[v.path] = (
-                    v.numpy().copy(),
-                    optimizer._momentums[i].numpy().copy(),
-                    optimizer._velocities[i].numpy().copy(),
-                )
-    for v in model.hidden.trainable_variables:
-        state[v.path] = (v.numpy().copy(),)
+    variables = [
+        v
+        for layer in model.supernet_layers
+        for branch in layer.branches
+        for v in branch.trainable_variables
+    ] + model.hidden.trainable_variables
+    for v in variables:
+        i = optimizer._get_variable_index(v)
+        state[v.path] = (
+            v.numpy().copy(),
+            optimizer._momentums[i].numpy().copy(),
+            optimizer._velocities[i].numpy().copy(),
+        )
     return state
 
 
@@ -198,6 +209,33 @@ class SupernetTest(parameterized.TestCase):
             _changed(before, _snapshot(model)),
             _path_variable_names(model, 1),
         )
+
+    @parameterized.named_parameters(("masked", False), ("restoring", True))
+    def test_grouped_step_leaves_unused_head_rows_untouched(self, distributed):
+        # Every example on a 128-feature path: the hidden kernel's rows
+        # 128..199 serve only the 200-feature paths and must keep their
+        # weights and Adam slots, in the masked step and in its
+        # tf.distribute variant alike.
+        model = _compile(Supernet(sampling="per_example", **self.init_kwargs))
+        model.sampler.sample_examples = lambda supernet, n: tf.where(
+            tf.range(n) % 2 == 0, 1, 3
+        )
+        model.optimizer.build(model.trainable_variables)
+        x, y = _batch(16)
+        for _ in range(3):  # Adam momentum on every row
+            model.set_path(0)
+            model._path_train_step(0, tf.constant(x), tf.constant(y), None)
+        step = tf.function(
+            lambda x, y: model._masked_step(x, y, None, distributed)
+        )
+        before = _snapshot(model)
+        step(tf.constant(x), tf.constant(y))
+        changed = _changed(before, _snapshot(model))
+        self.assertEqual(
+            changed,
+            _path_variable_names(model, 1) | _path_variable_names(model, 3),
+        )
+        self.assertNotIn(model.hidden.kernel_blocks[1].path, changed)
 
     def test_training_reduces_loss(self):
         model = _compile(Supernet(**self.init_kwargs), learning_rate=3e-3)
