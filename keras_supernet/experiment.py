@@ -257,7 +257,8 @@ def _restore_state(model, path):
         if len(stored.files) != len(variables):
             raise ValueError(
                 f"Resume state {path} holds {len(stored.files)} variables, the model "
-                f"has {len(variables)}: the run folder belongs to another configuration or to keras_supernet 0.1.0 (whose hidden layer was one kernel)."
+                f"has {len(variables)}: the run folder belongs to another configuration, "
+                "or to keras_supernet 0.1.0 (its hidden layer had one kernel)."
             )
         for i, v in enumerate(variables):
             value = stored[f"v{i:05d}"]
