@@ -404,13 +404,18 @@ def _compat_view(config):
     }
 
 
-def _check_existing(output_dir, config, epochs):
-    """Raises if `output_dir` holds a run of another configuration."""
+def check_output_dir(output_dir):
+    """Raises unless `output_dir` is a folder or does not exist yet."""
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(
             f"Invalid value for argument `output_dir`. Expected a folder. "
             f"Received output_dir={output_dir!r}, which is a file."
         )
+
+
+def _check_existing(output_dir, config, epochs):
+    """Raises if `output_dir` holds a run of another configuration."""
+    check_output_dir(output_dir)
     results_path = os.path.join(output_dir, RESULTS_FILE)
     if not os.path.exists(results_path):
         # results.json is written before any checkpoint: without it, nothing

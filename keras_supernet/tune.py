@@ -247,11 +247,8 @@ def _make_score_fn(
 
 
 def _check_existing(output_dir, config):
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise ValueError(
-            f"Invalid value for argument `output_dir`. Expected a folder. "
-            f"Received output_dir={output_dir!r}, which is a file."
-        )
+    """Raises if `output_dir` holds a search of another configuration."""
+    experiment.check_output_dir(output_dir)
     path = os.path.join(output_dir, CONFIG_FILE)
     if not os.path.exists(path):
         return

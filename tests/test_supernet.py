@@ -1,4 +1,5 @@
 import itertools
+import json
 import os
 import tempfile
 
@@ -339,6 +340,20 @@ class SupernetTest(parameterized.TestCase):
         )
 
     # === Bad arguments ===
+
+    def test_loads_weights_saved_by_version_0_1_0(self):
+        # 0.1.0 saved the hidden layer as one (200, 8) kernel.
+        folder = os.path.join(os.path.dirname(__file__), "data", "v0_1_0")
+        with open(os.path.join(folder, "config.json")) as f:
+            model = Supernet.from_config(json.load(f))
+        model.load_weights(os.path.join(folder, "supernet.weights.h5"))
+        expected = np.load(os.path.join(folder, "expected.npz"))
+        for p in range(model.num_paths):
+            np.testing.assert_allclose(
+                model.path_call(expected["inputs"], p),
+                expected[f"path{p}"],
+                atol=1e-5,
+            )
 
     @parameterized.named_parameters(
         ("no_layers", {"kernel_sizes": ()}, r"kernel_sizes=\(\)"),
