@@ -7,18 +7,23 @@ _PADDINGS = ("valid", "same")
 AGGREGATIONS = ("sum", "concat_1x1")
 
 
+def _positive_ints(values):
+    """`values` as a tuple of strictly positive ints, or None if it is not."""
+    try:
+        values = tuple(values)
+    except TypeError:
+        return None
+    if any(
+        isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values
+    ):
+        return None
+    return values
+
+
 def _validate_kernel_sizes(kernel_sizes, name="kernel_sizes"):
     """Returns `kernel_sizes` as a tuple of distinct positive ints, or raises."""
-    try:
-        sizes = tuple(kernel_sizes)
-    except TypeError:
-        sizes = None
-    if (
-        not sizes
-        or any(isinstance(k, bool) or not isinstance(k, int) for k in sizes)
-        or any(k <= 0 for k in sizes)
-        or len(set(sizes)) != len(sizes)
-    ):
+    sizes = _positive_ints(kernel_sizes)
+    if not sizes or len(set(sizes)) != len(sizes):
         raise ValueError(
             f"Invalid value for argument `{name}`. Expected a non-empty "
             "sequence of distinct strictly positive integers. "
@@ -387,20 +392,14 @@ class PaddedDense(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.units = _validate_positive_int(units, "units")
-        try:
-            cuts = sorted(set(widths))
-        except TypeError:
-            cuts = []
-        if not cuts or any(
-            isinstance(w, bool) or not isinstance(w, int) or w <= 0
-            for w in cuts
-        ):
+        cuts = _positive_ints(widths)
+        if not cuts:
             raise ValueError(
                 "Invalid value for argument `widths`. Expected a non-empty "
                 "sequence of strictly positive integers. "
                 f"Received widths={widths!r}."
             )
-        self.widths = tuple(cuts)
+        self.widths = tuple(sorted(set(cuts)))
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)

@@ -13,6 +13,7 @@ from keras import ops
 from keras_supernet import sampling as sampling_lib
 from keras_supernet.layers import PaddedDense
 from keras_supernet.layers import SupernetLayer
+from keras_supernet.layers import _positive_ints
 from keras_supernet.layers import _validate_aggregation
 from keras_supernet.layers import _validate_kernel_sizes
 from keras_supernet.layers import _validate_padding
@@ -299,14 +300,8 @@ class Supernet(keras.Model):
 
     @staticmethod
     def _validate_input_shape(input_shape):
-        try:
-            shape = tuple(input_shape)
-        except TypeError:
-            shape = ()
-        if len(shape) != 3 or any(
-            isinstance(d, bool) or not isinstance(d, int) or d <= 0
-            for d in shape
-        ):
+        shape = _positive_ints(input_shape)
+        if shape is None or len(shape) != 3:
             raise ValueError(
                 "Invalid value for argument `input_shape`. Expected "
                 "(rows, cols, channels) of strictly positive integers. "
