@@ -44,6 +44,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import keras_supernet
 from keras_supernet import data
 from keras_supernet import distribute
 from keras_supernet.supernet import PathDropoutSchedule
@@ -926,7 +927,11 @@ def run_experiment(
         "shard": None if shard is None else f"{shard[0]}/{shard[1]}",
         "seconds": "train_seconds and history seconds count model.fit only; "
         "wall_seconds adds the per-epoch evaluation of every path",
-        "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},
+        "versions": {
+            "keras_supernet": keras_supernet.__version__,
+            "keras": keras.__version__,
+            "tensorflow": tf.__version__,
+        },
     }
     _check_existing(output_dir, config, epochs)
 

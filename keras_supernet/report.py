@@ -182,6 +182,11 @@ def wall_time_comparison(merged):
 # === Markdown ===
 
 
+def _version(config):
+    """The keras_supernet version of a run's config (recorded since 0.2.0)."""
+    return (config.get("versions") or {}).get("keras_supernet", "0.1.0")
+
+
 def _config_lines(merged):
     config = merged["config"]
     kernel_sizes = " / ".join(
@@ -199,6 +204,7 @@ def _config_lines(merged):
         f"{', '.join(str(s) for s in sorted({r['seed'] for r in merged['runs']}))}",
         f"- Normalisation (training split): mean {config['normalization']['mean']:.4f}, "
         f"std {config['normalization']['std']:.4f}",
+        f"- Trained with keras_supernet {_version(config)}",
     ]
     differing = [
         key
@@ -208,6 +214,8 @@ def _config_lines(merged):
             for c in merged["configs"][1:]
         )
     ]
+    if any(_version(c) != _version(config) for c in merged["configs"][1:]):
+        differing.append("keras_supernet version")
     if differing:
         lines.append(
             f"- **Warning**: the merged folders differ in {', '.join(differing)}; the settings "
@@ -507,12 +515,15 @@ COMPARISON_TITLE = (
 )
 # Settings of the joint training recipe; with `_KEY_SETTINGS` they define a
 # variant. Folders with equal settings are merged (seeds of one variant).
+# `keras_supernet` is the version that trained the runs (results.json
+# records it since 0.2.0; older files come from 0.1.0).
 _RECIPE_SETTINGS = (
     "sampling",
     "aggregation",
     "path_dropout",
     "branch_learning_rates",
     "split_seed",
+    "keras_supernet",
 )
 
 
@@ -528,6 +539,7 @@ def _variant_settings(config):
     settings["branch_learning_rates"] = (
         settings["branch_learning_rates"] or None
     )
+    settings["keras_supernet"] = _version(config)
     return settings
 
 

@@ -492,3 +492,31 @@ def test_cli_compare_writes_files_and_rejects_one_variant(tmp_path):
     assert len(lines) == 1 and lines[0].startswith(
         "error: Invalid value for argument `run_dirs`. Expected folders of at least two different"
     )
+
+
+def test_versions_are_told_apart(tmp_path):
+    # results.json records the keras_supernet version since 0.2.0; older
+    # files count as 0.1.0. Same settings, other version: two variants.
+    runs = _joint_runs(0, [2, 3, 4, 4], [0.98] * 4, 10.0)
+    old = _write(tmp_path / "old", [0], runs, epochs=4, sampling="uniform")
+    new = _write(
+        tmp_path / "new",
+        [0],
+        runs,
+        epochs=4,
+        sampling="uniform",
+        versions={"keras_supernet": "0.2.0"},
+    )
+    variants = report.load_variants([old, new])
+    assert [v["label"] for v in variants] == [
+        "uniform, batch 128, keras_supernet 0.1.0",
+        "uniform, batch 128, keras_supernet 0.2.0",
+    ]
+    other = _write(
+        tmp_path / "other", [1], _seed_runs(1, 0.0),
+        versions={"keras_supernet": "0.2.0"},
+    )
+    first = _write(tmp_path / "first", [0], _seed_runs(0, 0.0))
+    text = open(report.write_report([first, other], tmp_path / "m")[0]).read()
+    assert "- Trained with keras_supernet 0.1.0" in text
+    assert "the merged folders differ in keras_supernet version" in text
