@@ -468,16 +468,20 @@ def test_cli_compare_writes_files_and_rejects_one_variant(tmp_path):
         "--compare",
     ]
     done = subprocess.run(
-        command + [f"--run_dir={uniform},{adaptive}", f"--output_dir={out}"],
+        command
+        + [
+            f"--run_dir={uniform},{adaptive}",
+            f"--output_dir={out}",
+            "--title=Uniform against adaptive",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert (
-        "| 5x5->5x5 | adaptive, batch 512 | Joint |"
-        in (out / "comparison.md").read_text()
-    )
+    text = (out / "comparison.md").read_text()
+    assert text.startswith("# Uniform against adaptive\n")
+    assert "| 5x5->5x5 | adaptive, batch 512 | Joint |" in text
     assert (out / "comparison.png").is_file() and not (
         out / "report.md"
     ).exists()
