@@ -38,8 +38,11 @@ class Supernet(keras.Model):
 
     Stacks one `SupernetLayer` per entry of `kernel_sizes`, flattens the
     last feature map, zero-pads it to the largest size any path yields (a
-    fixed-size embedding shared by all paths), then applies
+    fixed-size embedding shared by all paths, `embed`), then applies
     `Dense(hidden_units, relu)` and `Dense(num_classes)`, returning logits.
+    The first Dense is a `PaddedDense`: it gives the same result without
+    multiplying the zeros, its kernel stored as row blocks so that a path
+    uses and trains only the rows of its own features.
 
     A path picks one candidate per layer; `paths` lists them in
     `itertools.product` order. Inference runs the active path (`set_path`).
@@ -58,11 +61,12 @@ class Supernet(keras.Model):
     that candidate enabled. Only `"uniform"` (all candidates) and `"fixed"`
     sampling apply.
 
-    A training step changes the sampled path's candidates and the head and
-    nothing else: the train step switches between whole per-path steps, each
-    computing gradients and applying the optimizer to that path's variables
-    only, so candidates off the path keep their weights and their optimizer
-    state (Adam moments) bit for bit. The active path lives in variables, so
+    A training step changes the sampled path's candidates and the head (of
+    the hidden kernel, the path's rows) and nothing else: the train step
+    switches between whole per-path steps, each computing gradients and
+    applying the optimizer to that path's variables only, so candidates off
+    the path keep their weights and their optimizer state (Adam moments) bit
+    for bit. The active path lives in variables, so
     changing it never retraces a compiled function. Each path's step is its
     own branch of the compiled graph, so the graph grows with the number of
     paths (the product of the candidate counts).
