@@ -393,17 +393,7 @@ def multi_worker(tmp_path_factory):
                 text=True,
             )
         )
-    outputs = []
-    try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=WORKER_TIMEOUT))
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    for process, (_, stderr) in zip(processes, outputs):
-        assert process.returncode == 0, stderr[-3000:]
+    _finish(processes)
     return output_dir, [_load(output_dir, f"worker{i}") for i in range(2)]
 
 
