@@ -93,6 +93,28 @@ def _positive_int(name, value, allow_none=False):
     return int(value)
 
 
+def _non_negative_int(name, value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < 0
+    ):
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a non-negative "
+            f"integer. Received {name}={value!r}."
+        )
+    return int(value)
+
+
+def _output_dir_path(output_dir):
+    """`output_dir` as a path string, or raises if it is empty."""
+    if not output_dir:
+        raise ValueError(
+            f"Invalid value for argument `output_dir`. Expected a folder path. Received output_dir={output_dir!r}."
+        )
+    return os.fspath(output_dir)
+
+
 def parse_kernel_sizes(text):
     """Parses `"3,5;3,5"` into `((3, 5), (3, 5))` (one group per layer)."""
     try:
@@ -828,20 +850,8 @@ def run_experiment(
         )
     seeds = _validate_seeds(seeds)
     # A seed, never None: the split must be the same at every resume.
-    if (
-        isinstance(split_seed, bool)
-        or not isinstance(split_seed, (int, np.integer))
-        or split_seed < 0
-    ):
-        raise ValueError(
-            "Invalid value for argument `split_seed`. Expected a non-negative "
-            f"integer. Received split_seed={split_seed!r}."
-        )
-    if not output_dir:
-        raise ValueError(
-            f"Invalid value for argument `output_dir`. Expected a folder path. Received output_dir={output_dir!r}."
-        )
-    output_dir = os.fspath(output_dir)
+    split_seed = _non_negative_int("split_seed", split_seed)
+    output_dir = _output_dir_path(output_dir)
     if shard is not None and not (
         isinstance(shard, tuple)
         and len(shard) == 2

@@ -377,20 +377,8 @@ def tune(
         "train_size", train_size, allow_none=True
     )
     val_size = experiment._positive_int("val_size", val_size)
-    if (
-        isinstance(seed, bool)
-        or not isinstance(seed, (int, np.integer))
-        or seed < 0
-    ):
-        raise ValueError(
-            f"Invalid value for argument `seed`. Expected a non-negative integer. Received seed={seed!r}."
-        )
-    seed = int(seed)
-    if not output_dir:
-        raise ValueError(
-            f"Invalid value for argument `output_dir`. Expected a folder path. Received output_dir={output_dir!r}."
-        )
-    output_dir = os.fspath(output_dir)
+    seed = experiment._non_negative_int("seed", seed)
+    output_dir = experiment._output_dir_path(output_dir)
     low, high = _learning_rate_range(learning_rate_range)
     batch_sizes = _choices("batch_sizes", batch_sizes)
     hidden_units = _choices("hidden_units", hidden_units)
