@@ -11,7 +11,6 @@ from absl.testing import parameterized
 from scipy import stats
 
 from keras_supernet import Supernet
-from keras_supernet import SupernetLayer
 
 
 def _compile(model, learning_rate=1e-2):
