@@ -1,16 +1,24 @@
-"""keras_supernet: weight-sharing supernets for Keras 3 / TensorFlow."""
+"""keras_supernet: weight-sharing supernets for Keras 3 / TensorFlow.
 
+Importing the package loads Keras and TensorFlow only; LiteRT, matplotlib,
+scipy, Optuna and KerasTuner are imported by the functions that use them.
+"""
+
+from keras_supernet import candidates
 from keras_supernet import sampling
 from keras_supernet.export import export_path
 from keras_supernet.export import export_saved_model
 from keras_supernet.export import export_tflite
+from keras_supernet.extract import build_path_model
 from keras_supernet.extract import extract_path
 from keras_supernet.extract import path_config
+from keras_supernet.layers import Choice
 from keras_supernet.layers import PaddedDense
 from keras_supernet.layers import SupernetLayer
 from keras_supernet.sampling import AdaptiveSamplingCallback
-from keras_supernet.supernet import PathDropoutSchedule
+from keras_supernet.sampling import PathDropoutSchedule
+from keras_supernet.spaces import SearchSpace
 from keras_supernet.supernet import Supernet
 from keras_supernet.supernet import path_label
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -352,3 +352,82 @@ def train_epoch(model, dataset, strategy=None, steps=None):
     for _ in range(steps):
         logs = step(iterator)
     return reduce_logs(logs, strategy)
+
+
+# === Updates inside a replicated step ===
+
+
+def assign_all(variables, values):
+    """Assigns `values` to `variables`, under tf.distribute as well.
+
+    Model variables only accept an update from the replicas through the
+    strategy (`extended.update`), as the optimizer does its own.
+    """
+    if not variables:
+        return
+    if not tf.distribute.has_strategy():
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+        return
+    targets = [getattr(v, "value", v) for v in variables]
+
+    def assign(distribution, values):
+        for target, value in zip(targets, values):
+            distribution.extended.update(
+                target, lambda var, new: var.assign(new), args=(value,),
+                group=False,
+            )
+
+    tf.__internal__.distribute.interim.maybe_merge_call(
+        assign, tf.distribute.get_strategy(), values
+    )
+
+
+def optimizer_slots(optimizer, variable):
+    """The optimizer variables that belong to model variable `variable`.
+
+    Keras names them `<variable path with '_' for '/'>_<slot>`.
+    """
+    prefix = variable.path.replace("/", "_") + "_"
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    return [v for v in optimizer.variables if v.name.startswith(prefix)]
+
+
+def apply_restoring(optimizer, apply, gradients, variables, recorder):
+    """Applies `gradients` to every variable, then puts back the weights and
+    optimizer slots of every recorded group the step did not use.
+
+    Under tf.distribute the optimizer's cross-replica update cannot run
+    inside control flow (`switch_case`, `cond`): every variable is updated
+    with `apply(gradients, variables)`, and the unused groups are restored
+    with an element-wise select, bit for bit.
+
+    Args:
+        optimizer: the model's optimizer (for its slots).
+        apply: `apply(gradients, variables)`, the update.
+        gradients: one gradient (or None) per variable.
+        variables: the trainable variables.
+        recorder: a `keras_supernet.routing.UsageRecorder` of the step.
+    """
+    targets, keeps = [], []
+    for kind, selector, groups in recorder.entries():
+        masks = (
+            selector
+            if kind == "masks"
+            else [tf.equal(selector, k) for k in range(len(groups))]
+        )
+        for mask, group in zip(masks, groups):
+            for v in group:
+                for target in [v] + optimizer_slots(optimizer, v):
+                    targets.append(target)
+                    keeps.append(mask)
+    before = [tf.identity(t.value) for t in targets]
+    pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+    apply([g for g, _ in pairs], [v for _, v in pairs])
+    assign_all(
+        targets,
+        [
+            tf.where(keep, t.value, old)
+            for t, old, keep in zip(targets, before, keeps)
+        ],
+    )

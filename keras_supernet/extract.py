@@ -1,14 +1,64 @@
 """Extraction of one supernet path into a plain, standalone Keras model.
 
 As in once-for-all's `get_active_subnet`, extraction has three separate
-steps: `path_config` describes the chosen path's architecture as plain data,
-`build_path_model` builds a `keras.Sequential` of standard layers from that
-description, and the path's weights are then copied in and the two models'
-outputs compared.
+steps: `path_config` describes the chosen path's architecture as plain data
+(the Keras config of a functional model of standard layers),
+`build_path_model` builds a freshly initialised model from that
+description, and `extract_path` copies the path's weights in and checks that
+the two models give the same outputs.
+
+In the plain model every `Choice` is replaced by a copy of its chosen
+candidate (rebuilt from the candidate's config, named after the choice), a
+`PaddedDense` by the `Dense` layer of the path's width, and every other
+layer by a copy of itself; nothing of keras_supernet is left, so the model
+saves, exports and serves without this package.
 """
+
+import re
 
 import keras
 import numpy as np
+
+from keras_supernet.layers import Choice
+from keras_supernet.layers import PaddedDense
+
+
+def _model_name(label):
+    return "path_" + re.sub(
+        r"[^A-Za-z0-9_.]+", "_", label.replace("->", "_")
+    ).strip("_")
+
+
+def _plain_graph(supernet, path, name=None):
+    """The plain functional model of `path` and its weight copiers."""
+    indices = supernet.space.resolve(path)
+    positions = {id(c): i for i, c in enumerate(supernet.choices)}
+    copies = []
+
+    def clone(layer):
+        if isinstance(layer, Choice):
+            new, copy = layer.plain_candidate(
+                indices[positions[id(layer)]], name=layer.name
+            )
+        elif isinstance(layer, PaddedDense):
+            new, copy = layer.plain_dense()
+        else:
+            new = layer.__class__.from_config(layer.get_config())
+
+            def copy(layer=layer, new=new):
+                new.set_weights(layer.get_weights())
+
+        copies.append(copy)
+        return new
+
+    graph = keras.Model(supernet.inputs, supernet.outputs, name=supernet.name)
+    plain = keras.models.clone_model(graph, clone_function=clone, recursive=True)
+    plain = keras.Model(
+        plain.inputs,
+        plain.outputs,
+        name=name or _model_name(supernet.path_label(indices)),
+    )
+    return plain, copies
 
 
 def path_config(supernet, path):
@@ -16,142 +66,79 @@ def path_config(supernet, path):
 
     Args:
         supernet: A `keras_supernet.Supernet`.
-        path: The path, as an index, kernel sizes or a string.
+        path: The path: an index, candidate indices or labels, or a string.
 
     Returns:
-        A JSON-serialisable dict accepted by `build_path_model`.
+        A JSON-serialisable dict: `path` (index), `label`, `indices` and
+        `model`, the Keras config of the path's plain functional model,
+        which `build_path_model` builds.
     """
     index = supernet.resolve_path(path)
-    layers = []
-    for layer, branch in zip(
-        supernet.supernet_layers, supernet.branch_indices(index)
-    ):
-        conv, pool = layer.branches[branch].layers
-        layers.append(
-            {
-                "kernel_size": layer.kernel_sizes[branch],
-                "filters": layer.filters,
-                "padding": layer.padding,
-                "activation": keras.activations.serialize(layer.activation),
-                "pool_size": pool.pool_size[0],
-                # A concat_1x1 block with one candidate enabled is the
-                # candidate followed by its slice of the 1x1 mixer.
-                "mix_1x1": layer.mixer is not None,
-            }
-        )
+    plain, _ = _plain_graph(supernet, index)
     return {
         "path": index,
         "label": supernet.path_label(index),
-        "input_shape": list(supernet.image_shape),
-        "layers": layers,
-        "features": supernet.path_features(index),
-        "hidden_units": supernet.hidden_units,
-        "num_classes": supernet.num_classes,
+        "indices": list(supernet.path_indices(index)),
+        "model": plain.get_config(),
     }
 
 
-def build_path_model(config, name=None):
-    """A freshly initialised `keras.Sequential` for a `path_config` dict.
-
-    The model holds standard Keras layers only. The supernet's zero padding
-    of the embedding is left out: padded features are zeros, so the first
-    Dense layer only needs the kernel rows of the real features (the
-    supernet's `hidden` layer stores them as its first row blocks).
-    """
-    layers = [keras.Input(shape=tuple(config["input_shape"]), name="images")]
-    for i, spec in enumerate(config["layers"]):
-        k = spec["kernel_size"]
-        layers += [
-            keras.layers.Conv2D(
-                spec["filters"],
-                k,
-                padding=spec["padding"],
-                activation=spec["activation"],
-                name=f"conv_{i}_{k}x{k}",
-            ),
-            keras.layers.MaxPooling2D(spec["pool_size"], name=f"pool_{i}"),
-        ]
-        if spec.get("mix_1x1"):
-            layers.append(
-                keras.layers.Conv2D(spec["filters"], 1, name=f"mix_{i}")
-            )
-    layers += [
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(
-            config["hidden_units"], activation="relu", name="hidden"
-        ),
-        keras.layers.Dense(config["num_classes"], name="logits"),
-    ]
-    if name is None:
-        name = "path_" + config["label"].replace("->", "_")
-    return keras.Sequential(layers, name=name)
-
-
-def _copy_path_weights(supernet, index, model):
-    for i, (layer, branch) in enumerate(
-        zip(supernet.supernet_layers, supernet.branch_indices(index))
-    ):
-        k = layer.kernel_sizes[branch]
-        model.get_layer(f"conv_{i}_{k}x{k}").set_weights(
-            layer.branches[branch].layers[0].get_weights()
-        )
-        if layer.mixer is not None:
-            kernel, bias = layer.mixer.get_weights()
-            rows = slice(branch * layer.filters, (branch + 1) * layer.filters)
-            model.get_layer(f"mix_{i}").set_weights([kernel[:, :, rows], bias])
-    features = supernet.path_features(index)
-    kernel = np.concatenate(
-        [b.numpy() for b in supernet.hidden.blocks_for(features)], axis=0
-    )
-    model.get_layer("hidden").set_weights([kernel, supernet.hidden.bias.numpy()])
-    model.get_layer("logits").set_weights(supernet.classifier.get_weights())
+def build_path_model(config):
+    """A freshly initialised plain Keras model for a `path_config` dict."""
+    return keras.Model.from_config(config["model"])
 
 
 def max_path_difference(supernet, path, model, inputs):
-    """Max abs difference of logits between `supernet` on `path` and
+    """Max abs difference of outputs between `supernet` on `path` and
     `model` on `inputs`."""
-    index = supernet.resolve_path(path)
     expected = keras.ops.convert_to_numpy(
-        supernet.path_call(inputs, index, training=False)
+        supernet.path_call(inputs, path, training=False)
     )
     actual = keras.ops.convert_to_numpy(model(inputs, training=False))
     return float(np.max(np.abs(expected - actual)))
 
 
 def extract_path(supernet, path, verify=True, atol=1e-5, name=None):
-    """Extracts one path of a supernet as a standalone `keras.Sequential`.
+    """Extracts one path of a supernet as a plain, standalone Keras model.
 
-    The result holds only standard Keras layers (`Conv2D`, `MaxPooling2D`,
-    `Flatten`, `Dense`), with the path's candidate weights and the head's
-    weights copied in, and outputs the same logits as the supernet on that
-    path. It can be saved, exported and served without this package.
+    The result is a functional `keras.Model` of standard Keras layers: each
+    choice replaced by its chosen candidate (`Conv2D`, `Sequential` blocks,
+    `Identity`...), the report's `PaddedDense` head by a `Dense` of the
+    path's width, every other layer copied; weights copied in. It outputs
+    what the supernet outputs on that path, and saves, exports and serves
+    without this package.
 
     Args:
         supernet: A built `keras_supernet.Supernet`.
-        path: The path, as an index, kernel sizes or a string.
+        path: The path: an index, candidate indices or labels, or a string.
         verify: If True, run both models on a seeded random batch and raise
-            unless their logits agree within `atol`.
+            unless their outputs agree within `atol`.
         atol: Tolerance of the verification.
         name: Optional model name; defaults to `path_3x3_5x5` style.
 
     Returns:
-        A `keras.Sequential` model.
+        A `keras.Model`.
 
     Raises:
         ValueError: if `path` is unknown, or the verification fails.
 
     Example:
 
-    >>> plain = extract_path(supernet, (5, 3))
+    >>> plain = extract_path(supernet, "5x5->3x3")
     >>> plain.save("path_5x5_3x3.keras")
     """
     index = supernet.resolve_path(path)
-    model = build_path_model(path_config(supernet, index), name=name)
-    _copy_path_weights(supernet, index, model)
+    model, copies = _plain_graph(supernet, index, name=name)
+    for copy in copies:
+        copy()
     if verify:
-        inputs = np.random.default_rng(index).normal(
-            size=(8, *supernet.image_shape)
-        ).astype("float32")
+        rng = np.random.default_rng(index % 2**32)
+        inputs = [
+            rng.normal(size=(8, *t.shape[1:])).astype(t.dtype)
+            for t in supernet.inputs
+        ]
+        if len(inputs) == 1:
+            inputs = inputs[0]
         difference = max_path_difference(supernet, index, model, inputs)
         if not difference <= atol:
             raise ValueError(

@@ -1,591 +1,659 @@
-"""The supernet model: stacked choice layers, a fixed-size embedding, a head."""
+"""The supernet model: any functional graph of `Choice` layers, and a step
+that trains the sampled path and nothing else.
 
-import functools
-import itertools
-import math
-import re
+`Supernet(inputs=..., outputs=...)` turns a functional graph into a
+supernet: every `Choice` in it is one decision of a path, in graph order.
+`Supernet(kernel_sizes=..., filters=..., ...)` builds the report's graph (a
+preset): stacked `SupernetLayer`s, a zero-padded embedding, a dense head.
+
+The rule of every training step: it changes the candidates it sampled and
+the shared layers, and nothing else. Weights and optimizer state (Adam
+moments) of every other candidate stay bit-identical. In graph mode an
+untaken branch gets a zero gradient, not `None`, and Adam's momentum would
+still move it, so the step updates on purpose. Two compiled steps keep the
+rule:
+
+- `"per_path"`: one `tf.switch_case` over whole per-path steps (forward,
+  gradient and optimizer update of that path's variables, every shape
+  static). Its graph grows with the number of paths; on small spaces it is
+  the fastest.
+- `"per_choice"`: one switch per choice in the forward pass; after the
+  gradient, the shared variables are updated, then per choice a switch
+  whose branch `k` updates candidate `k` only, all at one optimizer
+  iteration. Its graph grows with the number of candidates, so a space of
+  10**12 paths compiles like one of a few.
+
+`train_step="auto"` takes `"per_path"` up to `PER_PATH_MAX_PATHS` paths and
+`"per_choice"` above (see the benchmark in the README for the measurement
+behind the limit).
+"""
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_supernet import distribute
+from keras_supernet import routing
 from keras_supernet import sampling as sampling_lib
+from keras_supernet import validation
+from keras_supernet.layers import Choice
 from keras_supernet.layers import PaddedDense
 from keras_supernet.layers import SupernetLayer
-from keras_supernet.layers import _positive_ints
-from keras_supernet.layers import _validate_aggregation
-from keras_supernet.layers import _validate_kernel_sizes
-from keras_supernet.layers import _validate_padding
-from keras_supernet.layers import _validate_positive_int
-from keras_supernet.layers import branch_label
+from keras_supernet.spaces import SearchSpace
 
+TRAIN_STEPS = ("auto", "per_path", "per_choice")
+# Spaces up to this many paths train with the per-path step by default.
+PER_PATH_MAX_PATHS = 16
+# The per-path step holds one branch per path: beyond this it is refused.
+PER_PATH_LIMIT = 256
 
-def _derived_seed(seed, *keys):
-    """A 31-bit seed derived from `seed` and `keys`, stable across runs."""
-    state = np.random.SeedSequence([seed, *keys]).generate_state(1)[0]
-    return int(state) & 0x7FFFFFFF
+# Arguments of the report's preset (`Supernet(kernel_sizes=...)`).
+_PRESET_DEFAULTS = {
+    "kernel_sizes": ((3, 5), (3, 5)),
+    "filters": (16, 32),
+    "hidden_units": 128,
+    "num_classes": 10,
+    "input_shape": (28, 28, 1),
+    "padding": "valid",
+    "aggregation": None,
+}
+# Arguments of every supernet (saved with the graph or the preset).
+_SUPERNET_ARGS = (
+    "sampling",
+    "path_dropout",
+    "branch_learning_rates",
+    "seed",
+    "train_step",
+)
 
 
 def path_label(kernel_sizes):
-    """The label of a path given as kernel sizes: `"3x3->5x5"`."""
-    return "->".join(branch_label(k) for k in kernel_sizes)
+    """The label of a report path given as kernel sizes: `"3x3->5x5"`."""
+    return "->".join(f"{k}x{k}" for k in kernel_sizes)
+
+
+def _find_choices(model):
+    """The `Choice` layers of `model`'s graph, in graph order.
+
+    Choices inside nested models count; a choice inside a candidate of
+    another choice does not make sense (its decision would exist on some
+    paths only) and is refused.
+    """
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, Choice) and all(layer is not c for c in found):
+            found.append(layer)
+    for choice in found:
+        for candidate in choice.candidates:
+            nested = [
+                l
+                for l in candidate._flatten_layers(include_self=True)
+                if isinstance(l, Choice)
+            ]
+            if nested:
+                raise ValueError(
+                    f"Choice '{nested[0].name}' sits inside candidate "
+                    f"'{candidate.name}' of choice '{choice.name}'. Nested "
+                    "choices are not supported: put choices side by side in "
+                    "the graph."
+                )
+    return found
+
+
+# === The report's preset ===
+
+
+def _preset_initializer(seed, index):
+    if seed is None:
+        return "glorot_uniform"
+    return keras.initializers.GlorotUniform(
+        seed=sampling_lib.derived_seed(seed, index)
+    )
+
+
+def _check_preset(kernel_sizes, filters, hidden_units, num_classes,
+                  input_shape, padding, aggregation):
+    try:
+        layer_kernel_sizes = tuple(kernel_sizes)
+    except TypeError:
+        layer_kernel_sizes = ()
+    if not layer_kernel_sizes:
+        raise ValueError(
+            "Invalid value for argument `kernel_sizes`. Expected a "
+            "non-empty sequence with one sequence of kernel sizes per "
+            f"layer. Received kernel_sizes={kernel_sizes!r}."
+        )
+    kernel_sizes = tuple(
+        validation.positive_ints(f"kernel_sizes[{i}]", sizes, distinct=True)
+        for i, sizes in enumerate(layer_kernel_sizes)
+    )
+    if validation.is_int(filters):
+        filters = (filters,) * len(kernel_sizes)
+    try:
+        filters = tuple(filters)
+    except TypeError:
+        filters = (filters,)
+    if len(filters) != len(kernel_sizes):
+        raise ValueError(
+            "Invalid value for argument `filters`. Expected one value per "
+            f"layer ({len(kernel_sizes)} layers, as in `kernel_sizes`). "
+            f"Received filters={filters!r}."
+        )
+    filters = validation.positive_ints("filters", filters)
+    input_shape = tuple(input_shape) if input_shape is not None else None
+    if input_shape is None or len(input_shape) != 3:
+        raise ValueError(
+            "Invalid value for argument `input_shape`. Expected (rows, cols, "
+            "channels) of strictly positive integers. Received "
+            f"input_shape={input_shape!r}."
+        )
+    return {
+        "kernel_sizes": kernel_sizes,
+        "filters": filters,
+        "hidden_units": validation.positive_int("hidden_units", hidden_units),
+        "num_classes": validation.positive_int("num_classes", num_classes),
+        "input_shape": validation.positive_ints("input_shape", input_shape),
+        "padding": validation.one_of("padding", padding, ("valid", "same")),
+        "aggregation": validation.one_of(
+            "aggregation", aggregation, ("sum", "concat_1x1"), allow_none=True
+        ),
+    }
+
+
+def _preset_graph(preset, seed, dtype):
+    """The report's functional graph: `(inputs, outputs)`.
+
+    Weight initialisation is seeded per layer exactly as in keras_supernet
+    0.2.0, so the same seed gives the same initial weights.
+    """
+    kernel_sizes = preset["kernel_sizes"]
+    num_layers = len(kernel_sizes)
+    choices = [
+        SupernetLayer(
+            sizes,
+            filters,
+            padding=preset["padding"],
+            aggregation=preset["aggregation"],
+            kernel_initializer=_preset_initializer(seed, index),
+            name=f"supernet_layer_{index}",
+            dtype=dtype,
+        )
+        for index, (sizes, filters) in enumerate(
+            zip(kernel_sizes, preset["filters"])
+        )
+    ]
+    # Every path's feature count: the head takes each unpadded.
+    image_shape = (None, *preset["input_shape"])
+    widths = set()
+    shapes = {(): image_shape}
+    for position, choice in enumerate(choices):
+        new_shapes = {}
+        for prefix, shape in shapes.items():
+            try:
+                outputs = choice.candidate_output_shapes(shape)
+            except ValueError as error:
+                raise ValueError(
+                    "Invalid search space: a path shrinks input of shape "
+                    f"{preset['input_shape']} to nothing ({error}) Received "
+                    f"kernel_sizes={kernel_sizes!r}, "
+                    f"padding={preset['padding']!r}."
+                ) from None
+            for k, out in enumerate(outputs):
+                new_shapes[prefix + (k,)] = out
+        shapes = new_shapes
+    for shape in shapes.values():
+        widths.add(int(np.prod(shape[1:])))
+    inputs = keras.Input(preset["input_shape"], name="images")
+    x = inputs
+    for choice in choices:
+        x = choice(x)
+    x = keras.layers.Flatten(name="flatten", dtype=dtype)(x)
+    x = PaddedDense(
+        preset["hidden_units"],
+        widths=sorted(widths),
+        activation="relu",
+        kernel_initializer=_preset_initializer(seed, num_layers),
+        name="hidden",
+        dtype=dtype,
+    )(x)
+    outputs = keras.layers.Dense(
+        preset["num_classes"],
+        kernel_initializer=_preset_initializer(seed, num_layers + 1),
+        name="logits",
+        dtype=dtype,
+    )(x)
+    return inputs, outputs
 
 
 @keras.saving.register_keras_serializable(package="keras_supernet")
 class Supernet(keras.Model):
-    """A weight-sharing supernet of convolution choice layers.
+    """A weight-sharing supernet: a functional graph of `Choice` layers.
 
-    Stacks one `SupernetLayer` per entry of `kernel_sizes`, flattens the
-    last feature map, zero-pads it to the largest size any path yields (a
-    fixed-size embedding shared by all paths, `embed`), then applies
-    `Dense(hidden_units, relu)` and `Dense(num_classes)`, returning logits.
-    The first Dense is a `PaddedDense`: it gives the same result without
-    multiplying the zeros, its kernel stored as row blocks so that a path
-    uses and trains only the rows of its own features.
+    Give the graph (`inputs=`, `outputs=`), built with the functional API
+    from `Choice` layers and ordinary layers (stems, residual additions,
+    pooling, heads): every `Choice` is one decision of a path, in graph
+    order. Or give the report's arguments (`kernel_sizes=`, `filters=`, ...)
+    for its preset: one `SupernetLayer` per entry of `kernel_sizes`, the
+    flattened last feature map zero-padded to the largest size any path
+    yields (`embed`), `Dense(hidden_units, relu)` (a `PaddedDense`, which
+    skips the zeros) and `Dense(num_classes)`, returning logits.
 
-    A path picks one candidate per layer; `paths` lists them in
-    `itertools.product` order. Inference runs the active path (`set_path`).
-    Training picks paths with the `sampling` strategy (see
-    `keras_supernet.sampling`): `"uniform"` draws one path per batch,
-    `"fixed"` trains the active path only (standalone training of one path),
-    `"adaptive"` draws per batch with probabilities set from per-path
-    validation losses (`update_sampling`), `"per_example"` draws a path per
-    example and `"fair"` trains every candidate exactly once per step
-    (FairNAS).
-
-    With an `aggregation` (`"sum"` or `"concat_1x1"`, Bender et al. 2018),
-    training runs every candidate of a layer in parallel and aggregates
-    them, with path dropout (`path_dropout`, ramped by
-    `PathDropoutSchedule`); selecting a path evaluates each block with only
-    that candidate enabled. Only `"uniform"` (all candidates) and `"fixed"`
-    sampling apply.
-
-    A training step changes the sampled path's candidates and the head (of
-    the hidden kernel, the path's rows) and nothing else: the train step
-    switches between whole per-path steps, each computing gradients and
-    applying the optimizer to that path's variables only, so candidates off
-    the path keep their weights and their optimizer state (Adam moments) bit
-    for bit. The active path lives in variables, so
-    changing it never retraces a compiled function. Each path's step is its
-    own branch of the compiled graph, so the graph grows with the number of
-    paths (the product of the candidate counts).
+    `space` is the search space (a `keras_supernet.SearchSpace`), with
+    `num_paths` paths numbered in `itertools.product` order of the choices.
+    Inference runs the active path (`set_path`). Training picks paths with
+    the `sampling` strategy (see `keras_supernet.sampling`); a step changes
+    the candidates it trained and the shared layers, nothing else (see the
+    module docstring).
 
     Args:
-        kernel_sizes: One sequence of distinct kernel sizes per layer.
-        filters: Output channels per layer: a sequence as long as
-            `kernel_sizes`, or one int for every layer.
-        hidden_units: Positive int, width of the hidden dense layer.
-        num_classes: Positive int, number of output logits.
-        input_shape: `(rows, cols, channels)` of one input image.
-        padding: `"valid"` or `"same"` convolution padding.
-        sampling: Path sampling strategy used by `fit`: `"uniform"` or
-            `"fixed"` (see `keras_supernet.sampling`).
-        aggregation: None, `"sum"` or `"concat_1x1"`; needs candidates of
-            equal output shapes (`padding="same"`).
-        path_dropout: Float in [0, 1), the rate at which an aggregated
-            candidate is dropped for a batch (at least one is kept).
-        branch_learning_rates: Optional dict from kernel size (an int or
-            `"3x3"`) to a learning-rate multiplier for the candidates of that
-            size, in every layer; others keep the optimizer's rate.
-        seed: Optional non-negative int. Makes weight initialisation and path
-            sampling deterministic: two supernets with the same seed start
-            from the same weights, whatever their `sampling`, and draw the
-            same paths. With `None`, initialisation follows Keras's global
-            seed (`keras.utils.set_random_seed`).
-        **kwargs: Base model keyword arguments, such as `name`.
+        inputs: The functional graph's inputs (with `outputs`).
+        outputs: The functional graph's outputs (with `inputs`).
+        sampling: A sampler or its name: `"uniform"`, `"fixed"`,
+            `"per_example"`, `"fair"`, `"adaptive"`.
+        path_dropout: Float in [0, 1): with aggregating choices, the final
+            rate at which the uniform sampler drops a candidate for a batch.
+        branch_learning_rates: Optional dict from candidate label (`"5x5"`,
+            `"sep3x3"`; a bare kernel size `5` means `"5x5"`) to a
+            learning-rate multiplier for the candidates with that label, in
+            every choice; others keep the optimizer's rate.
+        seed: Optional non-negative int. Seeds path sampling, and for the
+            preset the weight initialisation too: two preset supernets with
+            the same seed start from the same weights, whatever their
+            `sampling`. For a graph of your own, seed its initializers (or
+            call `keras.utils.set_random_seed` before building it).
+        train_step: `"auto"`, `"per_path"` or `"per_choice"` (see the
+            module docstring).
+        kernel_sizes: Preset: one sequence of distinct kernel sizes per
+            layer (default `((3, 5), (3, 5))`).
+        filters: Preset: output channels per layer, a sequence as long as
+            `kernel_sizes` or one int (default `(16, 32)`).
+        hidden_units: Preset: width of the hidden dense layer (128).
+        num_classes: Preset: number of output logits (10).
+        input_shape: Preset: `(rows, cols, channels)` of one input image.
+        padding: Preset: `"valid"` or `"same"` convolution padding.
+        aggregation: Preset: None, `"sum"` or `"concat_1x1"` multi-path
+            blocks (need `padding="same"`).
+        **kwargs: Base model keyword arguments, such as `name` and `dtype`.
 
     Raises:
-        ValueError: if an argument is invalid, or a path shrinks the feature
-            map to nothing.
+        ValueError: if an argument is invalid, the graph has no `Choice`,
+            a candidate's output does not fit the layers after it, or a
+            path shrinks the input to nothing.
 
     Example:
 
-    >>> model = Supernet(kernel_sizes=((3, 5), (3, 5)), seed=0)
-    >>> model.paths
-    [(3, 3), (3, 5), (5, 3), (5, 5)]
-    >>> model.compile(optimizer="adam", loss=keras.losses.
-    ...     SparseCategoricalCrossentropy(from_logits=True))
-    >>> model.fit(x_train, y_train, epochs=1)  # a path drawn per batch
-    >>> model.set_path((5, 3))
-    >>> model.evaluate(x_test, y_test)          # path 2 only
+    ```python
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    for i in range(20):
+        x = ks.candidates.choice(["conv3x3", "conv5x5", "sep3x3", "skip"],
+                                 16, name=f"choice_{i}")(x)
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
+    supernet = ks.Supernet(inputs=inputs, outputs=outputs, seed=0)
+    supernet.num_paths          # 4**20
+    supernet.set_path("conv3x3->" * 19 + "skip")
+    ```
     """
 
     def __init__(
         self,
-        kernel_sizes=((3, 5), (3, 5)),
-        filters=(16, 32),
-        hidden_units=128,
-        num_classes=10,
-        input_shape=(28, 28, 1),
-        padding="valid",
+        inputs=None,
+        outputs=None,
+        *,
         sampling="uniform",
-        aggregation=None,
         path_dropout=0.0,
         branch_learning_rates=None,
         seed=None,
+        train_step="auto",
         **kwargs,
     ):
-        super().__init__(**kwargs)
         if keras.backend.backend() != "tensorflow":
             raise RuntimeError(
                 "keras_supernet needs the TensorFlow backend. "
                 f"Received KERAS_BACKEND={keras.backend.backend()!r}."
             )
-        try:
-            layer_kernel_sizes = tuple(kernel_sizes)
-        except TypeError:
-            layer_kernel_sizes = ()
-        if not layer_kernel_sizes:
+        seed = validation.non_negative_int("seed", seed, allow_none=True)
+        preset_kwargs = {
+            k: kwargs.pop(k) for k in list(kwargs) if k in _PRESET_DEFAULTS
+        }
+        if (inputs is None) != (outputs is None):
             raise ValueError(
-                "Invalid value for argument `kernel_sizes`. Expected a "
-                "non-empty sequence with one sequence of kernel sizes per "
-                f"layer. Received kernel_sizes={kernel_sizes!r}."
+                "Invalid arguments: give both `inputs` and `outputs` (a "
+                "functional graph) or neither (the report's preset). "
+                f"Received inputs={inputs!r}, outputs={outputs!r}."
             )
-        self.kernel_sizes = tuple(
-            _validate_kernel_sizes(sizes, f"kernel_sizes[{i}]")
-            for i, sizes in enumerate(layer_kernel_sizes)
-        )
-        self.filters = self._validate_filters(filters)
-        self.hidden_units = _validate_positive_int(
-            hidden_units, "hidden_units"
-        )
-        self.num_classes = _validate_positive_int(num_classes, "num_classes")
-        self.image_shape = self._validate_input_shape(input_shape)
-        self.padding = _validate_padding(padding)
-        self.sampler = sampling_lib.get(sampling)
-        self.aggregation = _validate_aggregation(aggregation)
-        if self.aggregation is not None and self.sampler.name not in (
-            "uniform",
-            "fixed",
-        ):
+        preset = None
+        if inputs is None:
+            preset = _check_preset(**{**_PRESET_DEFAULTS, **preset_kwargs})
+            inputs, outputs = _preset_graph(preset, seed, kwargs.get("dtype"))
+            kwargs.setdefault("name", "supernet")
+        elif preset_kwargs:
             raise ValueError(
-                f"Invalid value for argument `sampling`: with aggregation="
-                f"{aggregation!r}, training runs every candidate; only "
-                f"'uniform' or 'fixed' apply. Received sampling={sampling!r}."
+                f"Invalid arguments {sorted(preset_kwargs)}: they describe "
+                "the report's preset, which is built without `inputs` and "
+                "`outputs`."
             )
-        if not (
-            isinstance(path_dropout, (int, float))
-            and 0 <= path_dropout < 1
-        ):
-            raise ValueError(
-                "Invalid value for argument `path_dropout`. Expected a float "
-                f"in [0, 1). Received path_dropout={path_dropout!r}."
-            )
-        self.path_dropout = float(path_dropout)
-        if seed is not None and (
-            isinstance(seed, bool) or not isinstance(seed, int) or seed < 0
-        ):
-            raise ValueError(
-                "Invalid value for argument `seed`. Expected None or a "
-                f"non-negative integer. Received seed={seed!r}."
-            )
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self._preset = preset
         self.seed = seed
-
-        self.supernet_layers = [
-            SupernetLayer(
-                sizes,
-                filters,
-                padding=padding,
-                aggregation=self.aggregation,
-                kernel_initializer=self._initializer(index),
-                name=f"supernet_layer_{index}",
+        self.choices = _find_choices(self)
+        if not self.choices:
+            raise ValueError(
+                "Invalid value for argument `outputs`: the graph has no "
+                "`keras_supernet.Choice` layer, so there is nothing to "
+                "choose. Build the graph with at least one Choice."
             )
-            for index, (sizes, filters) in enumerate(
-                zip(self.kernel_sizes, self.filters)
-            )
-        ]
-        num_layers = len(self.supernet_layers)
-        self.flatten = keras.layers.Flatten(name="flatten")
-        self.seed_generator = keras.random.SeedGenerator(
-            None if seed is None else _derived_seed(seed, 1_000_003),
-            name="path_seed_generator",
+        self.space = SearchSpace(
+            [(c.name, c.labels) for c in self.choices]
         )
-
-        self.branch_learning_rates = self._validate_branch_learning_rates(
+        aggregating = [c.aggregation is not None for c in self.choices]
+        self.path_dropout = validation.finite_float(
+            "path_dropout", path_dropout, low=0.0, high=1.0, high_open=True
+        )
+        if isinstance(sampling, str) and sampling == "uniform":
+            sampling = sampling_lib.UniformSampler(path_dropout=path_dropout)
+        elif self.path_dropout and not (
+            isinstance(sampling, sampling_lib.UniformSampler)
+        ):
+            raise ValueError(
+                "Invalid value for argument `path_dropout`: path dropout "
+                "belongs to uniform sampling over aggregating choices. "
+                f"Received path_dropout={path_dropout!r}, "
+                f"sampling={sampling!r}."
+            )
+        self.sampler = sampling_lib.get(sampling)
+        self.sampler.attach(self.space, aggregating, seed)
+        self.train_step_mode = self._check_train_step(train_step)
+        self.branch_learning_rates = self._check_branch_learning_rates(
             branch_learning_rates
         )
-        self.path_probabilities = self.add_weight(
-            name="path_probabilities",
-            shape=(math.prod(len(s) for s in self.kernel_sizes),),
-            initializer="ones",
-            trainable=False,
-            aggregation="only_first_replica",
-        )
-        self.path_probabilities.assign(
-            self.path_probabilities / self.path_probabilities.shape[0]
-        )
-        if self.aggregation is not None:
-            self.path_dropout_rate = self.add_weight(
-                name="path_dropout_rate",
-                shape=(),
-                initializer=keras.initializers.Constant(self.path_dropout),
-                trainable=False,
-                aggregation="only_first_replica",
-            )
-        self._paths = tuple(itertools.product(*self.kernel_sizes))
-        self._branch_indices = tuple(
-            itertools.product(*(range(len(s)) for s in self.kernel_sizes))
-        )
-        # Row-major strides: the last layer's choice varies fastest, as in
-        # itertools.product.
-        counts = [len(s) for s in self.kernel_sizes]
-        self._strides = tuple(
-            math.prod(counts[i + 1 :]) for i in range(len(counts))
-        )
-        self._path_features = tuple(
-            self._features_of(p) for p in range(len(self._paths))
-        )
-        self.embedding_size = max(self._path_features)
-        # The head's first layer takes each path's features unpadded; its
-        # kernel rows are split at every path's feature count.
-        self.hidden = PaddedDense(
-            hidden_units,
-            widths=self._path_features,
-            activation="relu",
-            kernel_initializer=self._initializer(num_layers),
-            name="hidden",
-        )
-        self.classifier = keras.layers.Dense(
-            num_classes,
-            kernel_initializer=self._initializer(num_layers + 1),
-            name="logits",
-        )
-        self.sampler.validate(self)
-        self.build((None, *self.image_shape))
+        self._check_candidate_shapes()
 
     # === Validation ===
 
-    def _validate_filters(self, filters):
-        num_layers = len(self.kernel_sizes)
-        if isinstance(filters, int) and not isinstance(filters, bool):
-            filters = (filters,) * num_layers
-        try:
-            filters = tuple(filters)
-        except TypeError:
-            filters = (filters,)
-        if len(filters) != num_layers:
-            raise ValueError(
-                "Invalid value for argument `filters`. Expected one value "
-                f"per layer ({num_layers} layers, as in `kernel_sizes`). "
-                f"Received filters={filters!r}."
+    def _check_train_step(self, train_step):
+        mode = validation.one_of("train_step", train_step, TRAIN_STEPS)
+        if mode == "auto":
+            mode = (
+                "per_path"
+                if self.space.num_paths <= PER_PATH_MAX_PATHS
+                else "per_choice"
             )
-        for value in filters:
-            _validate_positive_int(value, "filters")
-        return filters
+        if mode == "per_path" and self.space.num_paths > PER_PATH_LIMIT:
+            raise ValueError(
+                "Invalid value for argument `train_step`. The per-path step "
+                f"compiles one branch per path, and the space has "
+                f"{self.space.describe()} (at most {PER_PATH_LIMIT}). "
+                f"Received train_step={train_step!r}."
+            )
+        if (
+            self.sampler.per_example
+            and mode == "per_choice"
+            and not self._routable()
+        ):
+            if self.space.num_paths <= PER_PATH_LIMIT:
+                return "per_path"
+            raise ValueError(
+                f"Invalid value for argument `sampling`: "
+                f"sampling={self.sampler.strategy!r} routes examples through "
+                "each choice's candidates, which needs candidates with one "
+                "output shape per choice; "
+                + ", ".join(self._unequal_choices())
+                + f" differ, and the space has {self.space.describe()}."
+            )
+        return mode
 
-    def _validate_branch_learning_rates(self, branch_learning_rates):
+    def _unequal_choices(self):
+        return [
+            f"choice '{c.name}'"
+            for c in self.choices
+            if len(set(c._output_shapes.get(self._choice_input_shape(c), ())))
+            > 1
+        ]
+
+    def _routable(self):
+        return not self._unequal_choices()
+
+    def _choice_input_shape(self, choice):
+        for node in choice._inbound_nodes:
+            if node.operation is choice:
+                tensors = node.input_tensors
+                if tensors:
+                    return tuple(tensors[0].shape)
+        return None
+
+    def _check_candidate_shapes(self):
+        """Runs the graph once per candidate whose output shape differs from
+        its siblings', so that a candidate the layers after it cannot take
+        is refused here, naming it, rather than in the middle of training."""
+        inputs = [
+            np.zeros((1, *(d or 1 for d in t.shape[1:])), t.dtype)
+            for t in self.inputs
+        ]
+        if len(inputs) == 1:
+            inputs = inputs[0]
+        for choice in self.choices:
+            shapes = choice._output_shapes.get(self._choice_input_shape(choice))
+            if not shapes or len(set(shapes)) < 2:
+                continue
+            for k, (label, shape) in enumerate(zip(choice.labels, shapes)):
+                plan = routing.Plan(static={choice: k})
+                try:
+                    with routing.planned(plan):
+                        self(inputs, training=False)
+                except Exception as e:  # Keras and TF raise many types.
+                    message = str(e).strip().splitlines()[0] if str(e) else repr(e)
+                    raise ValueError(
+                        f"Candidate '{label}' of choice '{choice.name}' gives "
+                        f"output shape {shape}, which the layers after it "
+                        f"cannot take: {message}"
+                    ) from None
+
+    def _check_branch_learning_rates(self, branch_learning_rates):
         if branch_learning_rates is None:
             return {}
         error = ValueError(
             "Invalid value for argument `branch_learning_rates`. Expected a "
-            "dict from kernel sizes of the search space to positive "
-            f"multipliers. Received branch_learning_rates="
+            "dict from candidate labels of the search space to positive "
+            "multipliers. Received branch_learning_rates="
             f"{branch_learning_rates!r}."
         )
         if not isinstance(branch_learning_rates, dict):
             raise error
-        sizes = {k for layer in self.kernel_sizes for k in layer}
         result = {}
         for key, value in branch_learning_rates.items():
-            match = re.fullmatch(r"(\d+)(?:x(\d+))?", str(key).strip())
-            if not match or match.group(2) not in (None, match.group(1)):
+            label = str(key).strip()
+            matches = [
+                c
+                for position, c in enumerate(self.choices)
+                if self.space.candidate_index(position, label) is not None
+            ]
+            if not matches:
                 raise error
-            size = int(match.group(1))
-            if (
-                size not in sizes
-                or isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not value > 0
-            ):
-                raise error
-            result[size] = float(value)
-        return result
-
-    @staticmethod
-    def _validate_input_shape(input_shape):
-        shape = _positive_ints(input_shape)
-        if shape is None or len(shape) != 3:
-            raise ValueError(
-                "Invalid value for argument `input_shape`. Expected "
-                "(rows, cols, channels) of strictly positive integers. "
-                f"Received input_shape={input_shape!r}."
-            )
-        return shape
-
-    def _initializer(self, index):
-        if self.seed is None:
-            return "glorot_uniform"
-        return keras.initializers.GlorotUniform(
-            seed=_derived_seed(self.seed, index)
-        )
-
-    def _features_of(self, path_index):
-        shape = (None, *self.image_shape)
-        for layer, branch in zip(
-            self.supernet_layers, self._branch_indices[path_index]
-        ):
+            label = matches[0].labels[
+                self.space.candidate_index(
+                    self.choices.index(matches[0]), label
+                )
+            ]
             try:
-                shape = layer.branch_output_shape(branch, shape)
-            except ValueError as error:
-                raise ValueError(
-                    "Invalid search space: path "
-                    f"{path_label(self._paths[path_index])} shrinks input "
-                    f"of shape {self.image_shape} to nothing ({error}) "
-                    f"Received kernel_sizes={self.kernel_sizes!r}, "
-                    f"padding={self.padding!r}."
-                ) from None
-        return math.prod(shape[1:])
+                result[label] = validation.positive_float(
+                    "branch_learning_rates", value
+                )
+            except ValueError:
+                raise error from None
+        return result
 
     # === Paths ===
 
     @property
-    def paths(self):
-        """The paths, as tuples of kernel sizes, in product order."""
-        return list(self._paths)
-
-    @property
     def num_paths(self):
-        return len(self._paths)
-
-    def path_label(self, path):
-        """The label of `path` (index, tuple or string): `"3x3->5x5"`."""
-        return path_label(self._paths[self.resolve_path(path)])
-
-    def path_features(self, path):
-        """Number of features path `path` feeds the head before padding."""
-        return self._path_features[self.resolve_path(path)]
-
-    def branch_indices(self, path):
-        """The candidate index of every layer on `path`."""
-        return self._branch_indices[self.resolve_path(path)]
+        """The number of paths (a Python int of any size)."""
+        return self.space.num_paths
 
     def resolve_path(self, path):
-        """The index of `path`, given as an index, kernel sizes or a string.
-
-        Strings name kernel sizes per layer: `"5x5,3x3"`, `"5,3"` or
-        `"5x5->3x3"`; a plain number is an index.
+        """The index of `path` (an index, candidate indices or labels, or a
+        string; see `SearchSpace`).
 
         Raises:
-            ValueError: if no path matches, listing the valid ones.
+            ValueError: if no path matches.
         """
-        index = None
-        if isinstance(path, (int, np.integer)) and not isinstance(path, bool):
-            if 0 <= path < self.num_paths:
-                index = int(path)
-        elif isinstance(path, str):
-            text = path.strip()
-            if text.isdigit():
-                return self.resolve_path(int(text))
-            parts = [p for p in re.split(r"\s*(?:->|,|;)\s*", text) if p]
-            sizes = []
-            for part in parts:
-                match = re.fullmatch(r"(\d+)(?:x(\d+))?", part)
-                if not match or match.group(2) not in (None, match.group(1)):
-                    sizes = None
-                    break
-                sizes.append(int(match.group(1)))
-            if sizes and tuple(sizes) in self._paths:
-                index = self._paths.index(tuple(sizes))
-        elif isinstance(path, (tuple, list)):
-            try:
-                sizes = tuple(int(k) for k in path)
-            except (TypeError, ValueError):
-                sizes = None
-            if sizes in self._paths:
-                index = self._paths.index(sizes)
-        if index is None:
-            valid = ", ".join(
-                f"{i}={path_label(p)}" for i, p in enumerate(self._paths)
-            )
-            raise ValueError(
-                f"Unknown path {path!r}. Valid paths: {valid}."
-            )
-        return index
+        return self.space.index(path)
+
+    def path_indices(self, path):
+        """The candidate index of every choice on `path`."""
+        return self.space.resolve(path)
+
+    def path_label(self, path):
+        """The label of `path`: `"3x3->5x5"`."""
+        return self.space.label(path)
 
     def set_path(self, path):
-        """Makes `path` (index, kernel sizes or string) the active path."""
-        for layer, branch in zip(
-            self.supernet_layers, self.branch_indices(path)
-        ):
-            layer.set_active(branch)
+        """Makes `path` (any spelling, see `SearchSpace`) the active path."""
+        for choice, k in zip(self.choices, self.space.resolve(path)):
+            choice.active_index.assign(k)
+
+    @property
+    def active_indices(self):
+        """The active path's candidate indices."""
+        return tuple(
+            int(ops.convert_to_numpy(c.active_index)) for c in self.choices
+        )
 
     @property
     def active_path(self):
         """The index of the active path."""
-        return int(ops.convert_to_numpy(self.active_path_index()))
+        return self.space.index(self.active_indices)
 
-    def active_path_index(self):
-        """The active path's index as an int32 scalar tensor."""
-        index = ops.zeros((), dtype="int32")
-        for layer, stride in zip(self.supernet_layers, self._strides):
-            index = index + layer.active_index * stride
-        return index
-
-    def _assign_path(self, index):
-        """Makes the path with tensor index `index` active."""
-        for layer, stride in zip(self.supernet_layers, self._strides):
-            layer.active_index.assign((index // stride) % layer.num_branches)
-
-    @property
-    def path_strides(self):
-        """Per layer, how much its candidate index weighs in a path index."""
-        return self._strides
-
-    def path_trainable_variables(self, path):
-        """The trainable variables a step on `path` updates: its candidates,
-        the layers' shared mixers, and the head (of the hidden kernel, the
-        rows of the path's features only)."""
-        index = self.resolve_path(path)
-        variables = [
-            v
-            for layer, branch in zip(
-                self.supernet_layers, self._branch_indices[index]
-            )
-            for v in layer.branches[branch].trainable_variables
-        ]
-        blocks = self.hidden.blocks_for(self._path_features[index])
-        return variables + blocks + self._shared_trainable_variables()
-
-    def _shared_trainable_variables(self):
-        """Variables every training step updates, whatever the path."""
-        mixers = [
-            v
-            for layer in self.supernet_layers
-            if layer.mixer is not None
-            for v in layer.mixer.trainable_variables
-        ]
-        return (
-            mixers
-            + [self.hidden.bias]
-            + self.classifier.trainable_variables
+    def _active_tensor(self):
+        return ops.stack(
+            [tf.convert_to_tensor(c.active_index.value) for c in self.choices]
         )
 
-    def _path_specific_groups(self):
-        """The variables only some paths use, in groups that a step trains
-        or leaves alone together: each candidate, then each row block of the
-        hidden kernel."""
-        groups = [
-            branch.trainable_variables
-            for layer in self.supernet_layers
-            for branch in layer.branches
-        ]
-        return groups + [[block] for block in self.hidden.kernel_blocks]
+    def _assign_indices(self, indices):
+        for position, choice in enumerate(self.choices):
+            choice.active_index.assign(indices[position])
 
-    def update_sampling(self, losses):
+    def _static_plan(self, path, recorder=None):
+        indices = self.space.resolve(path)
+        return routing.Plan(
+            static=dict(zip(self.choices, indices)), recorder=recorder
+        )
+
+    def path_call(self, inputs, path, training=None):
+        """The outputs of `path` (any spelling), whatever is active: a graph
+        that holds that path's candidates only."""
+        with routing.planned(self._static_plan(path)):
+            return self(inputs, training=training)
+
+    def update_sampling(self, paths, losses):
         """Passes per-path validation losses to an adaptive sampler.
 
-        Returns the new path probabilities, or None where the sampler does
-        not use them.
+        Returns what the sampler's `update` returns (None for samplers that
+        do not adapt).
         """
-        update = getattr(self.sampler, "update", None)
-        if update is None:
-            return None
-        return update(self, losses)
+        return self.sampler.update(paths, losses)
 
-    # === Forward ===
+    # === The report's preset ===
 
-    def build(self, input_shape):
-        for layer in self.supernet_layers:
-            layer.build(input_shape)
-            input_shape = layer.compute_output_shape(input_shape)
-        self.flatten.build(input_shape)
-        self.hidden.build((None, self.embedding_size))
-        self.classifier.build((None, self.hidden_units))
+    @property
+    def is_preset(self):
+        """Whether this is the report's preset (`Supernet(kernel_sizes=)`)."""
+        return self._preset is not None
 
-    def _features(self, inputs, path, training=None):
-        """The flattened output of path `path`'s candidates, unpadded."""
-        x = inputs
-        for layer, branch in zip(
-            self.supernet_layers, self._branch_indices[path]
-        ):
-            x = layer.path_output(x, branch, training=training)
-        return self.flatten(x)
+    def _preset_value(self, key):
+        if self._preset is None:
+            raise AttributeError(
+                f"`{key}` describes the report's preset; this supernet was "
+                "built from a graph of its own."
+            )
+        return self._preset[key]
+
+    kernel_sizes = property(lambda self: self._preset_value("kernel_sizes"))
+    filters = property(lambda self: self._preset_value("filters"))
+    hidden_units = property(lambda self: self._preset_value("hidden_units"))
+    num_classes = property(lambda self: self._preset_value("num_classes"))
+    padding = property(lambda self: self._preset_value("padding"))
+    aggregation = property(lambda self: self._preset_value("aggregation"))
+
+    @property
+    def image_shape(self):
+        """The shape of one input example, without the batch axis."""
+        return tuple(self.inputs[0].shape[1:])
+
+    @property
+    def hidden(self):
+        """The preset's `PaddedDense` head layer."""
+        self._preset_value("hidden_units")
+        return self.get_layer("hidden")
+
+    @property
+    def paths(self):
+        """The preset's paths as tuples of kernel sizes, in index order."""
+        sizes = self.kernel_sizes
+        return [
+            tuple(sizes[c][k] for c, k in enumerate(indices))
+            for indices in self.space.paths()
+        ]
+
+    def path_features(self, path):
+        """The preset: features `path` feeds the head before padding."""
+        shape = (None, *self.image_shape)
+        for choice, k in zip(self.choices, self.space.resolve(path)):
+            shape = choice.candidate_output_shapes(shape)[k]
+        return int(np.prod(shape[1:]))
+
+    @property
+    def embedding_size(self):
+        """The preset: the padded embedding's size."""
+        return self.hidden.full_width
 
     def embed(self, inputs, path, training=None):
-        """The fixed-size embedding of `inputs` on path `path` (an index).
+        """The preset's fixed-size embedding of `inputs` on `path`.
 
         The flattened output of the path's candidates, zero-padded to
         `embedding_size`. The head gives the same logits for it as for the
         unpadded features, which is what training and `path_call` use.
         """
-        x = self._features(inputs, path, training=training)
-        missing = self.embedding_size - self._path_features[path]
+        features = keras.Model(self.inputs, self.get_layer("flatten").output)
+        with routing.planned(self._static_plan(path)):
+            x = features(inputs, training=training)
+        missing = self.embedding_size - x.shape[-1]
         if missing:
             x = ops.pad(x, [[0, 0], [0, missing]])
         return x
 
-    def path_call(self, inputs, path, training=None):
-        """The logits of path `path` (a Python index), whatever is active."""
-        x = self._features(inputs, path, training=training)
-        return self.classifier(self.hidden(x))
-
-    def call(self, inputs, training=None):
-        return ops.switch(
-            self.active_path_index(),
-            [
-                functools.partial(self.path_call, path=p, training=training)
-                for p in range(self.num_paths)
-            ],
-            inputs,
-        )
-
-    def per_example_call(self, inputs, assignment, training=None):
-        """Logits where example `i` runs through path `assignment[i]`.
-
-        Examples are grouped by path, so each is computed on its path only
-        and the batch costs about one path's forward pass.
-        """
-        positions = tf.dynamic_partition(
-            tf.range(tf.shape(inputs)[0]), assignment, self.num_paths
-        )
-        groups = tf.dynamic_partition(inputs, assignment, self.num_paths)
-        # TF's convolutions mishandle empty batches: skip empty groups.
-        logits = [
-            tf.cond(
-                tf.shape(group)[0] > 0,
-                lambda p=p, group=group: self.path_call(
-                    group, p, training=training
-                ),
-                lambda: tf.zeros((0, self.num_classes), self.compute_dtype),
-            )
-            for p, group in enumerate(groups)
-        ]
-        return tf.dynamic_stitch(positions, logits)
-
-    def aggregated_call(self, inputs, enabled, training=None):
-        """Logits with the candidates `enabled[l]` of each layer `l`
-        aggregated (needs an aggregation)."""
-        x = inputs
-        for layer, mask in zip(self.supernet_layers, enabled):
-            x = layer(x, training=training, enabled=mask)
-        return self.classifier(self.hidden(self.flatten(x)))
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_classes)
-
     # === Training ===
 
-    def _apply_gradients(self, gradients, variables):
+    def _multipliers(self):
+        """`{id(variable): multiplier}` from `branch_learning_rates`."""
+        if not self.branch_learning_rates:
+            return {}
+        result = {}
+        for choice in self.choices:
+            for label, candidate in zip(choice.labels, choice.candidates):
+                multiplier = self.branch_learning_rates.get(label)
+                if multiplier is not None:
+                    for v in candidate.trainable_variables:
+                        result[id(v)] = multiplier
+        return result
+
+    def _apply(self, optimizer, gradients, variables):
         """`optimizer.apply`, with `branch_learning_rates` applied.
 
         A candidate's update is scaled by its multiplier, which for
         optimizers whose step is proportional to the learning rate (Adam,
         SGD, RMSprop...) is the update at the multiplied learning rate.
         """
-        scaled = []
-        for layer in self.supernet_layers:
-            for size, branch in zip(layer.kernel_sizes, layer.branches):
-                multiplier = self.branch_learning_rates.get(size, 1.0)
-                if multiplier != 1.0:
-                    scaled += [
-                        (v, multiplier)
-                        for v in branch.trainable_variables
-                        if any(v is w for w in variables)
-                    ]
+        multipliers = self._multipliers()
+        scaled = [
+            (v, multipliers[id(v)]) for v in variables if id(v) in multipliers
+        ]
         before = [tf.identity(v.value) for v, _ in scaled]
-        self.optimizer.apply(gradients, variables)
-        self._assign_all(
+        optimizer.apply(gradients, variables)
+        distribute.assign_all(
             [v for v, _ in scaled],
             [
                 old + multiplier * (v.value - old)
@@ -593,231 +661,232 @@ class Supernet(keras.Model):
             ],
         )
 
-    @staticmethod
-    def _assign_all(variables, values):
-        """Assigns `values` to `variables`, under tf.distribute as well.
-
-        Model variables only accept an update from the replicas through the
-        strategy (`extended.update`), as the optimizer does its own.
-        """
-        if not variables:
-            return
-        if not tf.distribute.has_strategy():
-            for variable, value in zip(variables, values):
-                variable.assign(value)
-            return
-        targets = [
-            v.value if isinstance(v, keras.Variable) else v for v in variables
-        ]
-
-        def assign(distribution, values):
-            for target, value in zip(targets, values):
-                distribution.extended.update(
-                    target, lambda var, new: var.assign(new), args=(value,),
-                    group=False,
-                )
-
-        tf.__internal__.distribute.interim.maybe_merge_call(
-            assign, tf.distribute.get_strategy(), values
-        )
-
-    def _optimizer_slots(self, variable):
-        """The optimizer variables that belong to model variable `variable`.
-
-        Keras names them `<variable path with '_' for '/'>_<slot>`.
-        """
-        prefix = variable.path.replace("/", "_") + "_"
-        return [
-            v for v in self.optimizer.variables if v.name.startswith(prefix)
-        ]
-
-    def _apply_restoring(self, gradients, variables, trained):
-        """Applies `gradients` to all `variables`, then puts back the weights
-        and optimizer slots of every candidate the step did not train.
-
-        The tf.distribute variant of `_apply_masked`: the optimizer's
-        cross-replica update cannot run inside control flow, so every
-        variable is updated and the untrained candidates are restored with
-        an element-wise select, bit for bit.
-        """
-        targets, keeps = [], []
-        for group, group_trained in zip(self._path_specific_groups(), trained):
-            for v in group:
-                for target in [v] + self._optimizer_slots(v):
-                    targets.append(target)
-                    keeps.append(group_trained)
-        before = [tf.identity(t.value) for t in targets]
-        self._apply_gradients(gradients, variables)
-        self._assign_all(
-            targets,
-            [
-                tf.where(keep, t.value, old)
-                for t, old, keep in zip(targets, before, keeps)
-            ],
-        )
-
-    def _apply_masked(self, gradients, variables, trained):
-        """Applies `gradients` to the shared variables, and to the variables
-        of group `i` of `_path_specific_groups()` only where `trained[i]` (a
-        bool tensor) holds.
-
-        One optimizer step: every update sees the same iteration count, so
-        Adam's bias correction is the one a single `apply` would use.
-        """
-        by_variable = {id(v): g for v, g in zip(variables, gradients)}
-        shared = self._shared_trainable_variables()
-        step = tf.identity(self.optimizer.iterations.value)
-        self._apply_gradients([by_variable[id(v)] for v in shared], shared)
-        for group, group_trained in zip(self._path_specific_groups(), trained):
-            if not group:
-                continue
-
-            def update(group=group):
-                self.optimizer.iterations.assign(step)
-                self._apply_gradients(
-                    [by_variable[id(v)] for v in group], group
-                )
-                return tf.constant(True)
-
-            tf.cond(group_trained, update, lambda: tf.constant(False))
-        self.optimizer.iterations.assign(step + 1)
-
     def _loss(self, x, y, y_pred, sample_weight):
         return self.compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
             training=True,
         )
 
-    def _path_train_step(self, path, x, y, sample_weight):
-        variables = self.path_trainable_variables(path)
+    def _static_step(self, path, x, y, sample_weight):
+        """One complete step of path `path` (a Python int)."""
         with tf.GradientTape() as tape:
-            y_pred = self.path_call(x, path, training=True)
+            with routing.planned(self._static_plan(path)):
+                y_pred = self(x, training=True)
             loss = self._loss(x, y, y_pred, sample_weight)
             scaled_loss = self.optimizer.scale_loss(loss)
+        # The variables this path read: its candidates and the shared
+        # layers (of a PaddedDense, the row blocks of its width).
+        variables = self._trainable_read(tape)
         gradients = tape.gradient(scaled_loss, variables)
-        self._apply_gradients(gradients, variables)
+        self._apply(self.optimizer, gradients, variables)
         return y_pred, loss
 
-    def _single_path_step(self, x, y, sample_weight):
-        path = self.sampler.sample(self)
-        if self.sampler.draws_paths:
-            self._assign_path(path)
+    def _trainable_read(self, tape):
+        """The trainable variables `tape` saw read, in model order.
+
+        A tape reports the backend's variables; the optimizer wants the
+        Keras variables that wrap them.
+        """
+        read = {id(v) for v in tape.watched_variables()}
+        return [
+            v
+            for v in self.trainable_variables
+            if id(v) in read or id(getattr(v, "value", None)) in read
+        ]
+
+    def _per_path_step(self, indices, x, y, sample_weight):
+        path = ops.sum(
+            ops.cast(indices, "int32")
+            * ops.convert_to_tensor(self.space.strides, "int32")
+        )
         # One branch per path, each a complete step over that path's
         # variables: the untaken branches' variables and optimizer slots are
         # never touched, where a zero gradient would still move them (Adam).
         return tf.switch_case(
             path,
             [
-                functools.partial(
-                    self._path_train_step, p, x, y, sample_weight
-                )
+                lambda p=p: self._static_step(p, x, y, sample_weight)
                 for p in range(self.num_paths)
             ],
         )
 
-    def _trained_by(self, assignment):
-        """Per group of `_path_specific_groups()`, a bool tensor: does any
-        path index of the vector `assignment` use it?"""
-        trained = []
-        for layer, stride in zip(self.supernet_layers, self._strides):
-            choice = (assignment // stride) % layer.num_branches
-            trained += [
-                tf.reduce_any(tf.equal(choice, k))
-                for k in range(layer.num_branches)
-            ]
-        features = tf.gather(
-            tf.constant(self._path_features, dtype="int32"), assignment
+    def _per_path_examples(self, x, examples, recorder, training):
+        """Outputs where example `i` runs through path `examples[i]` (the
+        per-path step's per-example forward): examples are grouped by path
+        and each group runs through its own path only."""
+        path_ids = ops.sum(
+            ops.cast(examples, "int32")
+            * ops.convert_to_tensor(self.space.strides, "int32"),
+            axis=-1,
         )
-        # The hidden kernel's rows up to `width` serve every path with at
-        # least `width` features.
-        trained += [
-            tf.reduce_any(features >= width) for width in self.hidden.widths
+        positions = tf.dynamic_partition(
+            tf.range(tf.shape(x)[0]), path_ids, self.num_paths
+        )
+        groups = tf.dynamic_partition(x, path_ids, self.num_paths)
+        outputs, used = [], {}
+        for p, group in enumerate(groups):
+            present = tf.shape(group)[0] > 0
+
+            def run(p=p, group=group):
+                with tf.GradientTape() as inner:
+                    with routing.planned(self._static_plan(p)):
+                        out = self(group, training=training)
+                for v in self._trainable_read(inner):
+                    used.setdefault(id(v), (v, []))[1].append(p)
+                return out
+
+            # TF's convolutions mishandle empty batches: skip empty groups.
+            outputs.append(
+                tf.cond(
+                    present,
+                    run,
+                    lambda: tf.zeros(
+                        (0, *self.outputs[0].shape[1:]), self.compute_dtype
+                    ),
+                )
+            )
+        # Variables that only some paths read are trained where one of
+        # those paths has examples in the batch; one group per set of paths.
+        present = [
+            tf.reduce_any(tf.equal(path_ids, p)) for p in range(self.num_paths)
         ]
-        return trained
+        groups = {}
+        for variable, paths in used.values():
+            paths = frozenset(paths)
+            if len(paths) < self.num_paths:
+                groups.setdefault(paths, []).append(variable)
+        for paths, variables in groups.items():
+            mask = tf.reduce_any(tf.stack([present[p] for p in sorted(paths)]))
+            recorder.record_masks(("paths", paths), [mask], [variables])
+        return tf.dynamic_stitch(positions, outputs)
 
-    def _step_plan(self, x):
-        """This step's forward function and, per layer and candidate, a bool
-        tensor saying whether the step trains it."""
-        if self.aggregation is not None and self.sampler.draws_paths:
-            masks = self.dropout_masks()
-            # Aggregated candidates share one output shape: the head's
-            # single row block is always trained.
-            blocks = [tf.constant(True)] * len(self.hidden.kernel_blocks)
-            return (
-                lambda: self.aggregated_call(
-                    x, [ops.stack(m) for m in masks], training=True
-                ),
-                [t for m in masks for t in m] + blocks,
-            )
-        if self.sampler.per_example:
-            assignment = self.sampler.sample_examples(self, tf.shape(x)[0])
-            return (
-                lambda: self.per_example_call(x, assignment, training=True),
-                self._trained_by(assignment),
-            )
-        path = self.sampler.sample(self)
-        if self.sampler.draws_paths:
-            self._assign_path(path)
-        return (
-            lambda: self(x, training=True),
-            self._trained_by(ops.reshape(path, (1,))),
-        )
-
-    def _masked_step(self, x, y, sample_weight, distributed):
-        forward, trained = self._step_plan(x)
-        variables = self.trainable_variables
+    def _recorded_step(self, draw, x, y, sample_weight):
+        """A step whose forward records which variable groups it used, then
+        updates the shared variables and each used group."""
+        recorder = routing.UsageRecorder()
+        masks = {self.choices[c]: m for c, m in draw.masks.items()}
         with tf.GradientTape() as tape:
-            y_pred = forward()
+            if draw.examples is not None and self.train_step_mode == "per_path":
+                y_pred = self._per_path_examples(
+                    x, draw.examples, recorder, training=True
+                )
+            else:
+                routes = {}
+                if draw.examples is not None:
+                    routes = {
+                        choice: draw.examples[:, c]
+                        for c, choice in enumerate(self.choices)
+                    }
+                plan = routing.Plan(routes=routes, masks=masks, recorder=recorder)
+                with routing.planned(plan):
+                    y_pred = self(x, training=True)
             loss = self._loss(x, y, y_pred, sample_weight)
             scaled_loss = self.optimizer.scale_loss(loss)
+        variables = self.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
-        if distributed:
-            self._apply_restoring(gradients, variables, trained)
+        if tf.distribute.has_strategy():
+            distribute.apply_restoring(
+                self.optimizer,
+                lambda g, v: self._apply(self.optimizer, g, v),
+                gradients,
+                variables,
+                recorder,
+            )
         else:
-            self._apply_masked(gradients, variables, trained)
+            self._apply_grouped(gradients, variables, recorder)
         return y_pred, loss
 
-    def dropout_masks(self):
-        """Per layer, which candidates path dropout keeps for one batch.
+    def _apply_grouped(self, gradients, variables, recorder):
+        """Applies `gradients` to the shared variables, and to each recorded
+        group only where the step used it, at one optimizer iteration."""
+        optimizer = self.optimizer
+        inner = getattr(optimizer, "inner_optimizer", None)
+        if inner is None:
+            self._grouped_updates(optimizer, gradients, variables, recorder)
+            return
+        # A LossScaleOptimizer: unscale once, update with the inner
+        # optimizer, and move the loss scale once per step.
+        scale = optimizer.dynamic_scale
+        unscaled = [None if g is None else g / scale for g in gradients]
+        finite = optimizer.check_finite(unscaled)
 
-        Each candidate is dropped with probability `path_dropout_rate`;
-        where a layer would lose all, one random candidate is kept.
-        """
-        masks = []
-        for layer in self.supernet_layers:
-            n = layer.num_branches
-            keep = keras.random.uniform(
-                (n,), seed=self.seed_generator
-            ) >= self.path_dropout_rate
-            fallback = ops.one_hot(
-                keras.random.randint(
-                    (), 0, n, dtype="int32", seed=self.seed_generator
+        def finite_step():
+            self._grouped_updates(inner, unscaled, variables, recorder)
+            ops.cond(
+                ops.equal(
+                    optimizer.step_counter, optimizer.dynamic_growth_steps - 1
                 ),
-                n,
-                dtype="bool",
+                lambda: (
+                    optimizer.step_counter.assign(0),
+                    optimizer.dynamic_scale.assign(scale * 2.0),
+                )
+                and None,
+                lambda: optimizer.step_counter.assign_add(1) and None,
             )
-            masks.append(
-                [ops.where(ops.any(keep), keep, fallback)[k] for k in range(n)]
-            )
-        return masks
+
+        def non_finite_step():
+            optimizer.step_counter.assign(0)
+            optimizer.dynamic_scale.assign(scale * 0.5)
+
+        ops.cond(finite, finite_step, non_finite_step)
+
+    def _grouped_updates(self, optimizer, gradients, variables, recorder):
+        by_id = {id(v): g for v, g in zip(variables, gradients)}
+        conditional = recorder.recorded_variables()
+        shared = [
+            (g, v)
+            for v, g in zip(variables, gradients)
+            if g is not None and id(v) not in conditional
+        ]
+        step = tf.identity(optimizer.iterations.value)
+        if shared:
+            self._apply(optimizer, [g for g, _ in shared], [v for _, v in shared])
+
+        def update(group):
+            pairs = [(by_id[id(v)], v) for v in group if by_id.get(id(v)) is not None]
+            if pairs:
+                # Every group's update sees the same iteration count, so
+                # Adam's bias correction is the one a single apply would use.
+                optimizer.iterations.assign(step)
+                self._apply(optimizer, [g for g, _ in pairs], [v for _, v in pairs])
+            return tf.constant(True)
+
+        for kind, selector, groups in recorder.entries():
+            if kind == "switch":
+                tf.switch_case(
+                    selector, [lambda g=group: update(g) for group in groups]
+                )
+            else:
+                for mask, group in zip(selector, groups):
+                    if group:
+                        tf.cond(
+                            mask,
+                            lambda g=group: update(g),
+                            lambda: tf.constant(False),
+                        )
+        optimizer.iterations.assign(step + 1)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
+        draw = self.sampler.draw(tf.shape(x)[0], self._active_tensor())
+        if draw.indices is not None and not draw.active:
+            self._assign_indices(draw.indices)
         # Under tf.distribute the optimizer's cross-replica update cannot run
         # inside control flow: every variable is updated, and what the step
-        # did not train is restored.
-        distributed = tf.distribute.has_strategy()
-        trains_one_path = not self.sampler.per_example and not (
-            self.aggregation is not None and self.sampler.draws_paths
-        )
-        if trains_one_path and not distributed:
-            y_pred, loss = self._single_path_step(x, y, sample_weight)
-        else:
-            y_pred, loss = self._masked_step(
-                x, y, sample_weight, distributed
+        # did not train is restored (distribute.apply_restoring).
+        single_path = draw.examples is None and not draw.masks
+        if (
+            single_path
+            and self.train_step_mode == "per_path"
+            and not tf.distribute.has_strategy()
+        ):
+            y_pred, loss = self._per_path_step(
+                draw.indices, x, y, sample_weight
             )
+        else:
+            y_pred, loss = self._recorded_step(draw, x, y, sample_weight)
         # compute_loss divides by the replica count under tf.distribute.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         for metric in self.metrics:
@@ -828,75 +897,173 @@ class Supernet(keras.Model):
                 )
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
+    # === BatchNorm ===
+
+    def _path_batchnorms(self):
+        """The BatchNormalization layers the active path runs: those outside
+        every choice, and those inside the active candidates."""
+        inside = set()
+        active = []
+        for choice in self.choices:
+            k = int(ops.convert_to_numpy(choice.active_index))
+            for position, candidate in enumerate(choice.candidates):
+                for layer in candidate._flatten_layers(include_self=True):
+                    inside.add(id(layer))
+                    if position == k and isinstance(
+                        layer, keras.layers.BatchNormalization
+                    ):
+                        active.append(layer)
+        shared = [
+            layer
+            for layer in self._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.BatchNormalization)
+            and id(layer) not in inside
+        ]
+        return shared + active
+
+    @property
+    def has_batchnorm(self):
+        """Whether any layer of the supernet is a BatchNormalization."""
+        return any(
+            isinstance(layer, keras.layers.BatchNormalization)
+            for layer in self._flatten_layers(include_self=False)
+        )
+
+    def recalibrate_batchnorm(self, data, path=None, batches=200):
+        """Re-estimates the BatchNorm statistics a path uses, on `data`.
+
+        A candidate's BatchNorm statistics were accumulated over the paths
+        that ran through it; a path evaluated with them is judged by
+        statistics that are not its own (SPOS, once-for-all). This resets
+        the moving mean and variance of the shared BatchNorm layers and of
+        the path's candidates, then sets them to the mean, over the first
+        `batches` batches of `data`, of each batch's mean and variance (as
+        BatchNorm computes them in training). Layers off the path are left
+        as they are. SPOS uses 200 batches of 128; once-for-all 2,000 images.
+
+        Args:
+            data: A dataset (or iterable) of `(x, y)` or `x` batches of
+                training data.
+            path: The path (any spelling); None for the active path. It is
+                active afterwards.
+            batches: Positive int, the batches used.
+
+        Returns:
+            The number of batches used (0 for a supernet without
+            BatchNorm).
+
+        Raises:
+            ValueError: if `data` is empty or `batches` is not positive.
+        """
+        batches = validation.positive_int("batches", batches)
+        if path is not None:
+            self.set_path(path)
+        layers = self._path_batchnorms()
+        if not layers:
+            return 0
+        momenta = [layer.momentum for layer in layers]
+        sums = [
+            [np.zeros(layer.moving_mean.shape, "float64"),
+             np.zeros(layer.moving_variance.shape, "float64")]
+            for layer in layers
+        ]
+        used = 0
+        try:
+            # With momentum 0, a training-mode call leaves exactly the
+            # batch's mean and variance in the moving statistics.
+            for layer in layers:
+                layer.momentum = 0.0
+            forward = tf.function(lambda x: self(x, training=True))
+            for batch in data:
+                if used >= batches:
+                    break
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                forward(x)
+                for layer, (mean, variance) in zip(layers, sums):
+                    mean += ops.convert_to_numpy(layer.moving_mean)
+                    variance += ops.convert_to_numpy(layer.moving_variance)
+                used += 1
+        finally:
+            for layer, momentum in zip(layers, momenta):
+                layer.momentum = momentum
+        if not used:
+            raise ValueError(
+                "Invalid value for argument `data`. Expected at least one "
+                "batch to recalibrate BatchNorm on. Received an empty dataset."
+            )
+        for layer, (mean, variance) in zip(layers, sums):
+            layer.moving_mean.assign((mean / used).astype("float32"))
+            layer.moving_variance.assign((variance / used).astype("float32"))
+        return used
+
     # === Serialization ===
 
-    # Keras saves no SeedGenerator state. Without it, a run resumed from
-    # saved weights would draw other paths than the uninterrupted run.
-    _SEED_STATE_KEY = "path_seed_generator_state"
+    def load_weights(self, filepath, *args, **kwargs):
+        """`keras.Model.load_weights`, and weight files of keras_supernet
+        0.1.0 and 0.2.0 for the preset (see `keras_supernet.legacy`)."""
+        from keras_supernet import legacy
 
-    def save_own_variables(self, store):
-        super().save_own_variables(store)
-        store[self._SEED_STATE_KEY] = self.seed_generator.state
-
-    def load_own_variables(self, store):
-        keys = set(store.keys())
-        if self._SEED_STATE_KEY in keys:
-            self.seed_generator.state.assign(store[self._SEED_STATE_KEY])
-        own = self._trainable_variables + self._non_trainable_variables
-        if len(keys - {self._SEED_STATE_KEY}) != len(own):
-            raise ValueError(
-                f"Supernet '{self.name}' expected {len(own)} saved "
-                f"variables of its own. Received keys {sorted(keys)}."
-            )
-        for i, variable in enumerate(own):
-            variable.assign(store[f"{i}"])
+        if legacy.is_legacy_weights(filepath):
+            legacy.load_legacy_weights(self, filepath)
+            return
+        super().load_weights(filepath, *args, **kwargs)
 
     def get_config(self):
-        config = super().get_config()
+        config = {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
+        }
+        if self._preset is not None:
+            config.update(
+                {
+                    "kernel_sizes": [list(s) for s in self._preset["kernel_sizes"]],
+                    "filters": list(self._preset["filters"]),
+                    "hidden_units": self._preset["hidden_units"],
+                    "num_classes": self._preset["num_classes"],
+                    "input_shape": list(self._preset["input_shape"]),
+                    "padding": self._preset["padding"],
+                    "aggregation": self._preset["aggregation"],
+                }
+            )
+        else:
+            # The graph, as Keras serializes a functional model of the same
+            # layers.
+            graph = keras.Model(self.inputs, self.outputs, name=self.name)
+            config.update(graph.get_config())
         config.update(
             {
-                "kernel_sizes": [list(s) for s in self.kernel_sizes],
-                "filters": list(self.filters),
-                "hidden_units": self.hidden_units,
-                "num_classes": self.num_classes,
-                "input_shape": list(self.image_shape),
-                "padding": self.padding,
-                "sampling": self.sampler.name,
-                "aggregation": self.aggregation,
+                "sampling": keras.saving.serialize_keras_object(self.sampler),
                 "path_dropout": self.path_dropout,
-                "branch_learning_rates": {
-                    f"{k}x{k}": v
-                    for k, v in sorted(self.branch_learning_rates.items())
-                },
+                "branch_learning_rates": dict(self.branch_learning_rates),
                 "seed": self.seed,
+                "train_step": self.train_step_mode,
             }
         )
         return config
 
     @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-
-class PathDropoutSchedule(keras.callbacks.Callback):
-    """Ramps a supernet's path dropout rate linearly over training.
-
-    The rate goes from 0 in the first epoch to the supernet's `path_dropout`
-    at epoch `ramp_epochs` and stays there, as in Bender et al. (2018).
-
-    Args:
-        ramp_epochs: Positive int, the epochs the ramp takes.
-    """
-
-    def __init__(self, ramp_epochs):
-        super().__init__()
-        self.ramp_epochs = _validate_positive_int(ramp_epochs, "ramp_epochs")
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.model.aggregation is None:
-            raise ValueError(
-                "PathDropoutSchedule needs a supernet with an aggregation. "
-                "Received aggregation=None."
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        supernet_args = {k: config.pop(k) for k in _SUPERNET_ARGS if k in config}
+        sampling = supernet_args.get("sampling")
+        if isinstance(sampling, dict):
+            supernet_args["sampling"] = keras.saving.deserialize_keras_object(
+                sampling, custom_objects=custom_objects
             )
-        fraction = min(1.0, epoch / self.ramp_epochs)
-        self.model.path_dropout_rate.assign(self.model.path_dropout * fraction)
+            # A config's sampler carries the path dropout already.
+            supernet_args.pop("path_dropout", None)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.saving.deserialize_keras_object(
+                config["dtype"]
+            )
+        if "layers" in config:
+            graph = keras.Model.from_config(config, custom_objects=custom_objects)
+            return cls(
+                inputs=graph.inputs,
+                outputs=graph.outputs,
+                name=config.get("name"),
+                **supernet_args,
+            )
+        config.pop("trainable", None)
+        return cls(**config, **supernet_args)
