@@ -371,6 +371,10 @@ class Supernet(keras.Model):
             branch_learning_rates
         )
         self._check_candidate_shapes()
+        # The per-choice step updates the used candidates under a switch; an
+        # alternative (what tf.distribute needs) updates every variable and
+        # restores the unused ones. `bin/bench` measures both.
+        self._restoring_updates = False
 
     # === Validation ===
 
@@ -784,7 +788,7 @@ class Supernet(keras.Model):
             scaled_loss = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
-        if tf.distribute.has_strategy():
+        if tf.distribute.has_strategy() or self._restoring_updates:
             distribute.apply_restoring(
                 self.optimizer,
                 lambda g, v: self._apply(self.optimizer, g, v),
@@ -865,6 +869,30 @@ class Supernet(keras.Model):
                             lambda: tf.constant(False),
                         )
         optimizer.iterations.assign(step + 1)
+
+    def compile(self, *args, **kwargs):
+        super().compile(*args, **kwargs)
+        # Optimizer slots created while `fit` traces its first step would
+        # make TensorFlow trace the whole step a second time.
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Without a strategy, Keras builds the compiled metrics while `fit`
+        # traces the first step; TensorFlow then traces the whole step a
+        # second time (variables were created). A supernet's step is costly
+        # to trace, so everything is built first, from the data's spec (not
+        # from a batch: taking one would move a reshuffling dataset on).
+        adapter = getattr(iterator, "data_adapter", None)
+        if (
+            self._distribute_strategy is None
+            and data_batch is None
+            and adapter is not None
+        ):
+            spec = adapter.get_tf_dataset().element_spec
+            self._symbolic_build(data_batch=spec)
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
