@@ -14,6 +14,7 @@ layer by a copy of itself; nothing of keras_supernet is left, so the model
 saves, exports and serves without this package.
 """
 
+import json
 import re
 
 import keras
@@ -51,11 +52,11 @@ def _plain_graph(supernet, path, name=None):
         copies.append(copy)
         return new
 
-    graph = keras.Model(supernet.inputs, supernet.outputs, name=supernet.name)
+    graph = keras.Model(supernet.input, supernet.output, name=supernet.name)
     plain = keras.models.clone_model(graph, clone_function=clone, recursive=True)
     plain = keras.Model(
-        plain.inputs,
-        plain.outputs,
+        plain.input,
+        plain.output,
         name=name or _model_name(supernet.path_label(indices)),
     )
     return plain, copies
@@ -75,12 +76,17 @@ def path_config(supernet, path):
     """
     index = supernet.resolve_path(path)
     plain, _ = _plain_graph(supernet, index)
-    return {
-        "path": index,
-        "label": supernet.path_label(index),
-        "indices": list(supernet.path_indices(index)),
-        "model": plain.get_config(),
-    }
+    # Through JSON: plain data, as it is written to files.
+    return json.loads(
+        json.dumps(
+            {
+                "path": index,
+                "label": supernet.path_label(index),
+                "indices": list(supernet.path_indices(index)),
+                "model": plain.get_config(),
+            }
+        )
+    )
 
 
 def build_path_model(config):

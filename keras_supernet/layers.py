@@ -199,6 +199,8 @@ class Choice(keras.layers.Layer):
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
+        # First, so that a candidate that cannot take the input is named.
+        shapes = self.candidate_output_shapes(input_shape)
         for candidate in self.candidates:
             if not candidate.built:
                 # A symbolic call builds any layer, whatever its build()
@@ -206,7 +208,6 @@ class Choice(keras.layers.Layer):
                 candidate(
                     keras.KerasTensor(input_shape, dtype=self.compute_dtype)
                 )
-        shapes = self.candidate_output_shapes(input_shape)
         if self.aggregation is not None and len(set(shapes)) > 1:
             raise ValueError(
                 f"Invalid value for argument `aggregation` of choice "
@@ -312,6 +313,8 @@ class Choice(keras.layers.Layer):
         """The output of the block with only candidate `index` (a Python
         int) enabled."""
         x = self.candidates[index](inputs, training=training)
+        # Every branch must give one dtype (a skip passes on its input's).
+        x = ops.cast(x, self.compute_dtype)
         if self.mixer is None:
             return x
         # The 1x1 mix of a concatenation where the other candidates are

@@ -621,7 +621,7 @@ class Supernet(keras.Model):
         `embedding_size`. The head gives the same logits for it as for the
         unpadded features, which is what training and `path_call` use.
         """
-        features = keras.Model(self.inputs, self.get_layer("flatten").output)
+        features = keras.Model(self.input, self.get_layer("flatten").output)
         with routing.planned(self._static_plan(path)):
             x = features(inputs, training=training)
         missing = self.embedding_size - x.shape[-1]
@@ -814,18 +814,21 @@ class Supernet(keras.Model):
         unscaled = [None if g is None else g / scale for g in gradients]
         finite = optimizer.check_finite(unscaled)
 
+        def upscale():
+            optimizer.step_counter.assign(0)
+            optimizer.dynamic_scale.assign(scale * 2.0)
+
+        def increment():
+            optimizer.step_counter.assign_add(1)
+
         def finite_step():
             self._grouped_updates(inner, unscaled, variables, recorder)
             ops.cond(
                 ops.equal(
                     optimizer.step_counter, optimizer.dynamic_growth_steps - 1
                 ),
-                lambda: (
-                    optimizer.step_counter.assign(0),
-                    optimizer.dynamic_scale.assign(scale * 2.0),
-                )
-                and None,
-                lambda: optimizer.step_counter.assign_add(1) and None,
+                upscale,
+                increment,
             )
 
         def non_finite_step():
@@ -870,22 +873,17 @@ class Supernet(keras.Model):
                         )
         optimizer.iterations.assign(step + 1)
 
-    def compile(self, *args, **kwargs):
-        super().compile(*args, **kwargs)
-        # Optimizer slots created while `fit` traces its first step would
-        # make TensorFlow trace the whole step a second time.
-        if self.optimizer is not None and not self.optimizer.built:
-            self.optimizer.build(self.trainable_variables)
-
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Without a strategy, Keras builds the compiled metrics while `fit`
-        # traces the first step; TensorFlow then traces the whole step a
-        # second time (variables were created). A supernet's step is costly
-        # to trace, so everything is built first, from the data's spec (not
-        # from a batch: taking one would move a reshuffling dataset on).
+        # Without a strategy, Keras builds the compiled metrics and the
+        # optimizer while `fit` traces the first step; TensorFlow then traces
+        # the whole step a second time (variables were created). A
+        # supernet's step is costly to trace, so everything is built first,
+        # from the data's spec (not from a batch: taking one would move a
+        # reshuffling dataset on).
         adapter = getattr(iterator, "data_adapter", None)
         if (
             self._distribute_strategy is None
+            and self.compiled
             and data_batch is None
             and adapter is not None
         ):
@@ -1057,7 +1055,7 @@ class Supernet(keras.Model):
         else:
             # The graph, as Keras serializes a functional model of the same
             # layers.
-            graph = keras.Model(self.inputs, self.outputs, name=self.name)
+            graph = keras.Model(self.input, self.output, name=self.name)
             config.update(graph.get_config())
         config.update(
             {
@@ -1086,11 +1084,15 @@ class Supernet(keras.Model):
                 config["dtype"]
             )
         if "layers" in config:
-            graph = keras.Model.from_config(config, custom_objects=custom_objects)
+            name = config.get("name")
+            # Keras's functional deserialization consumes parts of `config`.
+            graph = keras.Model.from_config(
+                dict(config), custom_objects=custom_objects
+            )
             return cls(
-                inputs=graph.inputs,
-                outputs=graph.outputs,
-                name=config.get("name"),
+                inputs=graph.input,
+                outputs=graph.output,
+                name=name,
                 **supernet_args,
             )
         config.pop("trainable", None)

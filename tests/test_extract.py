@@ -1,112 +1,139 @@
 import json
-import os
-import tempfile
 
 import keras
 import numpy as np
 import pytest
-from absl.testing import parameterized
+from conftest import compile_model
+from conftest import learnable_batch
 
+from keras_supernet import Choice
 from keras_supernet import Supernet
+from keras_supernet import build_path_model
+from keras_supernet import candidates
 from keras_supernet import extract_path
 from keras_supernet import path_config
 from keras_supernet.extract import max_path_difference
 
-SEARCH_SPACES = {
-    "report_2x2": {
-        "kernel_sizes": ((3, 5), (3, 5)),
-        "filters": (8, 16),
-        "input_shape": (28, 28, 1),
-    },
+REPORT_SPACES = {
+    "report_2x2": {"kernel_sizes": ((3, 5), (3, 5)), "filters": (8, 16)},
     "three_layers_same": {
         "kernel_sizes": ((1, 3, 5, 7), (3, 5), (3, 5)),
         "filters": (4, 6, 8),
-        "input_shape": (28, 28, 1),
         "padding": "same",
     },
 }
 
 
-def _trained_supernet(space):
-    model = Supernet(hidden_units=32, num_classes=10, seed=5, **space)
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, *model.image_shape)).astype("float32")
-    y = rng.integers(0, 10, size=(64,))
-    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+def _trained(model, steps=2):
+    compile_model(model, 1e-3)
+    x, y = learnable_batch(64, model.image_shape)
+    model.fit(x, y, batch_size=8, epochs=steps, verbose=0)
     return model, x
 
 
-class ExtractTest(parameterized.TestCase):
-    @parameterized.named_parameters(*SEARCH_SPACES.items())
-    def test_every_path_equals_the_supernet(self, space):
-        model, x = _trained_supernet(space)
-        for path in range(model.num_paths):
-            plain = extract_path(model, path)
-            model.set_path(path)
-            expected = model.predict(x, verbose=0)
-            actual = plain.predict(x, verbose=0)
-            self.assertLessEqual(np.max(np.abs(expected - actual)), 1e-5)
-            # Not trivially equal: the logits depend on the input (a path
-            # whose hidden units all died would output its biases only).
-            self.assertGreater(
-                np.abs(expected - expected.mean(axis=0)).max(), 0.1
-            )
+def _keras_only(model):
+    """Every layer of `model`, nested ones included, is Keras's own."""
+    return all(
+        type(layer).__module__.startswith("keras.")
+        for layer in model._flatten_layers(include_self=False)
+    )
 
-    def test_plain_model_has_standard_layers_only(self):
-        model, x = _trained_supernet(SEARCH_SPACES["report_2x2"])
-        plain = extract_path(model, "5x5,3x3")
-        self.assertIsInstance(plain, keras.Sequential)
-        for layer in plain.layers:
-            self.assertTrue(
-                type(layer).__module__.startswith("keras."),
-                type(layer),
-            )
-        self.assertEqual(
-            [type(l).__name__ for l in plain.layers],
-            ["Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten",
-             "Dense", "Dense"],
+
+@pytest.mark.parametrize("name", list(REPORT_SPACES))
+def test_every_report_path_equals_the_supernet(name):
+    model, x = _trained(Supernet(hidden_units=32, seed=5, **REPORT_SPACES[name]))
+    for path in range(model.num_paths):
+        plain = extract_path(model, path)
+        model.set_path(path)
+        expected = model.predict(x, verbose=0)
+        assert np.max(np.abs(expected - plain.predict(x, verbose=0))) <= 1e-5
+        # Not trivially equal: the logits depend on the input.
+        assert np.abs(expected - expected.mean(axis=0)).max() > 0.05
+        assert _keras_only(plain)
+
+
+def _random_space(rng):
+    """A random functional supernet: random depth, candidates (with and
+    without BatchNorm), skip positions, and a residual addition."""
+    channels = 4
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(channels, 3, padding="same")(inputs)
+    specs = ["conv3x3", "conv5x5", "sep3x3", "mb3x3_e2", "mb5x5_e3", "skip"]
+    for i in range(int(rng.integers(1, 5))):
+        chosen = list(rng.choice(specs, size=int(rng.integers(1, 4)), replace=False))
+        block = candidates.choice(
+            chosen, channels, input_channels=channels,
+            batchnorm=bool(rng.integers(0, 2)), seed=int(rng.integers(1000)),
+            name=f"choice_{i}",
         )
-        # The zero padding is folded into the first Dense kernel.
-        self.assertEqual(plain.get_layer("hidden").kernel.shape, (400, 32))
-        # Saved and loaded with no custom objects.
-        path = os.path.join(tempfile.mkdtemp(), "plain.keras")
-        plain.save(path)
-        loaded = keras.models.load_model(path)
-        np.testing.assert_allclose(
-            loaded.predict(x, verbose=0), plain.predict(x, verbose=0),
-            atol=1e-6,
-        )
-
-    def test_extraction_leaves_the_active_path_alone(self):
-        model, _ = _trained_supernet(SEARCH_SPACES["report_2x2"])
-        model.set_path(3)
-        extract_path(model, 0)
-        self.assertEqual(model.active_path, 3)
-
-    def test_path_config_is_plain_data(self):
-        model = Supernet(seed=0)
-        config = path_config(model, 2)
-        self.assertEqual(json.loads(json.dumps(config)), config)
-        self.assertEqual(config["label"], "5x5->3x3")
-        self.assertEqual([l["kernel_size"] for l in config["layers"]], [5, 3])
-        self.assertEqual(config["features"], 800)
-
-    def test_verification_catches_a_wrong_copy(self):
-        model, x = _trained_supernet(SEARCH_SPACES["report_2x2"])
-        plain = extract_path(model, 1)
-        bias = plain.get_layer("logits").bias
-        bias.assign(bias + 1e-3)
-        self.assertGreater(max_path_difference(model, 1, plain, x), 5e-4)
-
-    def test_unknown_path(self):
-        model = Supernet(seed=0)
-        with pytest.raises(ValueError, match="Valid paths"):
-            extract_path(model, (7, 7))
+        y = block(x)
+        x = keras.layers.Add(name=f"add_{i}")([x, y]) if rng.integers(0, 2) else y
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(10)(x)
+    return Supernet(inputs=inputs, outputs=outputs, seed=0)
 
 
-if __name__ == "__main__":
-    pytest.main([__file__])
+@pytest.mark.parametrize("seed", range(6))
+def test_random_paths_of_random_spaces_extract_exactly(seed):
+    rng = np.random.default_rng(seed)
+    model, x = _trained(_random_space(rng), steps=1)
+    paths = {0, model.num_paths - 1} | {
+        int(rng.integers(model.num_paths)) for _ in range(3)
+    }
+    for path in sorted(paths):
+        if model.has_batchnorm:
+            model.recalibrate_batchnorm([x[:16], x[16:32]], path=path)
+        plain = extract_path(model, path)
+        assert max_path_difference(model, path, plain, x) <= 1e-5
+        assert _keras_only(plain)
+        assert not any(isinstance(l, Choice) for l in plain._flatten_layers())
+
+
+def test_plain_model_saves_and_loads_without_this_package(tmp_path):
+    model, x = _trained(Supernet(hidden_units=32, seed=5, **REPORT_SPACES["report_2x2"]))
+    plain = extract_path(model, "5x5->3x3")
+    assert [type(l).__name__ for l in plain.layers] == [
+        "InputLayer", "Sequential", "Sequential", "Flatten", "Dense", "Dense"
+    ]
+    # The zero padding is folded into the first Dense kernel.
+    assert plain.get_layer("hidden").kernel.shape == (400, 32)
+    path = str(tmp_path / "plain.keras")
+    plain.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-6
+    )
+
+
+def test_extraction_leaves_the_active_path_alone():
+    model = Supernet(seed=0)
+    model.set_path(3)
+    extract_path(model, 0)
+    assert model.active_path == 3
+
+
+def test_path_config_is_plain_data_and_builds_the_architecture():
+    model = Supernet(seed=0)
+    config = path_config(model, 2)
+    assert json.loads(json.dumps(config)) == config
+    assert config["label"] == "5x5->3x3" and config["indices"] == [1, 0]
+    fresh = build_path_model(config)
+    plain = extract_path(model, 2)
+    assert [tuple(w.shape) for w in fresh.weights] == [
+        tuple(w.shape) for w in plain.weights
+    ]
+    assert fresh.get_layer("hidden").kernel.shape == (800, 128)
+
+
+def test_verification_catches_a_wrong_copy():
+    model, x = _trained(Supernet(hidden_units=32, seed=5, **REPORT_SPACES["report_2x2"]))
+    plain = extract_path(model, 1)
+    bias = plain.get_layer("logits").bias
+    bias.assign(bias + 1e-3)
+    assert max_path_difference(model, 1, plain, x) > 5e-4
+
+
+def test_unknown_path():
+    model = Supernet(seed=0)
+    with pytest.raises(ValueError, match="Valid paths"):
+        extract_path(model, 9)

@@ -1,380 +1,502 @@
 import itertools
 import json
 import os
-import tempfile
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl.testing import parameterized
+from conftest import ROOT
+from conftest import candidate_state
+from conftest import changed_keys
+from conftest import choice_space
+from conftest import compile_model
+from conftest import learnable_batch
 from scipy import stats
 
+from keras_supernet import Choice
 from keras_supernet import Supernet
+from keras_supernet import sampling
+
+SMALL = {"filters": (4, 8), "hidden_units": 16, "seed": 3}
 
 
-def _compile(model, learning_rate=1e-2):
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
+def _functional(num_choices=3, **kwargs):
+    inputs, outputs = choice_space(num_choices=num_choices)
+    return Supernet(inputs=inputs, outputs=outputs, **kwargs)
 
 
-def _batch(n=16, shape=(28, 28, 1), seed=0):
-    """Noise plus a per-class pattern, so that the labels can be learnt."""
-    rng = np.random.default_rng(seed)
-    patterns = np.random.default_rng(1234).normal(size=(10, *shape))
-    y = rng.integers(0, 10, size=(n,))
-    x = rng.normal(size=(n, *shape)) + patterns[y]
-    return x.astype("float32"), y
+# === Paths of the report's preset ===
 
 
-def _path_variable_names(model, path):
-    """Variable paths a step on `path` may change: its branches, the hidden
-    kernel's rows of its features, the hidden bias."""
-    features = model.path_features(path)
-    # The blocks are cut at the feature counts: the path's rows are the
-    # blocks that start below its count.
-    start, names = 0, set()
-    for block in model.hidden.kernel_blocks:
-        if start < features:
-            names.add(block.path)
-        start += block.shape[0]
-    return {
-        v.path
-        for layer, k in zip(model.supernet_layers, model.paths[path])
-        for v in layer.branches[layer.kernel_sizes.index(k)]
-        .trainable_variables
-    } | names | {model.hidden.bias.path}
+def test_preset_paths_in_product_order():
+    model = Supernet(kernel_sizes=((3, 5), (3, 5, 7)), **SMALL)
+    assert model.num_paths == 6
+    assert model.paths == list(itertools.product((3, 5), (3, 5, 7)))
+    assert [model.path_label(p) for p in range(6)] == [
+        f"{a}x{a}->{b}x{b}" for a, b in model.paths
+    ]
+    assert model.space.choice_names == ("supernet_layer_0", "supernet_layer_1")
 
 
-def _snapshot(model):
-    """Weights and Adam slots of every branch and of the hidden layer."""
-    optimizer = model.optimizer
-    state = {}
-    variables = [
-        v
-        for layer in model.supernet_layers
-        for branch in layer.branches
-        for v in branch.trainable_variables
-    ] + model.hidden.trainable_variables
-    for v in variables:
-        i = optimizer._get_variable_index(v)
-        state[v.path] = (
-            v.numpy().copy(),
-            optimizer._momentums[i].numpy().copy(),
-            optimizer._velocities[i].numpy().copy(),
-        )
-    return state
+@pytest.mark.parametrize(
+    "path",
+    [2, "2", (1, 0), ["5x5", "3x3"], "5x5,3x3", "5,3", "5x5->3x3", " 5x5 ; 3x3 "],
+)
+def test_set_path_accepts_every_spelling(path):
+    model = Supernet(**SMALL)
+    model.set_path(path)
+    assert model.active_path == 2
+    assert model.active_indices == (1, 0)
 
 
-def _changed(before, after):
-    """Paths of variables for which the weight or any slot changed."""
-    return {
-        name
-        for name in before
-        if any(
-            not np.array_equal(a, b) for a, b in zip(before[name], after[name])
-        )
-    }
-
-
-class SupernetTest(parameterized.TestCase):
-    def setUp(self):
-        self.init_kwargs = {
-            "kernel_sizes": ((3, 5), (3, 5)),
-            "filters": (4, 8),
-            "hidden_units": 16,
-            "num_classes": 10,
-            "input_shape": (28, 28, 1),
-            "seed": 7,
-        }
-
-    # === Paths ===
-
-    def test_paths_in_product_order(self):
-        model = Supernet(**self.init_kwargs)
-        self.assertEqual(model.paths, [(3, 3), (3, 5), (5, 3), (5, 5)])
-        self.assertEqual(model.num_paths, 4)
-        self.assertEqual(model.path_label(2), "5x5->3x3")
-        # 'valid' padding: 3x3 paths keep more features; padded to the max.
-        self.assertEqual(
-            [model.path_features(p) for p in range(4)], [200, 128, 200, 128]
-        )
-        self.assertEqual(model.embedding_size, 200)
-
-    @parameterized.named_parameters(
-        ("index", 2),
-        ("numpy_index", np.int64(2)),
-        ("tuple", (5, 3)),
-        ("list", [5, 3]),
-        ("kernel_string", "5x5,3x3"),
-        ("short_string", "5,3"),
-        ("label", "5x5->3x3"),
-        ("index_string", "2"),
-    )
-    def test_set_path_forms(self, path):
-        model = Supernet(**self.init_kwargs)
+@pytest.mark.parametrize("path", [4, -1, (5, 3), "7x7,3x3", "3x3", "3x5,3x3", 1.0])
+def test_unknown_path_is_refused_with_the_valid_ones(path):
+    model = Supernet(**SMALL)
+    with pytest.raises(ValueError, match="Unknown path") as error:
         model.set_path(path)
-        self.assertEqual(model.active_path, 2)
-        self.assertEqual(
-            [int(l.active_index.numpy()) for l in model.supernet_layers],
-            [1, 0],
-        )
+    assert "0=3x3->3x3" in str(error.value) or "candidates:" in str(error.value)
 
-    @parameterized.named_parameters(
-        ("index", 4), ("negative", -1), ("tuple", (3, 7)), ("string", "3x5"),
-        ("short", (3,)), ("bool", True), ("none", None),
+
+def test_paths_give_their_own_outputs_and_the_padded_embedding():
+    model = Supernet(**SMALL)
+    x, _ = learnable_batch(4)
+    outputs = [model.path_call(x, p).numpy() for p in range(4)]
+    for p in range(4):
+        model.set_path(p)
+        np.testing.assert_array_equal(model(x).numpy(), outputs[p])
+    assert len({o.tobytes() for o in outputs}) == 4
+    assert [model.path_features(p) for p in range(4)] == [200, 128, 200, 128]
+    embedding = model.embed(x, 1).numpy()
+    assert embedding.shape == (4, 200)
+    np.testing.assert_array_equal(embedding[:, 128:], 0.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, num_paths",
+    [
+        ({"kernel_sizes": ((1, 3, 5, 7), (3, 5), (3, 5)), "padding": "same",
+          "filters": 4}, 16),
+        ({"kernel_sizes": ((3,),), "filters": 4, "input_shape": (9, 9, 3)}, 1),
+    ],
+)
+def test_other_preset_spaces(kwargs, num_paths):
+    model = Supernet(hidden_units=8, seed=0, **kwargs)
+    assert model.num_paths == num_paths
+    x = np.zeros((2, *model.image_shape), "float32")
+    assert model(x).shape == (2, 10)
+
+
+def test_same_seed_same_initial_weights_whatever_the_sampling():
+    a = Supernet(sampling="uniform", **SMALL)
+    b = Supernet(sampling="fixed", **SMALL)
+    c = Supernet(**{**SMALL, "seed": 4})
+    for va, vb in zip(a.trainable_variables, b.trainable_variables):
+        np.testing.assert_array_equal(va.numpy(), vb.numpy())
+    assert any(
+        not np.array_equal(va.numpy(), vc.numpy())
+        for va, vc in zip(a.trainable_variables, c.trainable_variables)
     )
-    def test_unknown_path_lists_valid_ones(self, path):
-        model = Supernet(**self.init_kwargs)
-        with pytest.raises(ValueError, match=r"Unknown path .*Valid paths: "
-                           r"0=3x3->3x3, 1=3x3->5x5, 2=5x5->3x3, 3=5x5->5x5"):
-            model.set_path(path)
 
-    # === Forward ===
 
-    def test_output_shape_and_path_outputs(self):
-        model = Supernet(**self.init_kwargs)
-        x, _ = _batch(3)
-        outputs = []
-        for p in range(model.num_paths):
-            model.set_path(p)
-            out = model(x)
-            self.assertEqual(out.shape, (3, 10))
-            np.testing.assert_allclose(
-                out, model.path_call(x, p), atol=1e-6
-            )
-            outputs.append(np.asarray(out))
-        # Paths differ.
-        for a, b in itertools.combinations(outputs, 2):
-            self.assertFalse(np.allclose(a, b))
+# === What a training step changes ===
 
-    def test_embedding_is_zero_padded(self):
-        model = Supernet(**self.init_kwargs)
-        x, _ = _batch(2)
-        embedding = np.asarray(model.embed(x, 1))
-        self.assertEqual(embedding.shape, (2, 200))
-        np.testing.assert_array_equal(embedding[:, 128:], 0.0)
-        self.assertGreater(np.abs(embedding[:, :128]).sum(), 0.0)
 
-    @parameterized.named_parameters(
-        ("three_layers", {"kernel_sizes": ((3, 5),) * 3, "filters": (2, 2, 2),
-                          "input_shape": (40, 40, 1)}, 8),
-        ("four_kernels_same", {"kernel_sizes": ((1, 3, 5, 7), (3, 5)),
-                               "filters": 3, "padding": "same"}, 8),
-        ("rgb", {"kernel_sizes": ((3,), (3, 5, 7)), "filters": (2, 4),
-                 "input_shape": (32, 32, 3)}, 3),
+def _warm_up(model, x, y, steps=6):
+    """Steps that give every candidate optimizer momentum."""
+    model.fit(x, y, batch_size=4, epochs=1, steps_per_epoch=steps, verbose=0)
+
+
+def test_preset_step_changes_only_the_sampled_path():
+    model = compile_model(Supernet(**SMALL))
+    x, y = learnable_batch(32)
+    _warm_up(model, x, y, steps=8)
+    for _ in range(3):
+        before = candidate_state(model)
+        model.fit(x[:4], y[:4], batch_size=4, epochs=1, verbose=0)
+        changed = changed_keys(before, candidate_state(model))
+        path = model.active_indices
+        assert {k for k in changed if k[0] != "shared"} == set(enumerate(path))
+        # The head's kernel rows beyond a 128-feature path stay untouched.
+        rows = [k for k in before if k[0] == "shared" and "kernel_rows_128" in k[1]]
+        assert (rows[0] in changed) == (model.path_features(path) == 200)
+
+
+def test_fixed_sampling_trains_the_active_path_only():
+    model = compile_model(Supernet(**{**SMALL, "sampling": "fixed"}))
+    model.set_path(1)
+    x, y = learnable_batch(32)
+    before = candidate_state(model)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    changed = changed_keys(before, candidate_state(model))
+    assert {k for k in changed if k[0] != "shared"} == {(0, 0), (1, 1)}
+    assert model.active_path == 1
+
+
+class _ConstantExamples(sampling.PerExampleSampler):
+    """Example i always takes candidate `i % 2` of every choice."""
+
+    def draw(self, batch_size, active):
+        column = tf.range(batch_size, dtype="int32") % 2
+        return sampling.Draw(
+            examples=tf.stack([column] * self.space.num_choices, axis=1)
+        )
+
+
+def _large_sampler(name):
+    if name == "per_example_constant":
+        return _ConstantExamples()
+    if name == "adaptive":
+        return sampling.AdaptiveSampler(floor=0.5)
+    return name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    ["uniform", "fixed", "per_example", "per_example_constant", "fair", "adaptive"],
+)
+def test_step_on_a_20_choice_space_changes_only_what_it_trained(name):
+    inputs, outputs = choice_space(num_choices=20)
+    model = compile_model(
+        Supernet(inputs=inputs, outputs=outputs, sampling=_large_sampler(name),
+                 seed=0)
     )
-    def test_other_search_spaces(self, kwargs, num_paths):
-        model = Supernet(hidden_units=8, num_classes=5, seed=1, **kwargs)
-        self.assertEqual(model.num_paths, num_paths)
-        x = np.zeros((2, *model.image_shape), "float32")
-        for p in range(num_paths):
-            model.set_path(p)
-            self.assertEqual(model(x).shape, (2, 5))
-
-    # === Training ===
-
-    def test_step_changes_only_the_sampled_path(self):
-        model = _compile(Supernet(**self.init_kwargs))
-        x, y = _batch(16)
-        # Warm-up until every candidate has Adam momentum.
-        for _ in range(12):
-            model.train_on_batch(x, y)
-        state = _snapshot(model)
-        for name, values in state.items():
-            if len(values) == 3:
-                self.assertTrue(np.any(values[1] != 0), name)
-        for _ in range(6):
-            before = _snapshot(model)
-            model.train_on_batch(x, y)
-            after = _snapshot(model)
-            self.assertEqual(
-                _changed(before, after),
-                _path_variable_names(model, model.active_path),
-            )
-
-    def test_fixed_sampling_trains_the_active_path_only(self):
-        model = _compile(Supernet(sampling="fixed", **self.init_kwargs))
-        model.set_path(1)
-        model.optimizer.build(model.trainable_variables)
-        x, y = _batch(16)
-        before = _snapshot(model)
-        model.fit(x, y, batch_size=4, epochs=2, verbose=0)
-        self.assertEqual(model.active_path, 1)
-        self.assertEqual(
-            _changed(before, _snapshot(model)),
-            _path_variable_names(model, 1),
-        )
-
-    @parameterized.named_parameters(("masked", False), ("restoring", True))
-    def test_grouped_step_leaves_unused_head_rows_untouched(self, distributed):
-        # Every example on a 128-feature path: the hidden kernel's rows
-        # 128..199 serve only the 200-feature paths and must keep their
-        # weights and Adam slots, in the masked step and in its
-        # tf.distribute variant alike.
-        model = _compile(Supernet(sampling="per_example", **self.init_kwargs))
-        model.sampler.sample_examples = lambda supernet, n: tf.where(
-            tf.range(n) % 2 == 0, 1, 3
-        )
-        model.optimizer.build(model.trainable_variables)
-        x, y = _batch(16)
-        for _ in range(3):  # Adam momentum on every row
-            model.set_path(0)
-            model._path_train_step(0, tf.constant(x), tf.constant(y), None)
-        step = tf.function(
-            lambda x, y: model._masked_step(x, y, None, distributed)
-        )
-        before = _snapshot(model)
-        step(tf.constant(x), tf.constant(y))
-        changed = _changed(before, _snapshot(model))
-        self.assertEqual(
-            changed,
-            _path_variable_names(model, 1) | _path_variable_names(model, 3),
-        )
-        self.assertNotIn(model.hidden.kernel_blocks[1].path, changed)
-
-    def test_training_reduces_loss(self):
-        model = _compile(Supernet(**self.init_kwargs), learning_rate=3e-3)
-        x, y = _batch(64)
-        first = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
-        model.fit(x, y, batch_size=16, epochs=40, verbose=0)
-        for p in range(model.num_paths):
-            model.set_path(p)
-            loss = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
-            self.assertLess(loss, 0.7 * first)
-
-    def test_path_draws_are_reproducible(self):
-        def trained_paths(seed):
-            model = _compile(Supernet(**{**self.init_kwargs, "seed": seed}))
-            x, y = _batch(4)
-            paths = []
-            for _ in range(20):
-                model.train_on_batch(x, y)
-                paths.append(model.active_path)
-            return paths, [w.numpy() for w in model.weights]
-
-        paths_a, weights_a = trained_paths(3)
-        paths_b, weights_b = trained_paths(3)
-        paths_c, _ = trained_paths(4)
-        self.assertEqual(paths_a, paths_b)
-        self.assertNotEqual(paths_a, paths_c)
-        self.assertEqual(set(paths_a), {0, 1, 2, 3})
-        for a, b in zip(weights_a, weights_b):
-            np.testing.assert_array_equal(a, b)
-
-    def test_path_draws_are_uniform(self):
-        model = Supernet(**self.init_kwargs)
-        draw = tf.function(lambda: model.sampler.sample(model))
-        draws = [int(draw()) for _ in range(800)]
-        counts = np.bincount(draws, minlength=4)
-        # Chi-square goodness of fit against uniform: p < 0.001 fails.
-        self.assertGreater(stats.chisquare(counts).pvalue, 1e-3, counts)
-
-    def test_same_seed_same_initial_weights_any_sampling(self):
-        joint = Supernet(**self.init_kwargs)
-        fixed = Supernet(sampling="fixed", **self.init_kwargs)
-        other = Supernet(**{**self.init_kwargs, "seed": 8})
-        for a, b, c in zip(joint.weights, fixed.weights, other.weights):
-            np.testing.assert_array_equal(a, b)
-            if a.ndim > 1:
-                self.assertFalse(np.array_equal(a, c))
-
-    def test_changing_path_never_retraces(self):
-        model = _compile(Supernet(**self.init_kwargs))
-        traces = {"train": 0, "forward": 0}
-        path_train_step = model._path_train_step
-        path_call = model.path_call
-
-        def counting_train_step(*args, **kwargs):
-            traces["train"] += 1
-            return path_train_step(*args, **kwargs)
-
-        def counting_call(*args, **kwargs):
-            traces["forward"] += 1
-            return path_call(*args, **kwargs)
-
-        model._path_train_step = counting_train_step
-        model.path_call = counting_call
-        x, y = _batch(8)
-        model.train_on_batch(x, y)
-        model.predict(x, verbose=0)
-        after_first = dict(traces)
-        for p in (3, 0, 2, 1):
-            model.set_path(p)
-            model.train_on_batch(x, y)
-            model.predict(x, verbose=0)
-        self.assertEqual(traces, after_first)
-        self.assertGreater(after_first["train"], 0)
-
-    # === Serialization ===
-
-    def test_config_round_trip(self):
-        model = Supernet(sampling="fixed", name="net", **self.init_kwargs)
-        config = model.get_config()
-        clone = Supernet.from_config(config)
-        self.assertEqual(clone.get_config(), config)
-        for a, b in zip(model.weights, clone.weights):
-            np.testing.assert_array_equal(a, b)
-
-    def test_save_and_load_keras_file(self):
-        model = _compile(Supernet(**self.init_kwargs))
-        x, y = _batch(8)
-        model.train_on_batch(x, y)
-        model.set_path(3)
-        path = os.path.join(tempfile.mkdtemp(), "model.keras")
-        model.save(path)
-        loaded = keras.models.load_model(path)
-        self.assertIsInstance(loaded, Supernet)
-        self.assertEqual(loaded.active_path, 3)
-        np.testing.assert_allclose(loaded.predict(x, verbose=0),
-                                   model.predict(x, verbose=0), atol=1e-6)
-        # The path sequence continues where the saved model stopped.
-        self.assertEqual(
-            [int(loaded.sampler.sample(loaded)) for _ in range(5)],
-            [int(model.sampler.sample(model)) for _ in range(5)],
-        )
-
-    # === Bad arguments ===
-
-    def test_loads_weights_saved_by_version_0_1_0(self):
-        # 0.1.0 saved the hidden layer as one (200, 8) kernel.
-        folder = os.path.join(os.path.dirname(__file__), "data", "v0_1_0")
-        with open(os.path.join(folder, "config.json")) as f:
-            model = Supernet.from_config(json.load(f))
-        model.load_weights(os.path.join(folder, "supernet.weights.h5"))
-        expected = np.load(os.path.join(folder, "expected.npz"))
-        for p in range(model.num_paths):
-            np.testing.assert_allclose(
-                model.path_call(expected["inputs"], p),
-                expected[f"path{p}"],
-                atol=1e-5,
-            )
-
-    @parameterized.named_parameters(
-        ("no_layers", {"kernel_sizes": ()}, r"kernel_sizes=\(\)"),
-        ("empty_layer", {"kernel_sizes": ((3, 5), ())},
-         r"kernel_sizes\[1\]"),
-        ("zero_filters", {"filters": (16, 0)}, "filters=0"),
-        ("negative_filters", {"filters": -1}, "filters=-1"),
-        ("lengths_disagree", {"filters": (16, 32, 64)}, r"filters=\(16, 32"),
-        ("zero_hidden", {"hidden_units": 0}, "hidden_units=0"),
-        ("zero_classes", {"num_classes": 0}, "num_classes=0"),
-        ("bad_input_shape", {"input_shape": (28, 28)}, "input_shape"),
-        ("bad_padding", {"padding": "full"}, "padding='full'"),
-        ("bad_sampling", {"sampling": "greedy"}, "sampling='greedy'"),
-        ("bad_seed", {"seed": -1}, "seed=-1"),
-        ("shrinks_to_nothing",
-         {"kernel_sizes": ((5, 7),) * 3, "filters": 4},
-         r"path 5x5->5x5->5x5 shrinks input of shape \(28, 28, 1\)"),
+    assert model.num_paths == 4**20
+    assert model.train_step_mode == "per_choice"
+    x, y = learnable_batch(32, (8, 8, 1))
+    if name == "fixed":
+        model.set_path((0, 2) * 10)
+    # A warm-up gives every candidate momentum (and BatchNorm candidates
+    # moving statistics of their own): a second supernet over the same
+    # layers, with fair sampling (every candidate trained in every step),
+    # whose optimizer state is then copied.
+    warm = compile_model(
+        Supernet(inputs=inputs, outputs=outputs, sampling="fair", seed=1)
     )
-    def test_bad_arguments(self, kwargs, message):
-        with pytest.raises(ValueError, match=message):
-            Supernet(**{**self.init_kwargs, **kwargs})
+    warm.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    model.optimizer.set_weights(
+        [v.numpy() for v in warm.optimizer.variables]
+    )
+    for step in range(2):
+        before = candidate_state(model)
+        model.fit(x[:8], y[:8], batch_size=8, epochs=1, verbose=0)
+        changed = {
+            k for k in changed_keys(before, candidate_state(model))
+            if k[0] != "shared"
+        }
+        with_variables = {k for k in before if k[0] != "shared"}
+        if name in ("uniform", "fixed", "adaptive"):
+            expected = set(enumerate(model.active_indices)) & with_variables
+        elif name == "per_example_constant":
+            expected = {(c, k) for c in range(20) for k in (0, 1)}
+        else:
+            # Every candidate an example went through (fair: all of them).
+            expected = with_variables if name == "fair" else changed
+        assert changed == expected, (step, sorted(changed ^ expected)[:6])
+        if name == "fixed":
+            assert model.active_indices == (0, 2) * 10
 
 
-if __name__ == "__main__":
-    pytest.main([__file__])
+def test_per_choice_step_equals_per_path_step_on_the_report_space():
+    x, y = learnable_batch(48)
+    results = []
+    for mode in ("per_path", "per_choice"):
+        model = compile_model(Supernet(**SMALL, train_step=mode), 1e-3)
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+        results.append([v.numpy() for v in model.variables])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_restoring_updates_equal_switched_updates():
+    x, y = learnable_batch(24, (8, 8, 1))
+    results = []
+    for restoring in (False, True):
+        model = compile_model(_functional(num_choices=4, seed=0), 1e-3)
+        model._restoring_updates = restoring
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+        results.append([v.numpy() for v in model.variables])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_training_reduces_every_path_loss():
+    model = compile_model(Supernet(**SMALL), 3e-3)
+    x, y = learnable_batch(64)
+    first = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+    model.fit(x, y, batch_size=16, epochs=40, verbose=0)
+    for p in range(model.num_paths):
+        model.set_path(p)
+        assert model.evaluate(x, y, verbose=0, return_dict=True)["loss"] < 0.7 * first
+
+
+def test_path_draws_are_seeded_and_uniform():
+    def draws(seed, n):
+        model = compile_model(Supernet(**{**SMALL, "seed": seed}))
+        x, y = learnable_batch(4)
+        seen = []
+        for _ in range(n):
+            model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+            seen.append(model.active_path)
+        return seen
+
+    first = draws(7, 200)
+    assert first == draws(7, 200)
+    counts = np.bincount(first, minlength=4)
+    assert stats.chisquare(counts).pvalue > 0.001, counts
+
+
+def test_changing_the_path_never_retraces():
+    model = compile_model(Supernet(**SMALL))
+    traces = []
+    original = model.train_step
+
+    def counting_step(data):
+        traces.append(1)
+        return original(data)
+
+    model.train_step = counting_step
+    x, y = learnable_batch(8)
+    model.fit(x, y, batch_size=4, epochs=3, verbose=0)
+    assert len(traces) == 1
+    predictions = []
+    for p in range(4):
+        model.set_path(p)
+        predictions.append(model.predict(x, verbose=0))
+    assert len({p.tobytes() for p in predictions}) == 4
+
+
+# === BatchNorm ===
+
+
+def test_recalibration_sets_the_mean_of_batch_statistics():
+    inputs, outputs = choice_space(num_choices=2)
+    model = Supernet(inputs=inputs, outputs=outputs, seed=0)
+    path = ("bn3x3", "conv1x1")
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(size=(8, 8, 8, 1)).astype("float32") * (i + 1)
+               for i in range(3)]
+    used = model.recalibrate_batchnorm(batches, path=path, batches=2)
+    assert used == 2 and model.active_indices == (2, 1)
+    # By hand: stem conv -> stem BN (shared), then choice_0's bn3x3 block.
+    stem = model.get_layer("stem")
+    stem_bn = model.get_layer("stem_bn")
+    block = model.choices[0].candidates[2]
+    means, variances, block_means, block_variances = [], [], [], []
+    for x in batches[:2]:
+        h = stem(x).numpy()
+        means.append(h.mean(axis=(0, 1, 2)))
+        variances.append(h.var(axis=(0, 1, 2)))
+        h = ((h - means[-1]) / np.sqrt(variances[-1] + stem_bn.epsilon)
+             * stem_bn.gamma.numpy() + stem_bn.beta.numpy())
+        c = block.get_layer("conv")(h).numpy()
+        block_means.append(c.mean(axis=(0, 1, 2)))
+        block_variances.append(c.var(axis=(0, 1, 2)))
+    np.testing.assert_allclose(stem_bn.moving_mean.numpy(), np.mean(means, 0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stem_bn.moving_variance.numpy(), np.mean(variances, 0), rtol=1e-4)
+    bn = block.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean(block_means, 0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean(block_variances, 0), rtol=1e-4)
+    # Off the path: untouched; momentum restored.
+    other = model.choices[1].candidates[2].get_layer("bn")
+    np.testing.assert_array_equal(other.moving_mean.numpy(), 0.0)
+    np.testing.assert_array_equal(other.moving_variance.numpy(), 1.0)
+    assert bn.momentum == 0.99
+
+
+def test_recalibration_without_batchnorm_or_data():
+    model = Supernet(**SMALL)
+    assert not model.has_batchnorm
+    assert model.recalibrate_batchnorm([np.zeros((2, 28, 28, 1))]) == 0
+    bn_model = _functional(num_choices=1)
+    bn_model.set_path(("bn3x3",))
+    with pytest.raises(ValueError, match="empty dataset"):
+        bn_model.recalibrate_batchnorm([])
+    with pytest.raises(ValueError, match="`batches`"):
+        bn_model.recalibrate_batchnorm([np.zeros((2, 8, 8, 1))], batches=0)
+
+
+# === Mixed precision ===
+
+
+@pytest.mark.parametrize("how", ["argument", "global"])
+def test_mixed_precision_reaches_every_candidate(how):
+    if how == "global":
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        inputs, outputs = choice_space(
+            num_choices=3, dtype="mixed_float16" if how == "argument" else None
+        )
+        model = Supernet(inputs=inputs, outputs=outputs, seed=0)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    # A small initial loss scale: float16 gradients scaled by Keras's
+    # default (2**15) overflow, and the step would be skipped.
+    model.compile(
+        optimizer=keras.optimizers.LossScaleOptimizer(
+            keras.optimizers.Adam(1e-2), initial_scale=8.0
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.optimizer.build(model.trainable_variables)
+    for choice in model.choices:
+        for candidate in choice.candidates:
+            for layer in candidate._flatten_layers(include_self=True):
+                if not isinstance(layer, keras.layers.InputLayer):
+                    assert layer.compute_dtype == "float16", layer.name
+    assert {v.dtype for v in model.trainable_variables} == {"float32"}
+    x, y = learnable_batch(16, (8, 8, 1))
+    before = candidate_state(model)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    changed = {k for k in changed_keys(before, candidate_state(model)) if k[0] != "shared"}
+    assert changed == set(enumerate(model.active_indices)) - {(c, 3) for c in range(3)}
+
+
+def test_supernet_layer_computes_in_its_dtype():
+    model = Supernet(**SMALL, dtype="mixed_float16")
+    layer = model.choices[0]
+    assert layer.candidates[0].get_layer("conv").compute_dtype == "float16"
+    assert layer.candidates[0].get_layer("conv").kernel.dtype == "float32"
+    assert model.get_layer("hidden").compute_dtype == "float16"
+
+
+# === Serialization ===
+
+
+def test_preset_config_round_trip():
+    model = Supernet(
+        kernel_sizes=((3, 5), (3, 5, 7)), filters=(4, 6), hidden_units=8,
+        sampling=sampling.AdaptiveSampler(floor=0.2), seed=5,
+        branch_learning_rates={"5x5": 0.5},
+    )
+    config = json.loads(json.dumps(model.get_config()))
+    clone = Supernet.from_config(config)
+    assert json.loads(json.dumps(clone.get_config())) == config
+    assert clone.sampler.floor == 0.2
+    assert clone.branch_learning_rates == {"5x5": 0.5}
+    for a, b in zip(model.trainable_variables, clone.trainable_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_functional_config_round_trip_rebuilds_the_candidates():
+    model = _functional(num_choices=3, sampling=sampling.AdaptiveSampler(floor=0.2), seed=2)
+    config = json.loads(json.dumps(model.get_config()))
+    clone = Supernet.from_config(config)
+    assert clone.space == model.space
+    assert clone.sampler.floor == 0.2 and clone.seed == 2
+    assert json.loads(json.dumps(clone.get_config())) == config
+    x, _ = learnable_batch(2, (8, 8, 1))
+    clone.set_weights(model.get_weights())
+    for path in (0, 17, 63):
+        np.testing.assert_array_equal(
+            model.path_call(x, path).numpy(), clone.path_call(x, path).numpy()
+        )
+
+
+def test_save_and_load_keep_weights_and_the_sampler_state(tmp_path):
+    model = compile_model(_functional(num_choices=3, seed=2))
+    x, y = learnable_batch(16, (8, 8, 1))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    model.set_path(37)
+    path = str(tmp_path / "supernet.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, Supernet) and loaded.active_path == 37
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+    np.testing.assert_array_equal(
+        loaded.sampler.seed_generator.state.numpy(),
+        model.sampler.seed_generator.state.numpy(),
+    )
+    # The next draws of both are the same paths.
+    draws = []
+    for m in (model, loaded):
+        m.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        draws.append(m.active_path)
+    assert draws[0] == draws[1]
+
+
+@pytest.mark.parametrize("version", ["v0_1_0", "v0_2_0"])
+def test_loads_weights_saved_by_earlier_versions(version):
+    folder = os.path.join(ROOT, "tests", "data", version)
+    with open(os.path.join(folder, "config.json")) as f:
+        model = Supernet.from_config(json.load(f))
+    model.load_weights(os.path.join(folder, "supernet.weights.h5"))
+    expected = np.load(os.path.join(folder, "expected.npz"))
+    for p in range(model.num_paths):
+        np.testing.assert_array_equal(
+            model.path_call(expected["inputs"], p).numpy(), expected[f"path{p}"]
+        )
+
+
+def test_earlier_weights_need_the_preset():
+    model = _functional(num_choices=2)
+    with pytest.raises(ValueError, match="only fit the report's preset"):
+        model.load_weights(
+            os.path.join(ROOT, "tests", "data", "v0_2_0", "supernet.weights.h5")
+        )
+
+
+# === Bad input ===
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"kernel_sizes": ()}, "`kernel_sizes`"),
+        ({"kernel_sizes": ((3, 3), (5,))}, r"`kernel_sizes\[0\]`"),
+        ({"kernel_sizes": ((3, 5),), "filters": (4, 8)}, "`filters`"),
+        ({"filters": 0}, "`filters`"),
+        ({"hidden_units": -1}, "`hidden_units`"),
+        ({"input_shape": (28, 28)}, "`input_shape`"),
+        ({"padding": "full"}, "`padding`"),
+        ({"sampling": "random"}, "`sampling`"),
+        ({"seed": -1}, "`seed`"),
+        ({"seed": True}, "`seed`"),
+        ({"train_step": "fast"}, "`train_step`"),
+        ({"kernel_sizes": ((9, 11), (9, 11)), "filters": 2}, "shrinks"),
+        ({"aggregation": "sum"}, "one output shape"),
+        ({"aggregation": "max"}, "`aggregation`"),
+        ({"path_dropout": 1.0, "aggregation": "sum", "padding": "same"}, "`path_dropout`"),
+        ({"path_dropout": 0.2, "sampling": "fair"}, "`path_dropout`"),
+        ({"branch_learning_rates": {"7x7": 0.5}}, "`branch_learning_rates`"),
+        ({"branch_learning_rates": {"3x3": float("inf")}}, "`branch_learning_rates`"),
+        ({"sampling": "fair", "kernel_sizes": ((3, 5), (3,))}, "same number"),
+    ],
+)
+def test_bad_preset_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Supernet(**{"filters": 2, "hidden_units": 4, **kwargs})
+
+
+def test_graph_without_a_choice_is_refused():
+    inputs = keras.Input((4,))
+    with pytest.raises(ValueError, match="no `keras_supernet.Choice`"):
+        Supernet(inputs=inputs, outputs=keras.layers.Dense(2)(inputs))
+
+
+def test_inputs_without_outputs_is_refused():
+    with pytest.raises(ValueError, match="both `inputs` and `outputs`"):
+        Supernet(inputs=keras.Input((4,)))
+
+
+def test_candidate_the_next_layer_cannot_take_is_named():
+    inputs = keras.Input((8, 8, 1))
+    narrow = keras.layers.Conv2D(2, 3, padding="same", name="narrow")
+    wide = keras.layers.Conv2D(3, 3, padding="same", name="wide")
+    x = Choice([narrow, wide], name="width")(inputs)
+    x = keras.layers.Flatten()(x)
+    from keras_supernet import PaddedDense
+
+    outputs = PaddedDense(4, widths=[128])(x)
+    with pytest.raises(ValueError, match="Candidate 'wide' of choice 'width'"):
+        Supernet(inputs=inputs, outputs=outputs)
+
+
+def test_nested_choice_is_refused():
+    inner = Choice([keras.layers.Dense(2), keras.layers.Dense(2)], name="inner")
+    block = keras.Sequential([inner], name="block")
+    inputs = keras.Input((4,))
+    x = Choice([block, keras.layers.Dense(2)], name="outer")(inputs)
+    with pytest.raises(ValueError, match="Nested choices"):
+        Supernet(inputs=inputs, outputs=x)
