@@ -166,7 +166,8 @@ def test_adaptive_callback_updates_probabilities():
         values = variable.numpy()
         assert values.sum() == pytest.approx(1.0, abs=1e-5)
         assert values.min() >= 0.25 - 1e-6
-    big = compile_model(Supernet(inputs=choice_space(8)[0], outputs=choice_space(8)[1], sampling="adaptive"))
+    inputs, outputs = choice_space(8)
+    big = compile_model(Supernet(inputs=inputs, outputs=outputs, sampling="adaptive"))
     with pytest.raises(ValueError, match="more than 64"):
         callback = sampling.AdaptiveSamplingCallback(data)
         callback.set_model(big)
