@@ -431,3 +431,48 @@ def apply_restoring(optimizer, apply, gradients, variables, recorder):
             for t, old, keep in zip(targets, before, keeps)
         ],
     )
+
+
+# === Evaluation ===
+
+
+def _multi_worker(strategy):
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+_FORWARDS = weakref.WeakKeyDictionary()
+
+
+def _local_forward(model):
+    """The model's inference as a `tf.function`, one per model (the active
+    path lives in variables, so changing it does not retrace)."""
+    if model not in _FORWARDS:
+        _FORWARDS[model] = tf.function(lambda x: model(x, training=False))
+    return _FORWARDS[model]
+
+
+def evaluate(model, dataset, strategy=None):
+    """`(loss, accuracy)` of a compiled model on `dataset`, under any
+    strategy.
+
+    Keras 3's `evaluate` fails under MultiWorkerMirroredStrategy (see the
+    module docstring): there every worker evaluates the whole set on its
+    own, with the same numbers as `evaluate`.
+    """
+    if not _multi_worker(strategy):
+        result = model.evaluate(dataset, verbose=0, return_dict=True)
+        return float(result["loss"]), float(result["accuracy"])
+    import keras
+
+    forward = _local_forward(model)
+    total_loss, correct, count = 0.0, 0, 0
+    for x, y in dataset:
+        logits = forward(x)
+        losses = keras.losses.sparse_categorical_crossentropy(
+            y, logits, from_logits=True
+        )
+        total_loss += float(tf.reduce_sum(losses))
+        predicted = tf.argmax(logits, -1, output_type=y.dtype)
+        correct += int(tf.reduce_sum(tf.cast(tf.equal(predicted, y), "int32")))
+        count += int(tf.shape(y)[0])
+    return total_loss / count, correct / count
