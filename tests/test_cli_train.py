@@ -165,3 +165,32 @@ def test_bad_input_one_line_exit_1_nothing_written(tmp_path, flags, message):
     ), lines[0]
     assert not output_dir.exists()
     assert done.stdout == ""
+
+
+@pytest.mark.slow
+def test_offline_without_data_dir_fails_within_seconds(tmp_path):
+    """No prepared dataset and no network: one line saying to pass
+    --data_dir, not minutes of download retries."""
+    output_dir = tmp_path / "out"
+    env = dict(
+        os.environ,
+        TFDS_DATA_DIR=str(tmp_path / "tensorflow_datasets"),
+        # Every connection goes to a port where nothing listens: offline,
+        # whatever the machine running the test can reach.
+        https_proxy="http://127.0.0.1:9",
+        http_proxy="http://127.0.0.1:9",
+        no_proxy="",
+    )
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, TRAIN, "--epochs=1", f"--output_dir={output_dir}"],
+        capture_output=True, text=True, timeout=120, cwd=REPO, env=env,
+    )
+    elapsed = time.monotonic() - start
+    assert done.returncode == 1, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr[-2000:]
+    assert lines[0].startswith("error: Cannot load dataset 'mnist'"), lines[0]
+    assert "cannot be reached" in lines[0] and "--data_dir=" in lines[0]
+    assert elapsed < 60, elapsed
+    assert not output_dir.exists()
