@@ -80,6 +80,8 @@ QUANTIZED_MAX_ACCURACY_DROP = 0.02
 NUM_CALIBRATION_IMAGES = 500
 
 EXPORT_INFO_PATH = os.path.join("assets.extra", "export_info.json")
+# `export_path` writes into `<run_dir>/saved_models` unless told otherwise.
+DEFAULT_EXPORT_SUBDIR = "saved_models"
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TFLITE_PATTERN = re.compile(r"^(\d+)(\.[a-z0-9]+)?\.tflite$")
@@ -858,7 +860,7 @@ def export_path(
     mode="joint",
     seed=0,
     epoch="best",
-    export_dir="saved_models",
+    export_dir=None,
     name=None,
     formats=FORMATS,
     quantize="none",
@@ -884,7 +886,10 @@ def export_path(
         seed: seed of the run.
         epoch: `"best"` (the epoch where the path peaked on validation),
             `"last"`, or an epoch number; its checkpoint must have been kept.
-        export_dir: root of the TensorFlow Serving model folders.
+        export_dir: root of the TensorFlow Serving model folders; `None` for
+            `<run_dir>/saved_models`, inside the run folder, so that an
+            export never adds a version beside models that a checkout ships
+            (TensorFlow Serving serves the highest version).
         name: model name (folder in `export_dir`); defaults to
             `default_name(...)`, e.g. `joint_path2_5x5_3x3`.
         formats: any of `"saved_model"`, `"tflite"` (a list or a comma
@@ -955,6 +960,8 @@ def export_path(
         )
 
     name = name or default_name(mode, seed, path_index, kernel_sizes)
+    if export_dir is None:
+        export_dir = os.path.join(run_dir, DEFAULT_EXPORT_SUBDIR)
     model_dir = os.path.join(os.fspath(export_dir), name)
     dataset = config.get("dataset", "mnist")
     data_dir = data_dir if data_dir is not None else config.get("data_dir")

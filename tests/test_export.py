@@ -8,6 +8,7 @@ Two fixtures are shared by the module: a small plain CNN trained for one epoch
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -499,6 +500,30 @@ def test_cli_exports_and_prints_the_verification(run_dir, tmp_path):
     assert sorted(os.listdir(os.path.join(export_dir, "joint_path2_5x5_3x3"))) == [
         "1", "1.dynamic.tflite", "1.tflite"
     ]
+
+
+@pytest.mark.slow
+def test_cli_default_export_dir_is_inside_the_run_folder(run_dir, tmp_path):
+    """Without --export_dir nothing is added beside the models a checkout
+    ships (TensorFlow Serving would serve the new, highest version)."""
+    run_copy = tmp_path / "run"
+    shutil.copytree(run_dir, run_copy)
+    checkout = tmp_path / "checkout"
+    shipped = checkout / "saved_models" / "joint_path2_5x5_3x3" / "1"
+    shipped.mkdir(parents=True)
+    (shipped / "saved_model.pb").write_bytes(b"the served model")
+    before = _tree(checkout)
+    result = _run_cli(
+        f"--run_dir={run_copy}", "--path=2", "--formats=saved_model",
+        f"--data_dir={SMALL_DIR}", cwd=str(checkout),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _tree(checkout) == before
+    assert (shipped / "saved_model.pb").read_bytes() == b"the served model"
+    model_dir = run_copy / "saved_models" / "joint_path2_5x5_3x3"
+    assert os.listdir(model_dir) == ["1"]
+    assert os.path.isfile(model_dir / "1" / "saved_model.pb")
+    assert str(model_dir / "1") in result.stdout
 
 
 def _bad_inputs(run_dir, tmp_path):
