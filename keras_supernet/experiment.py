@@ -33,6 +33,8 @@ results = run_experiment(mode="all", data_dir="../shared/data/mnist",
 ```
 """
 
+import contextlib
+import fcntl
 import glob
 import json
 import os
@@ -291,6 +293,51 @@ def _restore_state(model, path):
                     f"stored {tuple(value.shape)}."
                 )
             v.assign(value)
+
+
+# === One writer per output folder ===
+
+LOCK_FILE = ".lock"
+
+
+class OutputDirBusyError(RuntimeError):
+    """Another process is writing the same output folder."""
+
+
+@contextlib.contextmanager
+def output_dir_lock(output_dir):
+    """Holds the lock that makes this process the only writer of `output_dir`.
+
+    An advisory `fcntl.flock` on `<output_dir>/.lock`, taken without waiting:
+    two runs in one folder would each rewrite results.json from their own
+    state, and the last writer would silently drop the other's runs. The
+    holder's pid is written into the file for the message of the refused
+    one. The kernel drops the lock when its process ends, `kill -9`
+    included, so no stale lock can block the next run; the file itself stays
+    (removing it would let a third process lock a new file while the second
+    still holds the old one).
+
+    Raises:
+        OutputDirBusyError: another process holds the lock.
+    """
+    path = os.path.join(output_dir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise OutputDirBusyError(
+                f"Output folder {output_dir} is being written by another "
+                "process"
+                + (f" (pid {holder})" if holder.isdigit() else "")
+                + ": wait for it to finish, or use another --output_dir."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)
 
 
 # === Run bookkeeping ===
@@ -789,7 +836,8 @@ def run_experiment(
             split); `None` for all.
         val_size: number of examples held out from the training set for
             validation (seeded by `split_seed`, the same for every seed).
-        output_dir: run folder (created; an existing one is resumed).
+        output_dir: run folder (created; an existing one is resumed). One
+            process at a time writes it: a second one is refused at once.
         kernel_sizes: candidate kernel sizes per supernet layer.
         filters: filters per supernet layer.
         hidden_units: width of the hidden dense layer of the head.
@@ -823,6 +871,8 @@ def run_experiment(
         ValueError: an invalid argument, an unknown path, or an `output_dir`
             holding a run of another configuration.
         keras_supernet.data.DataError: missing or malformed data files.
+        OutputDirBusyError: another process is writing `output_dir` (see
+            `output_dir_lock`).
     """
     if mode not in MODES:
         raise ValueError(
@@ -945,46 +995,58 @@ def run_experiment(
     }
     _check_existing(output_dir, config, epochs)
 
-    # Everything is valid: from here on the output folder is written.
+    # Everything is valid: from here on the output folder is written, by one
+    # process at a time.
     os.makedirs(output_dir, exist_ok=True)
-    state = {
-        "output_dir": output_dir,
-        "progress": _scan_progress(output_dir),
-        "strategy": strategy,
-        "strategy_name": strategy_name,
-    }
+    with output_dir_lock(output_dir):
+        # Again under the lock: a writer that held it may have changed the
+        # folder since the check above.
+        _check_existing(output_dir, config, epochs)
+        state = {
+            "output_dir": output_dir,
+            "progress": _scan_progress(output_dir),
+            "strategy": strategy,
+            "strategy_name": strategy_name,
+        }
 
-    def publish():
-        runs = _runs_from_progress(
-            output_dir, state["progress"], labels, path_kernels, epochs
-        )
-        config["seeds"] = sorted(set(seeds) | {r["seed"] for r in runs})
-        modes = {r["mode"] for r in runs} | (
-            {"joint", "standalone"} if mode == "all" else {mode}
-        )
-        config["mode"] = "all" if len(modes) == 2 else modes.pop()
-        state["results"] = {"config": config, "runs": runs}
-        write_json_atomic(
-            os.path.join(output_dir, RESULTS_FILE), state["results"]
-        )
+        def publish():
+            runs = _runs_from_progress(
+                output_dir, state["progress"], labels, path_kernels, epochs
+            )
+            config["seeds"] = sorted(set(seeds) | {r["seed"] for r in runs})
+            modes = {r["mode"] for r in runs} | (
+                {"joint", "standalone"} if mode == "all" else {mode}
+            )
+            config["mode"] = "all" if len(modes) == 2 else modes.pop()
+            state["results"] = {"config": config, "runs": runs}
+            write_json_atomic(
+                os.path.join(output_dir, RESULTS_FILE), state["results"]
+            )
 
-    state["publish"] = publish
-    publish()
-    data_arrays = ((x_tr, y_tr), (x_val, y_val), (x_te, y_te))
-    grid = []
-    for seed in seeds:
-        if mode in ("joint", "all"):
-            grid.append((_Run("joint", seed, None, output_dir), all_paths))
-        if mode in ("standalone", "all"):
-            grid += [
-                (_Run("standalone", seed, p, output_dir), [p])
-                for p in standalone_paths
-            ]
-    if shard is not None:
-        grid = grid[shard[0] :: shard[1]]
-    for run, eval_paths in grid:
-        _train_run(
-            run, config, data_arrays, eval_paths, labels, epochs, state, verbose
-        )
-    publish()
-    return state["results"]
+        state["publish"] = publish
+        publish()
+        data_arrays = ((x_tr, y_tr), (x_val, y_val), (x_te, y_te))
+        grid = []
+        for seed in seeds:
+            if mode in ("joint", "all"):
+                grid.append((_Run("joint", seed, None, output_dir), all_paths))
+            if mode in ("standalone", "all"):
+                grid += [
+                    (_Run("standalone", seed, p, output_dir), [p])
+                    for p in standalone_paths
+                ]
+        if shard is not None:
+            grid = grid[shard[0] :: shard[1]]
+        for run, eval_paths in grid:
+            _train_run(
+                run,
+                config,
+                data_arrays,
+                eval_paths,
+                labels,
+                epochs,
+                state,
+                verbose,
+            )
+        publish()
+        return state["results"]

@@ -499,10 +499,7 @@ def write_report(run_dirs, output_dir=None):
     report_path = os.path.join(output_dir, REPORT_FILE)
     curves_path = os.path.join(output_dir, CURVES_FILE)
     text = format_report(merged)
-    tmp = os.path.join(output_dir, ".tmp-" + REPORT_FILE)
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, report_path)
+    _write_text_atomic(report_path, text)
     plot_curves(merged, curves_path)
     return report_path, curves_path
 
@@ -1071,10 +1068,22 @@ def plot_comparison(variants, summaries, path):
 
 
 def _save_figure(fig, path):
-    tmp = os.path.join(
-        os.path.dirname(path) or ".", ".tmp-" + os.path.basename(path)
-    )
+    tmp = _tmp_path(path)
     fig.savefig(tmp, dpi=120, format="png")
+    os.replace(tmp, path)
+
+
+def _tmp_path(path):
+    # One temporary name per process: a report rewritten by bin/report while
+    # bin/train writes its own must not share (and truncate) the other's.
+    folder, name = os.path.split(path)
+    return os.path.join(folder or ".", f".tmp-{os.getpid()}-{name}")
+
+
+def _write_text_atomic(path, text):
+    tmp = _tmp_path(path)
+    with open(tmp, "w") as f:
+        f.write(text)
     os.replace(tmp, path)
 
 
@@ -1133,9 +1142,6 @@ def write_comparison(run_dirs, output_path, title=COMPARISON_TITLE):
     text = format_comparison(
         variants, summaries, title=title, figure=os.path.basename(figure_path)
     )
-    tmp = os.path.join(folder, ".tmp-" + os.path.basename(output_path))
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, output_path)
+    _write_text_atomic(output_path, text)
     plot_comparison(variants, summaries, figure_path)
     return output_path, figure_path

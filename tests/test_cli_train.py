@@ -194,3 +194,71 @@ def test_offline_without_data_dir_fails_within_seconds(tmp_path):
     assert "cannot be reached" in lines[0] and "--data_dir=" in lines[0]
     assert elapsed < 60, elapsed
     assert not output_dir.exists()
+
+
+def _wait_for(predicate, process, seconds=240):
+    deadline = time.monotonic() + seconds
+    while not predicate() and process.poll() is None:
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.mark.slow
+def test_second_writer_of_a_folder_is_refused_and_a_killed_one_blocks_nothing(
+    tmp_path,
+):
+    """Two bin/train on one --output_dir: the second is refused at once with
+    one line (no lost seed); a kill -9 leaves no lock behind."""
+    output_dir = tmp_path / "shared"
+    lock = output_dir / ".lock"
+    flags = [*TINY_FLAGS, "--mode=joint", f"--output_dir={output_dir}"]
+    flags = [f for f in flags if not f.startswith("--seeds")]
+
+    def holds_lock(process):
+        return lambda: lock.exists() and lock.read_text().strip() == str(
+            process.pid
+        )
+
+    first = subprocess.Popen(
+        [sys.executable, TRAIN, *flags, "--seeds=0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    try:
+        # results.json is written once the first run has taken the folder.
+        results_written = (output_dir / "results.json").exists
+        assert _wait_for(results_written, first), first.stderr.read()
+        start = time.monotonic()
+        second = _train(*flags, "--seeds=1", timeout=120)
+        elapsed = time.monotonic() - start
+        first_was_running = first.poll() is None
+    finally:
+        first.wait(timeout=300)
+    assert second.returncode == 1, second.stderr
+    lines = second.stderr.strip().splitlines()
+    assert lines == [
+        f"error: Output folder {output_dir} is being written by another "
+        f"process (pid {first.pid}): wait for it to finish, or use another "
+        "--output_dir."
+    ], second.stderr
+    assert elapsed < 60 and first_was_running
+    assert first.returncode == 0
+
+    # A writer killed while it holds the lock does not block the next one.
+    killed = subprocess.Popen(
+        [sys.executable, TRAIN, *flags, "--seeds=1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+    )
+    assert _wait_for(holds_lock(killed), killed)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    done = _train(*flags, "--seeds=1")
+    assert done.returncode == 0, done.stderr
+    with open(output_dir / "results.json") as f:
+        results = json.load(f)
+    assert results["config"]["seeds"] == [0, 1]
+    assert sorted({(r["seed"], r["complete"]) for r in results["runs"]}) == [
+        (0, True),
+        (1, True),
+    ]
+    assert "seeds 0, 1" in (output_dir / "report.md").read_text()
