@@ -39,6 +39,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import time
 import weakref
 
@@ -245,19 +246,32 @@ def _tmp_name(path):
     return os.path.join(folder, ".tmp-" + name)
 
 
+@contextlib.contextmanager
+def _atomic_write(path):
+    """Yields the temporary name to write `path` through; then moves it into
+    place, or removes it if writing failed (a full disk leaves no partial
+    file behind)."""
+    tmp = _tmp_name(path)
+    try:
+        yield tmp
+        _replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
 def write_json_atomic(path, obj):
     """Writes `obj` as JSON to `path` through a synced temporary file."""
-    tmp = _tmp_name(path)
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    _replace(tmp, path)
+    with _atomic_write(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.write("\n")
 
 
 def _save_weights_atomic(model, path):
-    tmp = _tmp_name(path)
-    model.save_weights(tmp)
-    _replace(tmp, path)
+    with _atomic_write(path) as tmp:
+        model.save_weights(tmp)
 
 
 def _state_variables(model):
@@ -266,14 +280,13 @@ def _state_variables(model):
 
 
 def _save_state_atomic(model, path):
-    tmp = _tmp_name(path)
     arrays = {
         f"v{i:05d}": np.asarray(v.numpy())
         for i, v in enumerate(_state_variables(model))
     }
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    _replace(tmp, path)
+    with _atomic_write(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
 
 
 def _restore_state(model, path):
@@ -293,6 +306,54 @@ def _restore_state(model, path):
                     f"stored {tuple(value.shape)}."
                 )
             v.assign(value)
+
+
+# === Free space ===
+
+# Bytes an epoch writes, as a multiple of the bytes of the run's variables
+# (model and optimizer): the weights file and the new resume state, in
+# formats with some overhead, while the previous state is still on disk.
+_SPACE_FACTOR = 2.5
+# Plus progress.json, results.json and the TensorBoard events.
+_SPACE_SLACK = 1 << 20
+
+
+class SaveError(OSError):
+    """An epoch's checkpoint or resume state cannot be written (a full disk)."""
+
+
+def _bytes_per_epoch(model):
+    state = sum(np.asarray(v.numpy()).nbytes for v in _state_variables(model))
+    return int(_SPACE_FACTOR * state) + _SPACE_SLACK
+
+
+def _megabytes(n):
+    return f"{n / 1e6:.2f} MB"
+
+
+def _check_free_space(folder, needed, run, epoch):
+    """Raises `SaveError` unless `folder` has `needed` bytes free.
+
+    h5py writing a weights file on a full disk can crash the process
+    (segmentation fault) instead of raising, so the space is checked
+    before anything is written.
+    """
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise SaveError(
+            f"Not enough free space to save epoch {epoch} of {run.name} in "
+            f"{folder}: {_megabytes(free)} free, about {_megabytes(needed)} "
+            f"needed. {_saved_note(epoch)}"
+        )
+
+
+def _saved_note(epoch):
+    return (
+        f"Epochs up to {epoch - 1} are saved; free some space, then run the "
+        "same command again to resume."
+        if epoch > 1
+        else "Free some space, then run the same command again."
+    )
 
 
 # === One writer per output folder ===
@@ -664,8 +725,11 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
         for p in eval_paths
     }
     fit_verbose = {0: 0, 1: 1}.get(verbose, 2)
+    needed = _bytes_per_epoch(model)
     try:
         for epoch in range(done, epochs):
+            # Checked before the epoch too, not to train one for nothing.
+            _check_free_space(run.dir, needed, run, epoch + 1)
             train_ds = data.make_dataset(
                 x_tr,
                 y_tr,
@@ -743,25 +807,35 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
                         tf.summary.scalar(name, row[name])
                 writers[p].flush()
 
-            # Weights and state first, then the progress file that points at
-            # them: a kill between the two replays this epoch exactly.
-            _save_weights_atomic(
-                model,
-                os.path.join(run.dir, f"epoch_{epoch + 1:03d}.weights.h5"),
-            )
-            state_file = f"epoch_{epoch + 1:03d}.npz"
-            _save_state_atomic(model, os.path.join(run.state_dir, state_file))
-            old_state = progress["state_file"]
-            progress["state_file"] = state_file
-            write_json_atomic(
-                os.path.join(run.state_dir, "progress.json"), progress
-            )
-            if old_state and old_state != state_file:
-                old_path = os.path.join(run.state_dir, old_state)
-                if os.path.exists(old_path):
-                    os.remove(old_path)
-            state["progress"][key] = progress
-            state["publish"]()
+            _check_free_space(run.dir, needed, run, epoch + 1)
+            try:
+                # Weights and state first, then the progress file that points
+                # at them: a kill between the two replays this epoch exactly.
+                _save_weights_atomic(
+                    model,
+                    os.path.join(run.dir, f"epoch_{epoch + 1:03d}.weights.h5"),
+                )
+                state_file = f"epoch_{epoch + 1:03d}.npz"
+                _save_state_atomic(
+                    model, os.path.join(run.state_dir, state_file)
+                )
+                old_state = progress["state_file"]
+                progress["state_file"] = state_file
+                write_json_atomic(
+                    os.path.join(run.state_dir, "progress.json"), progress
+                )
+                if old_state and old_state != state_file:
+                    old_path = os.path.join(run.state_dir, old_state)
+                    if os.path.exists(old_path):
+                        os.remove(old_path)
+                state["progress"][key] = progress
+                state["publish"]()
+            except OSError as e:
+                reason = str(e.strerror or e).strip().splitlines()[0]
+                raise SaveError(
+                    f"Cannot save epoch {epoch + 1} of {run.name} in "
+                    f"{run.dir}: {reason}. {_saved_note(epoch + 1)}"
+                ) from e
 
             if verbose:
                 accs = " ".join(

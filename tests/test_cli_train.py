@@ -262,3 +262,30 @@ def test_second_writer_of_a_folder_is_refused_and_a_killed_one_blocks_nothing(
         (1, True),
     ]
     assert "seeds 0, 1" in (output_dir / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path):
+    # bin/train in a process where the disk reports 100 kB free (a 200 kB
+    # disk made h5py crash the process with a segmentation fault).
+    script = (
+        "import os, runpy, shutil, sys\n"
+        "real = shutil.disk_usage\n"
+        "shutil.disk_usage = lambda p: real(p)._replace(free=100_000)\n"
+        "sys.argv = sys.argv[1:]\n"
+        "sys.path.insert(0, os.path.dirname(sys.argv[0]))\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    output_dir = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-c", script, TRAIN, *TINY_FLAGS, "--mode=joint",
+         f"--output_dir={output_dir}"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr[-2000:]
+    assert lines[0].startswith(
+        "error: Not enough free space to save epoch 1 of joint seed=0 in "
+    ), lines[0]
+    assert not glob.glob(str(output_dir / "**" / ".tmp-*"), recursive=True)

@@ -1,8 +1,10 @@
 """End-to-end tests of keras_supernet.experiment on the committed MNIST subset."""
 
+import errno
 import glob
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -259,6 +261,80 @@ def test_resume_refuses_another_configuration(full_run):
             mode="all", epochs=1, output_dir=output_dir, **TINY
         )
     assert open(results_path).read() == before
+
+
+# === A full disk ===
+
+
+def _leftovers(output_dir):
+    return glob.glob(os.path.join(output_dir, "**", ".tmp-*"), recursive=True)
+
+
+@pytest.mark.slow
+def test_full_disk_stops_the_run_and_keeps_the_saved_epochs(
+    full_run, tmp_path, monkeypatch
+):
+    real = shutil.disk_usage
+    calls = []
+
+    def disk_usage(path):
+        calls.append(path)
+        usage = real(path)
+        # Enough for epoch 1 (checked before training and before saving),
+        # then 100 kB left.
+        return usage if len(calls) <= 2 else usage._replace(free=100_000)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    output_dir = str(tmp_path / "full")
+    with pytest.raises(experiment.SaveError) as info:
+        experiment.run_experiment(
+            mode="joint", epochs=2, output_dir=output_dir, **TINY
+        )
+    message = str(info.value)
+    assert message.startswith(
+        "Not enough free space to save epoch 2 of joint seed=0 in "
+    ), message
+    assert "0.10 MB free" in message and "Epochs up to 1 are saved" in message
+    assert "\n" not in message
+    assert not _leftovers(output_dir)
+    state = os.path.join(output_dir, "checkpoints", "joint", "seed0", "state")
+    assert sorted(os.listdir(state)) == ["epoch_001.npz", "progress.json"]
+    with open(os.path.join(output_dir, "results.json")) as f:
+        assert {len(r["history"]) for r in json.load(f)["runs"]} == {1}
+
+    # With space again, the same call ends where an uninterrupted run ends.
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    resumed = experiment.run_experiment(
+        mode="joint", epochs=2, output_dir=output_dir, **TINY
+    )
+    _, uninterrupted = full_run
+    joint = {k: v for k, v in _numbers(uninterrupted).items() if k[0] == "joint"}
+    assert _numbers(resumed) == joint
+
+
+@pytest.mark.slow
+def test_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    real = np.savez
+
+    def savez_then_fail(file, **arrays):
+        real(file, **{k: v for k, v in list(arrays.items())[:3]})
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", savez_then_fail)
+    output_dir = str(tmp_path / "out")
+    with pytest.raises(experiment.SaveError) as info:
+        experiment.run_experiment(
+            mode="joint", epochs=1, output_dir=output_dir, **TINY
+        )
+    assert str(info.value) == (
+        "Cannot save epoch 1 of joint seed=0 in "
+        f"{os.path.join(output_dir, 'checkpoints', 'joint', 'seed0')}: No "
+        "space left on device. Free some space, then run the same command "
+        "again."
+    )
+    assert not _leftovers(output_dir)
+    state = os.path.join(output_dir, "checkpoints", "joint", "seed0", "state")
+    assert os.listdir(state) == []
 
 
 # === Bad input: an error, and nothing written ===
