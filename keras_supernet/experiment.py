@@ -37,6 +37,7 @@ import contextlib
 import fcntl
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -180,11 +181,15 @@ def parse_branch_learning_rates(text):
             result[key.strip()] = float(value)
         except ValueError:
             sep = ""
-        if not sep or not key.strip():
+        if (
+            not sep
+            or not key.strip()
+            or not math.isfinite(result[key.strip()])
+        ):
             raise ValueError(
                 "Invalid value for argument `branch_lr`. Expected "
-                "kernel:multiplier pairs like '3x3:1.0,5x5:0.5'. "
-                f"Received branch_lr={text!r}."
+                "kernel:multiplier pairs with finite multipliers like "
+                f"'3x3:1.0,5x5:0.5'. Received branch_lr={text!r}."
             )
     return result
 
@@ -201,6 +206,19 @@ def parse_shard(text):
             f"0 <= i < n, e.g. '0/4'. Received shard={text!r}."
         )
     return int(match.group(1)), int(match.group(2))
+
+
+def _check_finite(name, value, shown=None):
+    """Raises if a float argument is NaN or infinite (other checks elsewhere)."""
+    if (
+        isinstance(value, (float, np.floating))
+        and not math.isfinite(value)
+    ):
+        shown = value if shown is None else shown
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected finite numbers. "
+            f"Received {name}={shown!r}."
+        )
 
 
 def _validate_seeds(seeds):
@@ -265,7 +283,8 @@ def write_json_atomic(path, obj):
     """Writes `obj` as JSON to `path` through a synced temporary file."""
     with _atomic_write(path) as tmp:
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
+            # Strict JSON: NaN or Infinity would break strict parsers.
+            json.dump(obj, f, indent=1, allow_nan=False)
             f.write("\n")
 
 
@@ -517,6 +536,50 @@ class _Run:
         return f"standalone seed={self.seed} path={self.path}"
 
 
+class NonFiniteLossError(ArithmeticError):
+    """A run's loss became NaN or infinite: training stops."""
+
+
+def _non_finite_message(run, what, value, epoch, step=None):
+    where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
+    saved = (
+        f"epochs up to {epoch - 1} are saved"
+        if epoch > 1
+        else "no epoch was saved"
+    )
+    return (
+        f"{what} of {run.name} became {value} at {where}; the run is stopped "
+        f"and {saved} (a lower --learning_rate may help)."
+    )
+
+
+class _StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raises `NonFiniteLossError` at the first batch whose loss is NaN or
+    infinite, before the epoch is saved (Keras's `TerminateOnNaN` would end
+    `fit` quietly and the run would save and report the NaN epoch)."""
+
+    def __init__(self, run):
+        super().__init__()
+        self._run = run
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NonFiniteLossError(
+                _non_finite_message(
+                    self._run,
+                    "The training loss",
+                    float(loss),
+                    self._epoch + 1,
+                    batch + 1,
+                )
+            )
+
+
 # Values of keys that older run folders do not record.
 _COMPATIBLE_DEFAULTS = {
     "sampling": "uniform",
@@ -674,7 +737,7 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
     )
     strategy = state["strategy"]
     model = _build_model(config, sampling, run.seed, strategy)
-    callbacks = []
+    callbacks = [_StopOnNonFiniteLoss(run)]
     if run.mode == "joint" and config.get("aggregation"):
         callbacks.append(PathDropoutSchedule(ramp_epochs=epochs))
     if run.mode == "standalone":
@@ -761,6 +824,23 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
                 )
                 train_loss = fit.history["loss"][-1]
                 train_accuracy = fit.history["accuracy"][-1]
+            if not math.isfinite(train_loss):
+                # Under a strategy no callback sees the batches.
+                raise NonFiniteLossError(
+                    _non_finite_message(
+                        run, "The training loss", train_loss, epoch + 1
+                    )
+                )
+            # NaN in a batch can leave the loss finite (a fused Conv2D+ReLU
+            # maps NaN to 0) while its gradient turns weights into NaN.
+            if not all(
+                np.isfinite(v.numpy()).all() for v in model.trainable_variables
+            ):
+                raise NonFiniteLossError(
+                    _non_finite_message(
+                        run, "The weights", "NaN or infinite", epoch + 1
+                    )
+                )
             train_seconds = time.perf_counter() - start
             progress["train_seconds"] += train_seconds
 
@@ -780,6 +860,16 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
                     "train_accuracy": float(train_accuracy),
                     "seconds": round(progress["train_seconds"], 3),
                 }
+                for name in ("val_loss", "test_loss"):
+                    if not math.isfinite(rows[p][name]):
+                        raise NonFiniteLossError(
+                            _non_finite_message(
+                                run,
+                                f"The {name} of path {labels[p]}",
+                                rows[p][name],
+                                epoch + 1,
+                            )
+                        )
             if run.mode == "standalone":
                 model.set_path(run.path)
             else:
@@ -947,6 +1037,10 @@ def run_experiment(
         keras_supernet.data.DataError: missing or malformed data files.
         OutputDirBusyError: another process is writing `output_dir` (see
             `output_dir_lock`).
+        SaveError: an epoch cannot be saved (a full disk); earlier epochs
+            stay saved.
+        NonFiniteLossError: a loss became NaN or infinite; earlier epochs
+            stay saved.
     """
     if mode not in MODES:
         raise ValueError(
@@ -960,12 +1054,18 @@ def run_experiment(
     if (
         isinstance(learning_rate, bool)
         or not isinstance(learning_rate, (int, float))
-        or not learning_rate > 0
+        or not 0 < learning_rate < math.inf
     ):
         raise ValueError(
-            "Invalid value for argument `learning_rate`. Expected a positive number. "
-            f"Received learning_rate={learning_rate!r}."
+            "Invalid value for argument `learning_rate`. Expected a positive "
+            f"finite number. Received learning_rate={learning_rate!r}."
         )
+    _check_finite("path_dropout", path_dropout)
+    if isinstance(branch_learning_rates, dict):
+        for value in branch_learning_rates.values():
+            _check_finite(
+                "branch_learning_rates", value, shown=branch_learning_rates
+            )
     if sampling == "fixed":
         raise ValueError(
             "Invalid value for argument `sampling`. Expected a joint sampling "

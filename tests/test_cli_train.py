@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -141,6 +142,19 @@ def _corrupt_copy(folder):
         (
             ["--kernel_sizes=3,x"],
             "error: Invalid value for argument `kernel_sizes`",
+        ),
+        (
+            ["--learning_rate=inf"],
+            "error: Invalid value for argument `learning_rate`. Expected a "
+            "positive finite number. Received learning_rate=inf.",
+        ),
+        (
+            ["--branch_lr=3x3:1,5x5:inf"],
+            "error: Invalid value for argument `branch_lr`.",
+        ),
+        (
+            ["--aggregation=sum", "--padding=same", "--path_dropout=nan"],
+            "error: Invalid value for argument `path_dropout`.",
         ),
     ],
 )
@@ -289,3 +303,24 @@ def test_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path):
         "error: Not enough free space to save epoch 1 of joint seed=0 in "
     ), lines[0]
     assert not glob.glob(str(output_dir / "**" / ".tmp-*"), recursive=True)
+
+
+@pytest.mark.slow
+def test_diverging_run_stops_with_one_line_and_strict_json(tmp_path):
+    output_dir = tmp_path / "out"
+    flags = [f for f in TINY_FLAGS if not f.startswith("--learning_rate")]
+    done = _train(
+        *flags, "--mode=joint", "--learning_rate=1e30",
+        f"--output_dir={output_dir}",
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr[-2000:]
+    assert re.fullmatch(
+        r"error: The training loss of joint seed=0 became (nan|inf) at epoch "
+        r"1, step \d+; the run is stopped and no epoch was saved \(a lower "
+        r"--learning_rate may help\)\.",
+        lines[0],
+    ), lines[0]
+    text = (output_dir / "results.json").read_text()
+    assert json.loads(text, parse_constant=pytest.fail)["runs"] == []

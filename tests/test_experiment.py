@@ -4,6 +4,7 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
 
 import keras
@@ -337,6 +338,86 @@ def test_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     assert os.listdir(state) == []
 
 
+# === Non-finite numbers ===
+
+
+def _scaled_batch(make_dataset, factor, epoch, step):
+    """`data.make_dataset` whose training images of `epoch` (1-based) are
+    multiplied by `factor` in batch `step` (1-based)."""
+    import tensorflow as tf
+
+    def patched(x, y, batch_size, mean, std, shuffle=False, seed=None):
+        ds = make_dataset(x, y, batch_size, mean, std, shuffle, seed)
+        if not shuffle or seed != data.epoch_seed(0, epoch - 1):
+            return ds
+        return ds.enumerate().map(
+            lambda i, xy: (
+                tf.where(i == step - 1, xy[0] * factor, xy[0]),
+                xy[1],
+            )
+        )
+
+    return patched
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "factor, message",
+    [
+        # Overflowing activations: the loss becomes infinite at that step.
+        (
+            1e38,
+            r"The training loss of joint seed=0 became (nan|inf) at epoch 2, "
+            r"step 3",
+        ),
+        # NaN images: a fused Conv2D+ReLU keeps the loss finite, but the
+        # gradient turns weights into NaN.
+        (
+            float("nan"),
+            r"The weights of joint seed=0 became NaN or infinite at epoch 2",
+        ),
+    ],
+)
+def test_non_finite_training_stops_the_run_and_keeps_the_saved_epochs(
+    tmp_path, monkeypatch, factor, message
+):
+    monkeypatch.setattr(
+        data,
+        "make_dataset",
+        _scaled_batch(data.make_dataset, factor, epoch=2, step=3),
+    )
+    output_dir = str(tmp_path / "nan")
+    with pytest.raises(experiment.NonFiniteLossError) as info:
+        experiment.run_experiment(
+            mode="joint", epochs=3, output_dir=output_dir, **TINY
+        )
+    assert re.fullmatch(
+        message + r"; the run is stopped and epochs up to 1 are saved \(a "
+        r"lower --learning_rate may help\)\.",
+        str(info.value),
+    ), str(info.value)
+    with open(os.path.join(output_dir, "results.json")) as f:
+        text = f.read()
+    results = json.loads(text, parse_constant=pytest.fail)
+    assert {len(r["history"]) for r in results["runs"]} == {1}
+    state = os.path.join(output_dir, "checkpoints", "joint", "seed0", "state")
+    assert sorted(os.listdir(state)) == ["epoch_001.npz", "progress.json"]
+    assert not glob.glob(
+        os.path.join(output_dir, "**", ".tmp-*"), recursive=True
+    )
+
+
+def test_json_files_are_strict_json(tmp_path):
+    path = tmp_path / "results.json"
+    with pytest.raises(ValueError, match="Out of range float values"):
+        experiment.write_json_atomic(str(path), {"loss": float("nan")})
+    assert os.listdir(tmp_path) == []
+    experiment.write_json_atomic(str(path), {"loss": 1.5})
+    assert json.loads(path.read_text(), parse_constant=pytest.fail) == {
+        "loss": 1.5
+    }
+
+
 # === Bad input: an error, and nothing written ===
 
 
@@ -369,6 +450,19 @@ def test_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
         (dict(val_size=2000), ValueError, r"`val_size`"),
         (dict(seeds=(1, 1)), ValueError, r"`seeds`"),
         (dict(learning_rate=0.0), ValueError, r"`learning_rate`"),
+        (
+            dict(learning_rate=float("inf")),
+            ValueError,
+            r"`learning_rate`. Expected a positive finite number. "
+            r"Received learning_rate=inf",
+        ),
+        (dict(learning_rate=float("nan")), ValueError, r"learning_rate=nan"),
+        (
+            dict(branch_learning_rates={"3x3": 1.0, "5x5": float("inf")}),
+            ValueError,
+            r"`branch_learning_rates`. Expected finite numbers",
+        ),
+        (dict(path_dropout=float("nan")), ValueError, r"`path_dropout`"),
         (dict(kernel_sizes=((3, 3), (3, 5))), ValueError, r"kernel_sizes"),
     ],
 )
