@@ -632,6 +632,22 @@ def _check_existing(output_dir, config, epochs):
                 f"Output folder {output_dir} holds a run with {key}={old_view[key]!r}, "
                 f"this one has {key}={new_view[key]!r}: use another --output_dir."
             )
+    # Folders written before the fingerprint existed resume on any data of
+    # the same sizes, and record the fingerprint from then on.
+    old_print = old.get("data_fingerprint")
+    new_print = config["data_fingerprint"]
+    if old_print is not None and old_print != new_print:
+        old_digest = old_print
+        if isinstance(old_print, dict):
+            old_digest = old_print.get("sha256")
+        raise ValueError(
+            f"Output folder {output_dir} holds runs trained on other data "
+            f"(sha256 {str(old_digest)[:12]}... from data_dir "
+            f"{old.get('data_dir')}; this data, from data_dir "
+            f"{config['data_dir']}, gives {new_print['sha256'][:12]}...): "
+            "resume with the data it was trained on, or use another "
+            "--output_dir."
+        )
     trained = max(
         (
             len(h)
@@ -1150,6 +1166,9 @@ def run_experiment(
         "val_size": int(len(x_val)),
         "test_size": int(len(x_te)),
         "split_seed": split_seed,
+        "data_fingerprint": data.fingerprint(
+            ((x_tr, y_tr), (x_val, y_val), (x_te, y_te))
+        ),
         "normalization": {"mean": mean, "std": std},
         "sampling": probe.sampler.name,
         "aggregation": probe.aggregation,

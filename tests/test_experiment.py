@@ -2,10 +2,12 @@
 
 import errno
 import glob
+import gzip
 import json
 import os
 import re
 import shutil
+import struct
 
 import keras
 import numpy as np
@@ -262,6 +264,69 @@ def test_resume_refuses_another_configuration(full_run):
             mode="all", epochs=1, output_dir=output_dir, **TINY
         )
     assert open(results_path).read() == before
+
+
+def _relabelled_copy(folder):
+    """mnist_small with every training label moved to the next class."""
+    folder.mkdir()
+    for name in os.listdir(SMALL_DIR):
+        shutil.copy(os.path.join(SMALL_DIR, name), folder / name)
+    labels = data.read_idx(os.path.join(SMALL_DIR, "train-labels-idx1-ubyte.gz"))
+    blob = struct.pack(">HBBI", 0, 0x08, 1, len(labels))
+    blob += ((labels + 1) % 10).astype(np.uint8).tobytes()
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(blob))
+    return folder
+
+
+@pytest.mark.slow
+def test_resume_refuses_other_data(full_run, tmp_path):
+    output_dir = str(tmp_path / "run")
+    shutil.copytree(full_run[0], output_dir)
+    results = full_run[1]
+    fingerprint = results["config"]["data_fingerprint"]
+    assert (fingerprint["train"], fingerprint["val"], fingerprint["test"]) == (
+        1000,
+        300,
+        500,
+    )
+    assert re.fullmatch(r"[0-9a-f]{64}", fingerprint["sha256"])
+    relabelled = _relabelled_copy(tmp_path / "relabelled")
+    results_path = os.path.join(output_dir, "results.json")
+    before = open(results_path).read()
+    with pytest.raises(ValueError) as info:
+        experiment.run_experiment(
+            mode="all",
+            epochs=3,
+            output_dir=output_dir,
+            **dict(TINY, data_dir=str(relabelled)),
+        )
+    message = str(info.value)
+    assert message.startswith(
+        f"Output folder {output_dir} holds runs trained on other data "
+        f"(sha256 {fingerprint['sha256'][:12]}... from data_dir {SMALL_DIR}; "
+        f"this data, from data_dir {relabelled}, gives "
+    ), message
+    assert "\n" not in message
+    assert open(results_path).read() == before
+
+
+@pytest.mark.slow
+def test_folder_without_fingerprint_resumes_and_records_it(tmp_path):
+    output_dir = str(tmp_path / "old")
+    first = experiment.run_experiment(
+        mode="joint", epochs=1, output_dir=output_dir, **TINY
+    )
+    # As written before results.json had a fingerprint.
+    path = os.path.join(output_dir, "results.json")
+    old = json.load(open(path))
+    del old["config"]["data_fingerprint"]
+    experiment.write_json_atomic(path, old)
+    resumed = experiment.run_experiment(
+        mode="joint", epochs=2, output_dir=output_dir, **TINY
+    )
+    assert {len(r["history"]) for r in resumed["runs"]} == {2}
+    on_disk = json.load(open(path))["config"]["data_fingerprint"]
+    assert on_disk == first["config"]["data_fingerprint"]
 
 
 # === A full disk ===
