@@ -43,6 +43,8 @@ import re
 import shutil
 import time
 import weakref
+import zipfile
+import zlib
 
 import keras
 import numpy as np
@@ -308,23 +310,67 @@ def _save_state_atomic(model, path):
             np.savez(f, **arrays)
 
 
-def _restore_state(model, path):
+class CorruptStateError(ValueError):
+    """A resume state file cannot be read."""
+
+
+def _read_state(path, run):
+    """The arrays of a resume state file, in order.
+
+    Raises:
+        CorruptStateError: the file is truncated, corrupt or not an npz
+            file; the message says how to recover.
+    """
+    reason = None
+    try:
+        # np.load would read anything else as a pickle, and refuse it with
+        # a message about pickles.
+        if not zipfile.is_zipfile(path):
+            reason = "truncated, or not an npz file"
+        else:
+            with np.load(path) as stored:
+                return [
+                    stored[f"v{i:05d}"] for i in range(len(stored.files))
+                ]
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        KeyError,
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as e:
+        reason = _describe(e)
+    raise CorruptStateError(
+        f"Resume state {path} is unreadable ({reason}): delete {path} and run "
+        f"the same command again ({run.name} then trains again from epoch 1)."
+    )
+
+
+def _describe(error):
+    """`Type: first line of the message`, for one-line errors."""
+    message = str(error).strip()
+    if not message:
+        return type(error).__name__
+    return f"{type(error).__name__}: {message.splitlines()[0]}"
+
+
+def _restore_state(model, path, run):
     variables = _state_variables(model)
-    with np.load(path) as stored:
-        if len(stored.files) != len(variables):
+    stored = _read_state(path, run)
+    if len(stored) != len(variables):
+        raise ValueError(
+            f"Resume state {path} holds {len(stored)} variables, the model "
+            f"has {len(variables)}: the run folder belongs to another configuration, "
+            "or to keras_supernet 0.1.0 (its hidden layer had one kernel)."
+        )
+    for value, v in zip(stored, variables):
+        if tuple(value.shape) != tuple(v.shape):
             raise ValueError(
-                f"Resume state {path} holds {len(stored.files)} variables, the model "
-                f"has {len(variables)}: the run folder belongs to another configuration, "
-                "or to keras_supernet 0.1.0 (its hidden layer had one kernel)."
+                f"Resume state {path}: variable {v.path} has shape {tuple(v.shape)}, "
+                f"stored {tuple(value.shape)}."
             )
-        for i, v in enumerate(variables):
-            value = stored[f"v{i:05d}"]
-            if tuple(value.shape) != tuple(v.shape):
-                raise ValueError(
-                    f"Resume state {path}: variable {v.path} has shape {tuple(v.shape)}, "
-                    f"stored {tuple(value.shape)}."
-                )
-            v.assign(value)
+        v.assign(value)
 
 
 # === Free space ===
@@ -476,11 +522,19 @@ def _scan_progress(output_dir):
         output_dir, "checkpoints", "*", "seed*", "**", "state", "progress.json"
     )
     for path in glob.glob(pattern, recursive=True):
-        with open(path) as f:
-            progress = json.load(f)
-        found[
-            _run_key(progress["mode"], progress["seed"], progress.get("path"))
-        ] = progress
+        try:
+            with open(path) as f:
+                progress = json.load(f)
+            key = _run_key(
+                progress["mode"], progress["seed"], progress.get("path")
+            )
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CorruptStateError(
+                f"Resume progress {path} is unreadable ({_describe(e)}): "
+                f"delete the folder {os.path.dirname(path)} and run the same "
+                "command again (that run then trains again from epoch 1)."
+            ) from e
+        found[key] = progress
     return found
 
 
@@ -759,6 +813,18 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
     if run.mode == "standalone":
         model.set_path(run.path)
     os.makedirs(run.state_dir, exist_ok=True)
+    if progress and not os.path.isfile(
+        os.path.join(run.state_dir, progress["state_file"])
+    ):
+        # Deleted, as the error for a corrupt state file says: without the
+        # optimizer's state the run cannot continue, it starts again.
+        if verbose:
+            print(
+                f"[{run.name}] no resume state {progress['state_file']}: "
+                "training again from epoch 1",
+                flush=True,
+            )
+        progress, done = None, 0
     # A kill can leave temporary files, or the state of the epoch before the
     # last one; only the state that progress.json names is kept.
     current = progress["state_file"] if progress else None
@@ -771,7 +837,7 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
             os.remove(leftover)
     if progress:
         _restore_state(
-            model, os.path.join(run.state_dir, progress["state_file"])
+            model, os.path.join(run.state_dir, progress["state_file"]), run
         )
         if verbose:
             print(f"[{run.name}] resuming after epoch {done}", flush=True)

@@ -41,11 +41,13 @@ keras_supernet.export_tflite("/tmp/mnist/1", "/tmp/mnist/1.tflite")
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 
 import keras
@@ -609,18 +611,34 @@ def verify_export(
 # === Files: atomic, never overwriting ===
 
 
+_STAGING_PREFIX = ".export-partial-"
+# Held (fcntl.flock) by the process that builds a staging folder.
+_STAGING_OWNER = ".owner"
+# A staging folder without an owner file comes from keras_supernet 0.2.0 (or
+# from a kill in the instant between its creation and its owner file).
+_STAGING_MAX_AGE = 3600
+
+
 @contextlib.contextmanager
 def _staging_dir(parent, argument=None, value=None):
     """A hidden temporary folder in `parent`, removed on exit.
 
     Folders created to hold it are removed too when they are left empty, so a
     failed export leaves nothing behind. When `parent` cannot be written, the
-    `OSError` names `argument` and its `value` if given.
+    `OSError` names `argument` and its `value` if given. Staging folders left
+    in `parent` by killed exports are removed first (see
+    `_remove_stale_staging`).
     """
     try:
         created = _makedirs(parent)
         try:
-            staging = tempfile.mkdtemp(prefix=".export-partial-", dir=parent)
+            _remove_stale_staging(parent)
+            staging = tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=parent)
+            try:
+                owner = _lock_owner(staging)
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
         except OSError as e:
             _remove_empty(created)
             raise OSError(
@@ -637,7 +655,60 @@ def _staging_dir(parent, argument=None, value=None):
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        os.close(owner)
         _remove_empty(created)
+
+
+def _lock_owner(staging):
+    """Creates the staging folder's `.owner` file, already locked."""
+    # Locked under another name first: a cleaner that found `.owner`
+    # unlocked in between would take the folder of a running export.
+    pending = os.path.join(staging, _STAGING_OWNER + ".new")
+    fd = os.open(pending, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(pending, os.path.join(staging, _STAGING_OWNER))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _remove_stale_staging(parent):
+    """Removes the staging folders in `parent` whose export was killed.
+
+    A staging folder's owner holds an flock on its `.owner` file for as long
+    as it runs. If the lock can be taken, the owner is gone: the kernel drops
+    a process's locks when it dies, `kill -9` included. This tells a killed
+    export from a running one exactly, where an age limit would remove a long
+    export's folder or keep a fresh leftover, and a recorded pid can be
+    reused by another process. Folders without an owner file are removed
+    once older than an hour.
+    """
+    for entry in os.listdir(parent):
+        folder = os.path.join(parent, entry)
+        if not entry.startswith(_STAGING_PREFIX) or not os.path.isdir(folder):
+            continue
+        try:
+            fd = os.open(os.path.join(folder, _STAGING_OWNER), os.O_RDONLY)
+        except FileNotFoundError:
+            try:
+                age = time.time() - os.path.getmtime(folder)
+            except OSError:
+                continue
+            if age > _STAGING_MAX_AGE:
+                shutil.rmtree(folder, ignore_errors=True)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a running export
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 def _makedirs(path):

@@ -324,3 +324,22 @@ def test_diverging_run_stops_with_one_line_and_strict_json(tmp_path):
     ), lines[0]
     text = (output_dir / "results.json").read_text()
     assert json.loads(text, parse_constant=pytest.fail)["runs"] == []
+
+
+@pytest.mark.slow
+def test_corrupt_resume_state_is_one_line(tmp_path):
+    output_dir = tmp_path / "out"
+    flags = [*TINY_FLAGS, "--mode=joint", f"--output_dir={output_dir}"]
+    flags = [f for f in flags if not f.startswith("--epochs")]
+    done = _train(*flags, "--epochs=1")
+    assert done.returncode == 0, done.stderr
+    state = output_dir / "checkpoints" / "joint" / "seed0" / "state" / "epoch_001.npz"
+    state.write_bytes(b"not a zip file")
+    done = _train(*flags, "--epochs=2")
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines == [
+        f"error: Resume state {state} is unreadable (truncated, or not an npz "
+        f"file): delete {state} and run the same command again (joint seed=0 "
+        "then trains again from epoch 1)."
+    ], done.stderr[-3000:]

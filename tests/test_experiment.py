@@ -329,6 +329,64 @@ def test_folder_without_fingerprint_resumes_and_records_it(tmp_path):
     assert on_disk == first["config"]["data_fingerprint"]
 
 
+@pytest.mark.slow
+def test_corrupt_resume_state_is_one_error_and_deleting_it_recovers(
+    full_run, tmp_path
+):
+    output_dir = str(tmp_path / "run")
+    shutil.copytree(full_run[0], output_dir)
+    state = os.path.join(
+        output_dir, "checkpoints", "joint", "seed0", "state", "epoch_002.npz"
+    )
+    blob = open(state, "rb").read()
+    open(state, "wb").write(blob[: len(blob) // 2])
+    with pytest.raises(experiment.CorruptStateError) as info:
+        experiment.run_experiment(
+            mode="joint", epochs=3, output_dir=output_dir, **TINY
+        )
+    assert re.fullmatch(
+        rf"Resume state {re.escape(state)} is unreadable \(truncated, or not an "
+        r"npz file\): "
+        rf"delete {re.escape(state)} and run the same command again \(joint "
+        r"seed=0 then trains again from epoch 1\)\.",
+        str(info.value),
+    ), str(info.value)
+
+    # As the message says: the run trains again, to the same numbers.
+    os.remove(state)
+    resumed = experiment.run_experiment(
+        mode="joint", epochs=3, output_dir=output_dir, **TINY
+    )
+    expected = {
+        key: rows for key, rows in _numbers(full_run[1]).items() if key[0] == "joint"
+    }
+    joint = {k: v for k, v in _numbers(resumed).items() if k[0] == "joint"}
+    assert {k: v[:2] for k, v in joint.items()} == expected
+    assert {len(v) for v in joint.values()} == {3}
+
+
+def test_corrupt_progress_file_is_one_error(full_run, tmp_path):
+    output_dir = str(tmp_path / "run")
+    shutil.copytree(full_run[0], output_dir)
+    state_dir = os.path.join(
+        output_dir, "checkpoints", "standalone", "seed0", "path1", "state"
+    )
+    with open(os.path.join(state_dir, "progress.json"), "w") as f:
+        f.write('{"mode": "standalone", "se')
+    with pytest.raises(experiment.CorruptStateError) as info:
+        experiment.run_experiment(
+            mode="all", epochs=2, output_dir=output_dir, **TINY
+        )
+    assert str(info.value).startswith(
+        f"Resume progress {state_dir}/progress.json is unreadable "
+        "(JSONDecodeError: "
+    ), str(info.value)
+    assert str(info.value).endswith(
+        f"): delete the folder {state_dir} and run the same command again "
+        "(that run then trains again from epoch 1)."
+    )
+
+
 # === A full disk ===
 
 

@@ -5,6 +5,7 @@ Two fixtures are shared by the module: a small plain CNN trained for one epoch
 `keras_supernet.experiment.run_experiment` (for `export_path` and the CLI).
 """
 
+import fcntl
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import keras
 import numpy as np
@@ -428,6 +430,50 @@ def test_failed_verification_publishes_nothing(run_dir, tmp_path, monkeypatch):
             run_dir, 2, export_dir=str(tmp_path / "models"), data_dir=SMALL_DIR
         )
     assert _tree(tmp_path) == set()
+
+
+@pytest.mark.slow
+def test_export_removes_the_staging_folders_of_killed_exports(run_dir, tmp_path):
+    model_dir = tmp_path / "models" / "m"
+    # An export killed (SIGKILL) while it staged its files.
+    script = textwrap.dedent(
+        """
+        import os, signal, sys
+        from keras_supernet import export
+        with export._staging_dir(sys.argv[1]) as staging:
+            open(os.path.join(staging, "saved_model.pb"), "w").write("partial")
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    killed = subprocess.run(
+        [sys.executable, "-c", script, str(model_dir)], env=env, timeout=300
+    )
+    assert killed.returncode == -9
+    (leftover,) = os.listdir(model_dir)
+    assert leftover.startswith(".export-partial-")
+    # A running export's folder: its owner file is locked (by this process).
+    running = model_dir / ".export-partial-running"
+    running.mkdir()
+    owner = os.open(running / ".owner", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(owner, fcntl.LOCK_EX)
+    # Folders of keras_supernet 0.2.0 (no owner file), an old and a fresh one.
+    old, fresh = model_dir / ".export-partial-old", model_dir / ".export-partial-new"
+    old.mkdir()
+    fresh.mkdir()
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    try:
+        report = export.export_path(
+            run_dir, 0, export_dir=str(model_dir.parent), name="m",
+            formats="saved_model", data_dir=SMALL_DIR,
+        )
+    finally:
+        os.close(owner)
+    assert report["version"] == 1
+    assert sorted(os.listdir(model_dir)) == [
+        ".export-partial-new", ".export-partial-running", "1"
+    ]
 
 
 @pytest.mark.slow
