@@ -4,7 +4,9 @@ A client of an exported model sends raw pixels and gets probabilities: the
 `serving_default` signature takes `images`, float32 `[batch, H, W, C]` with
 values in 0..255, and returns `{"probabilities": [batch, num_classes]}`. The
 normalisation used in training (`(x / 255 - mean) / std`) and the softmax are
-inside the exported graph.
+inside the exported graph, and so is a check of the input's shape: a request
+of another shape (`[28, 28, 1]`, `[1, 28, 28]`) fails with an
+`InvalidArgumentError` instead of aborting the serving process.
 
 TFLite files are always converted from the exported SavedModel (never with
 `TFLiteConverter.from_keras_model`, which does not support Keras 3 models), in
@@ -147,11 +149,16 @@ def _normalize(images, mean, std):
     return (images / 255.0 - mean) / std
 
 
-def _serving_fn(model, mean, std, from_logits):
+def _serving_fn(model, mean, std, from_logits, input_shape):
     mean = tf.constant(mean)
     std = tf.constant(std)
 
     def serve(images):
+        # The signature's shape is not enforced when a loaded SavedModel is
+        # called: a request of another rank ([28, 28, 1]) reaches Conv2D,
+        # whose kernel aborts the whole process. Checked at run time, it is
+        # an InvalidArgumentError for that request only.
+        images = tf.ensure_shape(images, (None,) + tuple(input_shape))
         outputs = model(_normalize(images, mean, std), training=False)
         if from_logits:
             outputs = tf.nn.softmax(outputs, axis=-1)
@@ -215,7 +222,7 @@ def _write_saved_model(model, directory, mean, std, from_logits):
     archive.track(model)
     archive.add_endpoint(
         name=SIGNATURE_KEY,
-        fn=_serving_fn(model, mean, std, from_logits),
+        fn=_serving_fn(model, mean, std, from_logits, input_shape),
         input_signature=[
             tf.TensorSpec((None,) + input_shape, tf.float32, name=INPUT_NAME)
         ],

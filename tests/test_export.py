@@ -192,6 +192,47 @@ def test_saved_model_normalises_with_the_given_statistics(trained, arrays, tmp_p
     assert np.max(np.abs(served - _softmax_reference(model, images, mean, std))) > 1e-3
 
 
+_BAD_SHAPES_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+    answers = {}
+    for shape in ([28, 28, 1], [1, 28, 28], [2, 30, 30, 1], [1, 28, 28, 1, 1],
+                  [3, 28, 28, 1]):
+        try:
+            answers[str(shape)] = serve(images=tf.zeros(shape))[
+                "probabilities"].shape.as_list()
+        except tf.errors.InvalidArgumentError as e:
+            answers[str(shape)] = [
+                line for line in e.message.splitlines() if "Shape of" in line
+            ]
+    print(json.dumps(answers))
+    """
+)
+
+
+@pytest.mark.slow
+def test_saved_model_refuses_wrong_shapes_without_dying(saved_model_dir):
+    """TensorFlow does not check a loaded signature's input shape, and a
+    Conv2D on a rank-3 input aborts the process (exit 134)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
+    result = subprocess.run(
+        [sys.executable, "-c", _BAD_SHAPES_SCRIPT, saved_model_dir],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    answers = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answers.pop("[3, 28, 28, 1]") == [3, 10]
+    for shape, answer in answers.items():
+        dims = shape.replace(" ", "")
+        assert answer == [
+            f"Shape of tensor images {dims} is not compatible with expected "
+            "shape [?,28,28,1]."
+        ], (shape, answer)
+
+
 def test_export_saved_model_never_overwrites(trained, tmp_path):
     model, mean, std = trained
     target = tmp_path / "1"
