@@ -14,6 +14,8 @@ Everything a run writes lives in `output_dir`:
 ```
 results.json                        {"config": {...}, "runs": [...]}, rewritten atomically every epoch
 tensorboard/<mode>/seed<S>/path<P>_<label>/   one scalar series per path and mode
+tensorboard/joint/seed<S>/supernet/           the joint supernet's train_loss
+.lock                               held by the one process writing the folder
 checkpoints/<mode>/seed<S>[/path<P>]/epoch_<NNN>.weights.h5   supernet weights after epoch NNN
 checkpoints/<mode>/seed<S>[/path<P>]/state/   resume state: progress.json + variables .npz
 ```
@@ -58,6 +60,8 @@ from keras_supernet.supernet import Supernet
 
 MODES = ("joint", "standalone", "all")
 RESULTS_FILE = "results.json"
+# TensorBoard run of the joint supernet itself, beside its paths' runs.
+SUPERNET = "supernet"
 
 # Config keys that must agree for a run folder to be resumed or extended.
 _COMPATIBLE_KEYS = (
@@ -634,6 +638,11 @@ class _StopOnNonFiniteLoss(keras.callbacks.Callback):
             )
 
 
+class _StopAfterOneEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
 # Values of keys that older run folders do not record.
 _COMPATIBLE_DEFAULTS = {
     "sampling": "uniform",
@@ -857,18 +866,21 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
     (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = arrays
     val_ds = data.make_dataset(x_val, y_val, batch_size, mean, std)
     test_ds = data.make_dataset(x_te, y_te, batch_size, mean, std)
+    tensorboard = os.path.join(
+        state["output_dir"], "tensorboard", run.mode, f"seed{run.seed}"
+    )
     writers = {
         p: tf.summary.create_file_writer(
-            os.path.join(
-                state["output_dir"],
-                "tensorboard",
-                run.mode,
-                f"seed{run.seed}",
-                f"path{p}_{_slug(labels[p])}",
-            )
+            os.path.join(tensorboard, f"path{p}_{_slug(labels[p])}")
         )
         for p in eval_paths
     }
+    # The joint supernet's training loss is one number for every path: it
+    # is logged once, in a run of its own, not copied into each path's.
+    if run.mode == "joint":
+        writers[SUPERNET] = tf.summary.create_file_writer(
+            os.path.join(tensorboard, SUPERNET)
+        )
     fit_verbose = {0: 0, 1: 1}.get(verbose, 2)
     needed = _bytes_per_epoch(model)
     try:
@@ -896,13 +908,16 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
                 logs = distribute.train_epoch(model, train_ds, strategy)
                 train_loss, train_accuracy = logs["loss"], logs["accuracy"]
             else:
+                # One epoch per call (each saved before the next), with
+                # `epochs` the run's total, so that the progress bar counts
+                # "Epoch 3/15" rather than "Epoch 3/3".
                 fit = model.fit(
                     train_ds,
                     initial_epoch=epoch,
-                    epochs=epoch + 1,
+                    epochs=epochs,
                     shuffle=False,
                     verbose=fit_verbose,
-                    callbacks=callbacks,
+                    callbacks=callbacks + [_StopAfterOneEpoch()],
                 )
                 train_loss = fit.history["loss"][-1]
                 train_accuracy = fit.history["accuracy"][-1]
@@ -974,10 +989,15 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
                         "val_loss",
                         "test_accuracy",
                         "test_loss",
-                        "train_loss",
                     ):
                         tf.summary.scalar(name, row[name])
+                    if run.mode == "standalone":
+                        tf.summary.scalar("train_loss", row["train_loss"])
                 writers[p].flush()
+            if run.mode == "joint":
+                with writers[SUPERNET].as_default(step=epoch + 1):
+                    tf.summary.scalar("train_loss", float(train_loss))
+                writers[SUPERNET].flush()
 
             _check_free_space(run.dir, needed, run, epoch + 1)
             try:

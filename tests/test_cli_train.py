@@ -343,3 +343,24 @@ def test_corrupt_resume_state_is_one_line(tmp_path):
         f"file): delete {state} and run the same command again (joint seed=0 "
         "then trains again from epoch 1)."
     ], done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_progress_counts_the_runs_epochs_and_the_summary_counts_models(
+    tmp_path,
+):
+    output_dir = tmp_path / "out"
+    flags = [f for f in TINY_FLAGS if not f.startswith("--epochs")]
+    done = _train(
+        *flags, "--epochs=3", "--paths=0", f"--output_dir={output_dir}"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    # Keras's line per epoch, for the joint run and for the standalone one.
+    for epoch in (1, 2, 3):
+        assert out.count(f"Epoch {epoch}/3\n") == 2, out
+    assert "Epoch 2/2" not in out
+    assert out.strip().splitlines()[-1].startswith(
+        f"2 trained models complete (1 joint supernet, 1 standalone path) in "
+        f"{output_dir}: "
+    ), out

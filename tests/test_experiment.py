@@ -162,13 +162,48 @@ def test_checkpoints_and_tensorboard_layout(full_run):
             "path1_3x3-5x5",
             "path2_5x5-3x3",
             "path3_5x5-5x5",
-        ]
+        ] + (["supernet"] if mode == "joint" else [])
         for run in runs:
             assert glob.glob(
                 os.path.join(
                     output_dir, "tensorboard", mode, "seed0", run, "events.*"
                 )
             )
+
+
+def _scalars(folder):
+    """`{tag: [step, ...]}` of the TensorBoard events in `folder`."""
+    import tensorflow as tf
+
+    found = {}
+    for path in glob.glob(os.path.join(folder, "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append(event.step)
+    return found
+
+
+@pytest.mark.slow
+def test_tensorboard_logs_the_joint_training_loss_once(full_run):
+    output_dir, _ = full_run
+    joint = os.path.join(output_dir, "tensorboard", "joint", "seed0")
+    assert _scalars(os.path.join(joint, "supernet")) == {"train_loss": [1, 2]}
+    path = _scalars(os.path.join(joint, "path2_5x5-3x3"))
+    assert "train_loss" not in path and path["val_accuracy"] == [1, 2]
+    alone = os.path.join(output_dir, "tensorboard", "standalone", "seed0")
+    assert _scalars(os.path.join(alone, "path2_5x5-3x3"))["train_loss"] == [1, 2]
+
+
+@pytest.mark.slow
+def test_readme_says_when_the_test_set_is_evaluated(full_run):
+    _, results = full_run
+    assert all(
+        "test_accuracy" in row for r in results["runs"] for row in r["history"]
+    )
+    readme = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")
+    text = " ".join(open(readme).read().split())
+    assert "test set is read only at that epoch" not in text
+    assert "The test set is evaluated after every epoch too" in text
 
 
 @pytest.mark.slow

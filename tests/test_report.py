@@ -234,6 +234,27 @@ def test_reports_the_bias_of_picking_the_epoch_on_test(tmp_path):
     assert "would report 0.9900 on average instead of 0.9800 (+0.0100)" in text
 
 
+def test_no_selection_bias_is_not_reported_as_plus_zero(tmp_path):
+    runs = [
+        _run("joint", 0, p, [0.98, 0.99], [0.98, 0.99], 10.0) for p in range(4)
+    ]
+    folder = _write(tmp_path / "a", [0], runs)
+    text = open(report.write_report(folder)[0]).read()
+    assert "instead of" not in text and "+0.0000" not in text
+    assert (
+        "would report the same 0.9900 here: in these runs the epoch picked on "
+        "validation is also the best on test (to four decimals)"
+    ) in text
+
+
+def test_single_seed_report_says_once_that_intervals_need_two_seeds(tmp_path):
+    folder = _write(tmp_path / "a", [0], _seed_runs(0, 0.0))
+    text = open(report.write_report(folder)[0]).read()
+    assert text.count("need at least two") == 1
+    assert "no interval" not in text and "n = 1)" not in text
+    assert "### Ranking of paths" in text  # the ranking needs one seed
+
+
 # === Comparison of variants ===
 
 
