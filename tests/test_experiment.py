@@ -400,6 +400,7 @@ def test_corrupt_resume_state_is_one_error_and_deleting_it_recovers(
     assert {len(v) for v in joint.values()} == {3}
 
 
+@pytest.mark.slow
 def test_corrupt_progress_file_is_one_error(full_run, tmp_path):
     output_dir = str(tmp_path / "run")
     shutil.copytree(full_run[0], output_dir)
@@ -689,3 +690,16 @@ def test_standalone_starts_from_the_joint_initial_weights(full_run):
     assert not np.array_equal(
         joint.trainable_weights[0].numpy(), other.trainable_weights[0].numpy()
     )
+
+
+def test_readme_reliability_table_names_existing_tests():
+    root = os.path.dirname(os.path.dirname(__file__))
+    text = open(os.path.join(root, "README.md")).read()
+    section = text.split("## Reliability", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`(?:(test_\w+)\.py::)?(test_\w+)`", section)
+    assert len(named) >= 15
+    module = None
+    for file, test in named:
+        module = file or module
+        source = open(os.path.join(root, "tests", f"{module}.py")).read()
+        assert f"def {test}(" in source, (module, test)
