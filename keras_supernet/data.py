@@ -21,8 +21,13 @@ train_ds = make_dataset(x_tr, y_tr, 128, mean, std, shuffle=True, seed=0)
 """
 
 import gzip
+import hashlib
 import os
+import socket
 import struct
+import threading
+import urllib.parse
+import urllib.request
 import zlib
 
 import numpy as np
@@ -30,6 +35,8 @@ import tensorflow as tf
 
 DATASETS = ("mnist", "fashion_mnist")
 NUM_CLASSES = 10
+# The splits of an experiment, in the order of `load_splits`.
+SPLITS = ("train", "val", "test")
 
 # Standard IDX file names of both MNIST and Fashion-MNIST, per split.
 IDX_FILES = {
@@ -160,21 +167,77 @@ def _load_idx_split(data_dir, split):
     return images, labels.astype(np.int64)
 
 
+# Where tensorflow-datasets downloads each dataset from (the `URL`s of its
+# builders), for the quick reachability check before a download.
+TFDS_DOWNLOAD_URLS = {
+    "mnist": "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "fashion_mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+}
+# Seconds the reachability check waits for a connection (name lookup
+# included) before it concludes that the machine is offline.
+REACHABILITY_TIMEOUT = 5.0
+
+
+def host_reachable(url, timeout=REACHABILITY_TIMEOUT):
+    """Whether a TCP connection to the host of `url` opens within `timeout`.
+
+    Behind a proxy (`https_proxy`/`http_proxy`), the proxy is what must be
+    reached. The name lookup runs in a daemon thread: `socket` has no timeout
+    for it, and a resolver that does not answer must not hold the caller.
+    """
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else "//" + proxy)
+    default_port = 443 if parts.scheme == "https" else 80
+    address = (parts.hostname, parts.port or default_port)
+    outcome = []
+
+    def probe():
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            outcome.append(True)
+        except OSError:
+            outcome.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(outcome) and outcome[0]
+
+
 def _load_tfds(dataset):
     # Imported here: tensorflow-datasets is slow to import and only needed
     # when no IDX folder is given.
     import tensorflow_datasets as tfds
 
+    prefix = (
+        f"Cannot load dataset {dataset!r} with tensorflow-datasets "
+        "(pass --data_dir for an offline copy)"
+    )
+    try:
+        builder = tfds.builder(dataset)
+        # `is_prepared` logs a warning for a missing folder: look first.
+        prepared = builder.data_path.exists() and builder.is_prepared()
+    except Exception as e:  # a missing dependency, an unreadable folder...
+        raise DataError(f"{prefix}: {_first_line(e)}") from e
+    # Offline, tfds retries every download with back-off for minutes before
+    # it gives up; a quick check says at once what to do instead.
+    url = TFDS_DOWNLOAD_URLS[dataset]
+    if not prepared and not host_reachable(url):
+        raise DataError(
+            f"Cannot load dataset {dataset!r}: it is not in the "
+            f"tensorflow-datasets folder {builder.data_dir_root} and "
+            f"{urllib.parse.urlsplit(url).hostname} cannot be reached (no "
+            "network?); pass --data_dir=<folder with the four IDX files> to "
+            "use an offline copy."
+        )
     try:
         splits = tfds.load(
             dataset, split=["train", "test"], batch_size=-1, as_supervised=True
         )
     except Exception as e:  # tfds raises many types (network, download, ...)
-        message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-        raise DataError(
-            f"Cannot load dataset {dataset!r} with tensorflow-datasets "
-            f"(pass --data_dir for an offline copy): {message}"
-        ) from e
+        raise DataError(f"{prefix}: {_first_line(e)}") from e
     arrays = {}
     for split, (images, labels) in zip(("train", "test"), splits):
         images = np.asarray(images, dtype=np.uint8)
@@ -182,6 +245,11 @@ def _load_tfds(dataset):
             images = images[..., 0]
         arrays[split] = (images, np.asarray(labels, dtype=np.int64))
     return arrays
+
+
+def _first_line(error):
+    message = str(error).strip()
+    return message.splitlines()[0] if message else repr(error)
 
 
 def load_arrays(dataset="mnist", data_dir=None):
@@ -339,6 +407,29 @@ def epoch_seed(seed, epoch):
         np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0]
         & 0x7FFFFFFF
     )
+
+
+def fingerprint(splits):
+    """A cheap identity of an experiment's data, as recorded in results.json.
+
+    Args:
+        splits: `((x_train, y_train), (x_val, y_val), (x_test, y_test))` as
+            returned by `load_splits`.
+
+    Returns:
+        `{"train": n, "val": n, "test": n, "sha256": hex}`: the sizes of the
+        splits and a sha256 of every array's dtype, shape and bytes (about
+        0.1 s for MNIST). Relabelled, reordered or other images give another
+        digest.
+    """
+    digest = hashlib.sha256()
+    for pair in splits:
+        for array in pair:
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(array.data)
+    sizes = {name: int(len(x)) for name, (x, _) in zip(SPLITS, splits)}
+    return dict(sizes, sha256=digest.hexdigest())
 
 
 def load_splits(dataset, data_dir, val_size, train_size, split_seed):

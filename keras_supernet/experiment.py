@@ -14,6 +14,8 @@ Everything a run writes lives in `output_dir`:
 ```
 results.json                        {"config": {...}, "runs": [...]}, rewritten atomically every epoch
 tensorboard/<mode>/seed<S>/path<P>_<label>/   one scalar series per path and mode
+tensorboard/joint/seed<S>/supernet/           the joint supernet's train_loss
+.lock                               held by the one process writing the folder
 checkpoints/<mode>/seed<S>[/path<P>]/epoch_<NNN>.weights.h5   supernet weights after epoch NNN
 checkpoints/<mode>/seed<S>[/path<P>]/state/   resume state: progress.json + variables .npz
 ```
@@ -33,12 +35,18 @@ results = run_experiment(mode="all", data_dir="../shared/data/mnist",
 ```
 """
 
+import contextlib
+import fcntl
 import glob
 import json
+import math
 import os
 import re
+import shutil
 import time
 import weakref
+import zipfile
+import zlib
 
 import keras
 import numpy as np
@@ -52,6 +60,8 @@ from keras_supernet.supernet import Supernet
 
 MODES = ("joint", "standalone", "all")
 RESULTS_FILE = "results.json"
+# TensorBoard run of the joint supernet itself, beside its paths' runs.
+SUPERNET = "supernet"
 
 # Config keys that must agree for a run folder to be resumed or extended.
 _COMPATIBLE_KEYS = (
@@ -177,11 +187,15 @@ def parse_branch_learning_rates(text):
             result[key.strip()] = float(value)
         except ValueError:
             sep = ""
-        if not sep or not key.strip():
+        if (
+            not sep
+            or not key.strip()
+            or not math.isfinite(result[key.strip()])
+        ):
             raise ValueError(
                 "Invalid value for argument `branch_lr`. Expected "
-                "kernel:multiplier pairs like '3x3:1.0,5x5:0.5'. "
-                f"Received branch_lr={text!r}."
+                "kernel:multiplier pairs with finite multipliers like "
+                f"'3x3:1.0,5x5:0.5'. Received branch_lr={text!r}."
             )
     return result
 
@@ -198,6 +212,19 @@ def parse_shard(text):
             f"0 <= i < n, e.g. '0/4'. Received shard={text!r}."
         )
     return int(match.group(1)), int(match.group(2))
+
+
+def _check_finite(name, value, shown=None):
+    """Raises if a float argument is NaN or infinite (other checks elsewhere)."""
+    if (
+        isinstance(value, (float, np.floating))
+        and not math.isfinite(value)
+    ):
+        shown = value if shown is None else shown
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected finite numbers. "
+            f"Received {name}={shown!r}."
+        )
 
 
 def _validate_seeds(seeds):
@@ -243,19 +270,33 @@ def _tmp_name(path):
     return os.path.join(folder, ".tmp-" + name)
 
 
+@contextlib.contextmanager
+def _atomic_write(path):
+    """Yields the temporary name to write `path` through; then moves it into
+    place, or removes it if writing failed (a full disk leaves no partial
+    file behind)."""
+    tmp = _tmp_name(path)
+    try:
+        yield tmp
+        _replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
 def write_json_atomic(path, obj):
     """Writes `obj` as JSON to `path` through a synced temporary file."""
-    tmp = _tmp_name(path)
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    _replace(tmp, path)
+    with _atomic_write(path) as tmp:
+        with open(tmp, "w") as f:
+            # Strict JSON: NaN or Infinity would break strict parsers.
+            json.dump(obj, f, indent=1, allow_nan=False)
+            f.write("\n")
 
 
 def _save_weights_atomic(model, path):
-    tmp = _tmp_name(path)
-    model.save_weights(tmp)
-    _replace(tmp, path)
+    with _atomic_write(path) as tmp:
+        model.save_weights(tmp)
 
 
 def _state_variables(model):
@@ -264,33 +305,169 @@ def _state_variables(model):
 
 
 def _save_state_atomic(model, path):
-    tmp = _tmp_name(path)
     arrays = {
         f"v{i:05d}": np.asarray(v.numpy())
         for i, v in enumerate(_state_variables(model))
     }
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    _replace(tmp, path)
+    with _atomic_write(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
 
 
-def _restore_state(model, path):
+class CorruptStateError(ValueError):
+    """A resume state file cannot be read."""
+
+
+def _read_state(path, run):
+    """The arrays of a resume state file, in order.
+
+    Raises:
+        CorruptStateError: the file is truncated, corrupt or not an npz
+            file; the message says how to recover.
+    """
+    reason = None
+    try:
+        # np.load would read anything else as a pickle, and refuse it with
+        # a message about pickles.
+        if not zipfile.is_zipfile(path):
+            reason = "truncated, or not an npz file"
+        else:
+            with np.load(path) as stored:
+                return [
+                    stored[f"v{i:05d}"] for i in range(len(stored.files))
+                ]
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        KeyError,
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as e:
+        reason = _describe(e)
+    raise CorruptStateError(
+        f"Resume state {path} is unreadable ({reason}): delete {path} and run "
+        f"the same command again ({run.name} then trains again from epoch 1)."
+    )
+
+
+def _describe(error):
+    """`Type: first line of the message`, for one-line errors."""
+    message = str(error).strip()
+    if not message:
+        return type(error).__name__
+    return f"{type(error).__name__}: {message.splitlines()[0]}"
+
+
+def _restore_state(model, path, run):
     variables = _state_variables(model)
-    with np.load(path) as stored:
-        if len(stored.files) != len(variables):
+    stored = _read_state(path, run)
+    if len(stored) != len(variables):
+        raise ValueError(
+            f"Resume state {path} holds {len(stored)} variables, the model "
+            f"has {len(variables)}: the run folder belongs to another configuration, "
+            "or to keras_supernet 0.1.0 (its hidden layer had one kernel)."
+        )
+    for value, v in zip(stored, variables):
+        if tuple(value.shape) != tuple(v.shape):
             raise ValueError(
-                f"Resume state {path} holds {len(stored.files)} variables, the model "
-                f"has {len(variables)}: the run folder belongs to another configuration, "
-                "or to keras_supernet 0.1.0 (its hidden layer had one kernel)."
+                f"Resume state {path}: variable {v.path} has shape {tuple(v.shape)}, "
+                f"stored {tuple(value.shape)}."
             )
-        for i, v in enumerate(variables):
-            value = stored[f"v{i:05d}"]
-            if tuple(value.shape) != tuple(v.shape):
-                raise ValueError(
-                    f"Resume state {path}: variable {v.path} has shape {tuple(v.shape)}, "
-                    f"stored {tuple(value.shape)}."
-                )
-            v.assign(value)
+        v.assign(value)
+
+
+# === Free space ===
+
+# Bytes an epoch writes, as a multiple of the bytes of the run's variables
+# (model and optimizer): the weights file and the new resume state, in
+# formats with some overhead, while the previous state is still on disk.
+_SPACE_FACTOR = 2.5
+# Plus progress.json, results.json and the TensorBoard events.
+_SPACE_SLACK = 1 << 20
+
+
+class SaveError(OSError):
+    """An epoch's checkpoint or resume state cannot be written (a full disk)."""
+
+
+def _bytes_per_epoch(model):
+    state = sum(np.asarray(v.numpy()).nbytes for v in _state_variables(model))
+    return int(_SPACE_FACTOR * state) + _SPACE_SLACK
+
+
+def _megabytes(n):
+    return f"{n / 1e6:.2f} MB"
+
+
+def _check_free_space(folder, needed, run, epoch):
+    """Raises `SaveError` unless `folder` has `needed` bytes free.
+
+    h5py writing a weights file on a full disk can crash the process
+    (segmentation fault) instead of raising, so the space is checked
+    before anything is written.
+    """
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise SaveError(
+            f"Not enough free space to save epoch {epoch} of {run.name} in "
+            f"{folder}: {_megabytes(free)} free, about {_megabytes(needed)} "
+            f"needed. {_saved_note(epoch)}"
+        )
+
+
+def _saved_note(epoch):
+    return (
+        f"Epochs up to {epoch - 1} are saved; free some space, then run the "
+        "same command again to resume."
+        if epoch > 1
+        else "Free some space, then run the same command again."
+    )
+
+
+# === One writer per output folder ===
+
+LOCK_FILE = ".lock"
+
+
+class OutputDirBusyError(RuntimeError):
+    """Another process is writing the same output folder."""
+
+
+@contextlib.contextmanager
+def output_dir_lock(output_dir):
+    """Holds the lock that makes this process the only writer of `output_dir`.
+
+    An advisory `fcntl.flock` on `<output_dir>/.lock`, taken without waiting:
+    two runs in one folder would each rewrite results.json from their own
+    state, and the last writer would silently drop the other's runs. The
+    holder's pid is written into the file for the message of the refused
+    one. The kernel drops the lock when its process ends, `kill -9`
+    included, so no stale lock can block the next run; the file itself stays
+    (removing it would let a third process lock a new file while the second
+    still holds the old one).
+
+    Raises:
+        OutputDirBusyError: another process holds the lock.
+    """
+    path = os.path.join(output_dir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise OutputDirBusyError(
+                f"Output folder {output_dir} is being written by another "
+                "process"
+                + (f" (pid {holder})" if holder.isdigit() else "")
+                + ": wait for it to finish, or use another --output_dir."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)
 
 
 # === Run bookkeeping ===
@@ -349,11 +526,19 @@ def _scan_progress(output_dir):
         output_dir, "checkpoints", "*", "seed*", "**", "state", "progress.json"
     )
     for path in glob.glob(pattern, recursive=True):
-        with open(path) as f:
-            progress = json.load(f)
-        found[
-            _run_key(progress["mode"], progress["seed"], progress.get("path"))
-        ] = progress
+        try:
+            with open(path) as f:
+                progress = json.load(f)
+            key = _run_key(
+                progress["mode"], progress["seed"], progress.get("path")
+            )
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CorruptStateError(
+                f"Resume progress {path} is unreadable ({_describe(e)}): "
+                f"delete the folder {os.path.dirname(path)} and run the same "
+                "command again (that run then trains again from epoch 1)."
+            ) from e
+        found[key] = progress
     return found
 
 
@@ -409,6 +594,55 @@ class _Run:
         return f"standalone seed={self.seed} path={self.path}"
 
 
+class NonFiniteLossError(ArithmeticError):
+    """A run's loss became NaN or infinite: training stops."""
+
+
+def _non_finite_message(run, what, value, epoch, step=None):
+    where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
+    saved = (
+        f"epochs up to {epoch - 1} are saved"
+        if epoch > 1
+        else "no epoch was saved"
+    )
+    return (
+        f"{what} of {run.name} became {value} at {where}; the run is stopped "
+        f"and {saved} (a lower --learning_rate may help)."
+    )
+
+
+class _StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raises `NonFiniteLossError` at the first batch whose loss is NaN or
+    infinite, before the epoch is saved (Keras's `TerminateOnNaN` would end
+    `fit` quietly and the run would save and report the NaN epoch)."""
+
+    def __init__(self, run):
+        super().__init__()
+        self._run = run
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NonFiniteLossError(
+                _non_finite_message(
+                    self._run,
+                    "The training loss",
+                    float(loss),
+                    self._epoch + 1,
+                    batch + 1,
+                )
+            )
+
+
+class _StopAfterOneEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
 # Values of keys that older run folders do not record.
 _COMPATIBLE_DEFAULTS = {
     "sampling": "uniform",
@@ -461,6 +695,22 @@ def _check_existing(output_dir, config, epochs):
                 f"Output folder {output_dir} holds a run with {key}={old_view[key]!r}, "
                 f"this one has {key}={new_view[key]!r}: use another --output_dir."
             )
+    # Folders written before the fingerprint existed resume on any data of
+    # the same sizes, and record the fingerprint from then on.
+    old_print = old.get("data_fingerprint")
+    new_print = config["data_fingerprint"]
+    if old_print is not None and old_print != new_print:
+        old_digest = old_print
+        if isinstance(old_print, dict):
+            old_digest = old_print.get("sha256")
+        raise ValueError(
+            f"Output folder {output_dir} holds runs trained on other data "
+            f"(sha256 {str(old_digest)[:12]}... from data_dir "
+            f"{old.get('data_dir')}; this data, from data_dir "
+            f"{config['data_dir']}, gives {new_print['sha256'][:12]}...): "
+            "resume with the data it was trained on, or use another "
+            "--output_dir."
+        )
     trained = max(
         (
             len(h)
@@ -566,12 +816,24 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
     )
     strategy = state["strategy"]
     model = _build_model(config, sampling, run.seed, strategy)
-    callbacks = []
+    callbacks = [_StopOnNonFiniteLoss(run)]
     if run.mode == "joint" and config.get("aggregation"):
         callbacks.append(PathDropoutSchedule(ramp_epochs=epochs))
     if run.mode == "standalone":
         model.set_path(run.path)
     os.makedirs(run.state_dir, exist_ok=True)
+    if progress and not os.path.isfile(
+        os.path.join(run.state_dir, progress["state_file"])
+    ):
+        # Deleted, as the error for a corrupt state file says: without the
+        # optimizer's state the run cannot continue, it starts again.
+        if verbose:
+            print(
+                f"[{run.name}] no resume state {progress['state_file']}: "
+                "training again from epoch 1",
+                flush=True,
+            )
+        progress, done = None, 0
     # A kill can leave temporary files, or the state of the epoch before the
     # last one; only the state that progress.json names is kept.
     current = progress["state_file"] if progress else None
@@ -584,7 +846,7 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
             os.remove(leftover)
     if progress:
         _restore_state(
-            model, os.path.join(run.state_dir, progress["state_file"])
+            model, os.path.join(run.state_dir, progress["state_file"]), run
         )
         if verbose:
             print(f"[{run.name}] resuming after epoch {done}", flush=True)
@@ -604,21 +866,27 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
     (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = arrays
     val_ds = data.make_dataset(x_val, y_val, batch_size, mean, std)
     test_ds = data.make_dataset(x_te, y_te, batch_size, mean, std)
+    tensorboard = os.path.join(
+        state["output_dir"], "tensorboard", run.mode, f"seed{run.seed}"
+    )
     writers = {
         p: tf.summary.create_file_writer(
-            os.path.join(
-                state["output_dir"],
-                "tensorboard",
-                run.mode,
-                f"seed{run.seed}",
-                f"path{p}_{_slug(labels[p])}",
-            )
+            os.path.join(tensorboard, f"path{p}_{_slug(labels[p])}")
         )
         for p in eval_paths
     }
+    # The joint supernet's training loss is one number for every path: it
+    # is logged once, in a run of its own, not copied into each path's.
+    if run.mode == "joint":
+        writers[SUPERNET] = tf.summary.create_file_writer(
+            os.path.join(tensorboard, SUPERNET)
+        )
     fit_verbose = {0: 0, 1: 1}.get(verbose, 2)
+    needed = _bytes_per_epoch(model)
     try:
         for epoch in range(done, epochs):
+            # Checked before the epoch too, not to train one for nothing.
+            _check_free_space(run.dir, needed, run, epoch + 1)
             train_ds = data.make_dataset(
                 x_tr,
                 y_tr,
@@ -640,16 +908,36 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
                 logs = distribute.train_epoch(model, train_ds, strategy)
                 train_loss, train_accuracy = logs["loss"], logs["accuracy"]
             else:
+                # One epoch per call (each saved before the next), with
+                # `epochs` the run's total, so that the progress bar counts
+                # "Epoch 3/15" rather than "Epoch 3/3".
                 fit = model.fit(
                     train_ds,
                     initial_epoch=epoch,
-                    epochs=epoch + 1,
+                    epochs=epochs,
                     shuffle=False,
                     verbose=fit_verbose,
-                    callbacks=callbacks,
+                    callbacks=callbacks + [_StopAfterOneEpoch()],
                 )
                 train_loss = fit.history["loss"][-1]
                 train_accuracy = fit.history["accuracy"][-1]
+            if not math.isfinite(train_loss):
+                # Under a strategy no callback sees the batches.
+                raise NonFiniteLossError(
+                    _non_finite_message(
+                        run, "The training loss", train_loss, epoch + 1
+                    )
+                )
+            # NaN in a batch can leave the loss finite (a fused Conv2D+ReLU
+            # maps NaN to 0) while its gradient turns weights into NaN.
+            if not all(
+                np.isfinite(v.numpy()).all() for v in model.trainable_variables
+            ):
+                raise NonFiniteLossError(
+                    _non_finite_message(
+                        run, "The weights", "NaN or infinite", epoch + 1
+                    )
+                )
             train_seconds = time.perf_counter() - start
             progress["train_seconds"] += train_seconds
 
@@ -669,6 +957,16 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
                     "train_accuracy": float(train_accuracy),
                     "seconds": round(progress["train_seconds"], 3),
                 }
+                for name in ("val_loss", "test_loss"):
+                    if not math.isfinite(rows[p][name]):
+                        raise NonFiniteLossError(
+                            _non_finite_message(
+                                run,
+                                f"The {name} of path {labels[p]}",
+                                rows[p][name],
+                                epoch + 1,
+                            )
+                        )
             if run.mode == "standalone":
                 model.set_path(run.path)
             else:
@@ -691,30 +989,45 @@ def _train_run(run, config, arrays, eval_paths, labels, epochs, state, verbose):
                         "val_loss",
                         "test_accuracy",
                         "test_loss",
-                        "train_loss",
                     ):
                         tf.summary.scalar(name, row[name])
+                    if run.mode == "standalone":
+                        tf.summary.scalar("train_loss", row["train_loss"])
                 writers[p].flush()
+            if run.mode == "joint":
+                with writers[SUPERNET].as_default(step=epoch + 1):
+                    tf.summary.scalar("train_loss", float(train_loss))
+                writers[SUPERNET].flush()
 
-            # Weights and state first, then the progress file that points at
-            # them: a kill between the two replays this epoch exactly.
-            _save_weights_atomic(
-                model,
-                os.path.join(run.dir, f"epoch_{epoch + 1:03d}.weights.h5"),
-            )
-            state_file = f"epoch_{epoch + 1:03d}.npz"
-            _save_state_atomic(model, os.path.join(run.state_dir, state_file))
-            old_state = progress["state_file"]
-            progress["state_file"] = state_file
-            write_json_atomic(
-                os.path.join(run.state_dir, "progress.json"), progress
-            )
-            if old_state and old_state != state_file:
-                old_path = os.path.join(run.state_dir, old_state)
-                if os.path.exists(old_path):
-                    os.remove(old_path)
-            state["progress"][key] = progress
-            state["publish"]()
+            _check_free_space(run.dir, needed, run, epoch + 1)
+            try:
+                # Weights and state first, then the progress file that points
+                # at them: a kill between the two replays this epoch exactly.
+                _save_weights_atomic(
+                    model,
+                    os.path.join(run.dir, f"epoch_{epoch + 1:03d}.weights.h5"),
+                )
+                state_file = f"epoch_{epoch + 1:03d}.npz"
+                _save_state_atomic(
+                    model, os.path.join(run.state_dir, state_file)
+                )
+                old_state = progress["state_file"]
+                progress["state_file"] = state_file
+                write_json_atomic(
+                    os.path.join(run.state_dir, "progress.json"), progress
+                )
+                if old_state and old_state != state_file:
+                    old_path = os.path.join(run.state_dir, old_state)
+                    if os.path.exists(old_path):
+                        os.remove(old_path)
+                state["progress"][key] = progress
+                state["publish"]()
+            except OSError as e:
+                reason = str(e.strerror or e).strip().splitlines()[0]
+                raise SaveError(
+                    f"Cannot save epoch {epoch + 1} of {run.name} in "
+                    f"{run.dir}: {reason}. {_saved_note(epoch + 1)}"
+                ) from e
 
             if verbose:
                 accs = " ".join(
@@ -789,7 +1102,8 @@ def run_experiment(
             split); `None` for all.
         val_size: number of examples held out from the training set for
             validation (seeded by `split_seed`, the same for every seed).
-        output_dir: run folder (created; an existing one is resumed).
+        output_dir: run folder (created; an existing one is resumed). One
+            process at a time writes it: a second one is refused at once.
         kernel_sizes: candidate kernel sizes per supernet layer.
         filters: filters per supernet layer.
         hidden_units: width of the hidden dense layer of the head.
@@ -823,6 +1137,12 @@ def run_experiment(
         ValueError: an invalid argument, an unknown path, or an `output_dir`
             holding a run of another configuration.
         keras_supernet.data.DataError: missing or malformed data files.
+        OutputDirBusyError: another process is writing `output_dir` (see
+            `output_dir_lock`).
+        SaveError: an epoch cannot be saved (a full disk); earlier epochs
+            stay saved.
+        NonFiniteLossError: a loss became NaN or infinite; earlier epochs
+            stay saved.
     """
     if mode not in MODES:
         raise ValueError(
@@ -836,12 +1156,18 @@ def run_experiment(
     if (
         isinstance(learning_rate, bool)
         or not isinstance(learning_rate, (int, float))
-        or not learning_rate > 0
+        or not 0 < learning_rate < math.inf
     ):
         raise ValueError(
-            "Invalid value for argument `learning_rate`. Expected a positive number. "
-            f"Received learning_rate={learning_rate!r}."
+            "Invalid value for argument `learning_rate`. Expected a positive "
+            f"finite number. Received learning_rate={learning_rate!r}."
         )
+    _check_finite("path_dropout", path_dropout)
+    if isinstance(branch_learning_rates, dict):
+        for value in branch_learning_rates.values():
+            _check_finite(
+                "branch_learning_rates", value, shown=branch_learning_rates
+            )
     if sampling == "fixed":
         raise ValueError(
             "Invalid value for argument `sampling`. Expected a joint sampling "
@@ -926,6 +1252,9 @@ def run_experiment(
         "val_size": int(len(x_val)),
         "test_size": int(len(x_te)),
         "split_seed": split_seed,
+        "data_fingerprint": data.fingerprint(
+            ((x_tr, y_tr), (x_val, y_val), (x_te, y_te))
+        ),
         "normalization": {"mean": mean, "std": std},
         "sampling": probe.sampler.name,
         "aggregation": probe.aggregation,
@@ -945,46 +1274,58 @@ def run_experiment(
     }
     _check_existing(output_dir, config, epochs)
 
-    # Everything is valid: from here on the output folder is written.
+    # Everything is valid: from here on the output folder is written, by one
+    # process at a time.
     os.makedirs(output_dir, exist_ok=True)
-    state = {
-        "output_dir": output_dir,
-        "progress": _scan_progress(output_dir),
-        "strategy": strategy,
-        "strategy_name": strategy_name,
-    }
+    with output_dir_lock(output_dir):
+        # Again under the lock: a writer that held it may have changed the
+        # folder since the check above.
+        _check_existing(output_dir, config, epochs)
+        state = {
+            "output_dir": output_dir,
+            "progress": _scan_progress(output_dir),
+            "strategy": strategy,
+            "strategy_name": strategy_name,
+        }
 
-    def publish():
-        runs = _runs_from_progress(
-            output_dir, state["progress"], labels, path_kernels, epochs
-        )
-        config["seeds"] = sorted(set(seeds) | {r["seed"] for r in runs})
-        modes = {r["mode"] for r in runs} | (
-            {"joint", "standalone"} if mode == "all" else {mode}
-        )
-        config["mode"] = "all" if len(modes) == 2 else modes.pop()
-        state["results"] = {"config": config, "runs": runs}
-        write_json_atomic(
-            os.path.join(output_dir, RESULTS_FILE), state["results"]
-        )
+        def publish():
+            runs = _runs_from_progress(
+                output_dir, state["progress"], labels, path_kernels, epochs
+            )
+            config["seeds"] = sorted(set(seeds) | {r["seed"] for r in runs})
+            modes = {r["mode"] for r in runs} | (
+                {"joint", "standalone"} if mode == "all" else {mode}
+            )
+            config["mode"] = "all" if len(modes) == 2 else modes.pop()
+            state["results"] = {"config": config, "runs": runs}
+            write_json_atomic(
+                os.path.join(output_dir, RESULTS_FILE), state["results"]
+            )
 
-    state["publish"] = publish
-    publish()
-    data_arrays = ((x_tr, y_tr), (x_val, y_val), (x_te, y_te))
-    grid = []
-    for seed in seeds:
-        if mode in ("joint", "all"):
-            grid.append((_Run("joint", seed, None, output_dir), all_paths))
-        if mode in ("standalone", "all"):
-            grid += [
-                (_Run("standalone", seed, p, output_dir), [p])
-                for p in standalone_paths
-            ]
-    if shard is not None:
-        grid = grid[shard[0] :: shard[1]]
-    for run, eval_paths in grid:
-        _train_run(
-            run, config, data_arrays, eval_paths, labels, epochs, state, verbose
-        )
-    publish()
-    return state["results"]
+        state["publish"] = publish
+        publish()
+        data_arrays = ((x_tr, y_tr), (x_val, y_val), (x_te, y_te))
+        grid = []
+        for seed in seeds:
+            if mode in ("joint", "all"):
+                grid.append((_Run("joint", seed, None, output_dir), all_paths))
+            if mode in ("standalone", "all"):
+                grid += [
+                    (_Run("standalone", seed, p, output_dir), [p])
+                    for p in standalone_paths
+                ]
+        if shard is not None:
+            grid = grid[shard[0] :: shard[1]]
+        for run, eval_paths in grid:
+            _train_run(
+                run,
+                config,
+                data_arrays,
+                eval_paths,
+                labels,
+                epochs,
+                state,
+                verbose,
+            )
+        publish()
+        return state["results"]

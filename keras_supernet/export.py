@@ -4,7 +4,9 @@ A client of an exported model sends raw pixels and gets probabilities: the
 `serving_default` signature takes `images`, float32 `[batch, H, W, C]` with
 values in 0..255, and returns `{"probabilities": [batch, num_classes]}`. The
 normalisation used in training (`(x / 255 - mean) / std`) and the softmax are
-inside the exported graph.
+inside the exported graph, and so is a check of the input's shape: a request
+of another shape (`[28, 28, 1]`, `[1, 28, 28]`) fails with an
+`InvalidArgumentError` instead of aborting the serving process.
 
 TFLite files are always converted from the exported SavedModel (never with
 `TFLiteConverter.from_keras_model`, which does not support Keras 3 models), in
@@ -41,11 +43,13 @@ keras_supernet.export_tflite("/tmp/mnist/1", "/tmp/mnist/1.tflite")
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 
 import keras
@@ -80,6 +84,8 @@ QUANTIZED_MAX_ACCURACY_DROP = 0.02
 NUM_CALIBRATION_IMAGES = 500
 
 EXPORT_INFO_PATH = os.path.join("assets.extra", "export_info.json")
+# `export_path` writes into `<run_dir>/saved_models` unless told otherwise.
+DEFAULT_EXPORT_SUBDIR = "saved_models"
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TFLITE_PATTERN = re.compile(r"^(\d+)(\.[a-z0-9]+)?\.tflite$")
@@ -143,11 +149,16 @@ def _normalize(images, mean, std):
     return (images / 255.0 - mean) / std
 
 
-def _serving_fn(model, mean, std, from_logits):
+def _serving_fn(model, mean, std, from_logits, input_shape):
     mean = tf.constant(mean)
     std = tf.constant(std)
 
     def serve(images):
+        # The signature's shape is not enforced when a loaded SavedModel is
+        # called: a request of another rank ([28, 28, 1]) reaches Conv2D,
+        # whose kernel aborts the whole process. Checked at run time, it is
+        # an InvalidArgumentError for that request only.
+        images = tf.ensure_shape(images, (None,) + tuple(input_shape))
         outputs = model(_normalize(images, mean, std), training=False)
         if from_logits:
             outputs = tf.nn.softmax(outputs, axis=-1)
@@ -211,7 +222,7 @@ def _write_saved_model(model, directory, mean, std, from_logits):
     archive.track(model)
     archive.add_endpoint(
         name=SIGNATURE_KEY,
-        fn=_serving_fn(model, mean, std, from_logits),
+        fn=_serving_fn(model, mean, std, from_logits, input_shape),
         input_signature=[
             tf.TensorSpec((None,) + input_shape, tf.float32, name=INPUT_NAME)
         ],
@@ -607,18 +618,34 @@ def verify_export(
 # === Files: atomic, never overwriting ===
 
 
+_STAGING_PREFIX = ".export-partial-"
+# Held (fcntl.flock) by the process that builds a staging folder.
+_STAGING_OWNER = ".owner"
+# A staging folder without an owner file comes from keras_supernet 0.2.0 (or
+# from a kill in the instant between its creation and its owner file).
+_STAGING_MAX_AGE = 3600
+
+
 @contextlib.contextmanager
 def _staging_dir(parent, argument=None, value=None):
     """A hidden temporary folder in `parent`, removed on exit.
 
     Folders created to hold it are removed too when they are left empty, so a
     failed export leaves nothing behind. When `parent` cannot be written, the
-    `OSError` names `argument` and its `value` if given.
+    `OSError` names `argument` and its `value` if given. Staging folders left
+    in `parent` by killed exports are removed first (see
+    `_remove_stale_staging`).
     """
     try:
         created = _makedirs(parent)
         try:
-            staging = tempfile.mkdtemp(prefix=".export-partial-", dir=parent)
+            _remove_stale_staging(parent)
+            staging = tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=parent)
+            try:
+                owner = _lock_owner(staging)
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
         except OSError as e:
             _remove_empty(created)
             raise OSError(
@@ -635,7 +662,60 @@ def _staging_dir(parent, argument=None, value=None):
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        os.close(owner)
         _remove_empty(created)
+
+
+def _lock_owner(staging):
+    """Creates the staging folder's `.owner` file, already locked."""
+    # Locked under another name first: a cleaner that found `.owner`
+    # unlocked in between would take the folder of a running export.
+    pending = os.path.join(staging, _STAGING_OWNER + ".new")
+    fd = os.open(pending, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(pending, os.path.join(staging, _STAGING_OWNER))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _remove_stale_staging(parent):
+    """Removes the staging folders in `parent` whose export was killed.
+
+    A staging folder's owner holds an flock on its `.owner` file for as long
+    as it runs. If the lock can be taken, the owner is gone: the kernel drops
+    a process's locks when it dies, `kill -9` included. This tells a killed
+    export from a running one exactly, where an age limit would remove a long
+    export's folder or keep a fresh leftover, and a recorded pid can be
+    reused by another process. Folders without an owner file are removed
+    once older than an hour.
+    """
+    for entry in os.listdir(parent):
+        folder = os.path.join(parent, entry)
+        if not entry.startswith(_STAGING_PREFIX) or not os.path.isdir(folder):
+            continue
+        try:
+            fd = os.open(os.path.join(folder, _STAGING_OWNER), os.O_RDONLY)
+        except FileNotFoundError:
+            try:
+                age = time.time() - os.path.getmtime(folder)
+            except OSError:
+                continue
+            if age > _STAGING_MAX_AGE:
+                shutil.rmtree(folder, ignore_errors=True)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a running export
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 def _makedirs(path):
@@ -858,7 +938,7 @@ def export_path(
     mode="joint",
     seed=0,
     epoch="best",
-    export_dir="saved_models",
+    export_dir=None,
     name=None,
     formats=FORMATS,
     quantize="none",
@@ -884,7 +964,10 @@ def export_path(
         seed: seed of the run.
         epoch: `"best"` (the epoch where the path peaked on validation),
             `"last"`, or an epoch number; its checkpoint must have been kept.
-        export_dir: root of the TensorFlow Serving model folders.
+        export_dir: root of the TensorFlow Serving model folders; `None` for
+            `<run_dir>/saved_models`, inside the run folder, so that an
+            export never adds a version beside models that a checkout ships
+            (TensorFlow Serving serves the highest version).
         name: model name (folder in `export_dir`); defaults to
             `default_name(...)`, e.g. `joint_path2_5x5_3x3`.
         formats: any of `"saved_model"`, `"tflite"` (a list or a comma
@@ -955,6 +1038,8 @@ def export_path(
         )
 
     name = name or default_name(mode, seed, path_index, kernel_sizes)
+    if export_dir is None:
+        export_dir = os.path.join(run_dir, DEFAULT_EXPORT_SUBDIR)
     model_dir = os.path.join(os.fspath(export_dir), name)
     dataset = config.get("dataset", "mnist")
     data_dir = data_dir if data_dir is not None else config.get("data_dir")

@@ -4,8 +4,9 @@
 by `keras_supernet.experiment.run_experiment`), merges their runs and writes
 `report.md` (the table of the original report, done right, plus the
 wall-time comparison of joint and standalone training) and
-`training_curves.png` (validation accuracy per epoch and against training
-time, joint solid and standalone dashed, best epochs marked).
+`training_curves.png` (validation accuracy per epoch, a panel per mode with
+a min-max band over seeds, and against training time; joint solid and
+standalone dashed, best epochs marked, what lies below the axis stated).
 
 Example:
 
@@ -281,12 +282,22 @@ def format_report(merged):
                 for r in complete
             ]
         )
+        if peeked - honest >= 0.00005:
+            bias = (
+                f"would report {peeked:.4f} on average instead of "
+                f"{honest:.4f} ({peeked - honest:+.4f}): an optimistic bias, "
+                "not a better model."
+            )
+        else:
+            bias = (
+                f"would report the same {honest:.4f} here: in these runs the "
+                "epoch picked on validation is also the best on test (to four "
+                "decimals), which in general it is not."
+            )
         lines += [
             "",
-            "Picking each run's epoch by its test accuracy instead, as a single "
-            f"held-out set does, would report {peeked:.4f} on average instead of "
-            f"{honest:.4f} ({peeked - honest:+.4f}): an optimistic bias, not a "
-            "better model.",
+            "Picking each run's epoch by its test accuracy instead, as a "
+            f"single held-out set does, {bias}",
         ]
 
     by_key = {(row["mode"], row["path"]): row for row in rows}
@@ -376,103 +387,219 @@ def _stack(runs, key):
     )
 
 
-def plot_curves(merged, path):
-    """Writes the two-panel training-curve figure to `path` (PNG)."""
+def _curve_groups(merged):
+    """`{(mode, path): runs}` of every run with at least one epoch."""
+    groups = {}
+    for run in merged["runs"]:
+        if run["history"]:
+            groups.setdefault((run["mode"], run["path"]), []).append(run)
+    return dict(
+        sorted(
+            groups.items(),
+            key=lambda kv: (_MODE_ORDER.index(kv[0][0]), kv[0][1]),
+        )
+    )
+
+
+def _accuracy_range(curves):
+    """`(low, high)`: the y-range of the curve figure.
+
+    The range covers every band (min-max over seeds) and every mean, except
+    when the first epoch lies far below the rest (on MNIST, epoch 1 of joint
+    training): covering it would flatten every later difference, so the
+    range starts just below the other epochs, and the figure says which
+    values it leaves out.
+    """
+    lows = [c["low"] for c in curves]
+    highs = [c["high"] for c in curves]
+    low = float(min(x.min() for x in lows))
+    high = float(max(x.max() for x in highs))
+    rest = [x[1:] for x in lows if len(x) > 3]
+    core = float(min(x.min() for x in rest)) if rest else low
+    margin = max(0.05 * (high - core), 0.0005)
+    if low >= core - 3 * margin:
+        margin = max(0.05 * (high - low), 0.0005)
+        return low - margin, min(1.0, high + margin)
+    return core - margin, min(1.0, high + margin)
+
+
+def _curves_figure(merged):
+    """The training-curve figure (a matplotlib `Figure`), see `plot_curves`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
 
-    groups = {}
-    for run in merged["runs"]:
-        if run["history"]:
-            groups.setdefault((run["mode"], run["path"]), []).append(run)
+    groups = _curve_groups(merged)
     paths = sorted({p for _, p in groups})
     colors = {p: plt.get_cmap("tab10")(i % 10) for i, p in enumerate(paths)}
     labels = {p: runs[0]["label"] for (_, p), runs in groups.items()}
     style = {"joint": "-", "standalone": "--"}
     marker = {"joint": "o", "standalone": "s"}
 
-    fig, (ax_epoch, ax_time) = plt.subplots(1, 2, figsize=(14, 5.5))
-    plotted = []
-    num_seeds = 1
-    for (mode, p), runs in sorted(
-        groups.items(), key=lambda kv: (_MODE_ORDER.index(kv[0][0]), kv[0][1])
-    ):
+    curves = []
+    for (mode, p), runs in groups.items():
         acc = _stack(runs, "val_accuracy")
-        seconds = _stack(runs, "seconds").mean(axis=0)
-        mean = acc.mean(axis=0)
-        epochs = np.arange(1, len(mean) + 1)
-        best = int(np.argmax(mean))
-        num_seeds = max(num_seeds, len(runs))
-        plotted.append(mean[1:] if len(mean) > 3 else mean)
-        for ax, x in ((ax_epoch, epochs), (ax_time, seconds)):
+        curves.append(
+            {
+                "mode": mode,
+                "path": p,
+                "n": len(runs),
+                "mean": acc.mean(axis=0),
+                "low": acc.min(axis=0),
+                "high": acc.max(axis=0),
+                "seconds": _stack(runs, "seconds").mean(axis=0),
+            }
+        )
+    modes = [m for m in _MODE_ORDER if any(c["mode"] == m for c in curves)]
+    num_seeds = max((c["n"] for c in curves), default=1)
+    # One panel per mode, so that each holds four bands rather than eight,
+    # then all means against time; one y-range for all of them.
+    fig, axes = plt.subplots(
+        1,
+        len(modes) + 1,
+        figsize=(5.6 * (len(modes) + 1), 6.0),
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
+    )
+    axes = list(axes[0])
+    by_mode = dict(zip(modes, axes))
+    ax_time = axes[-1]
+    ylow, yhigh = _accuracy_range(curves) if curves else (0.0, 1.0)
+    # Per panel: the epochs with a value below the axis, and the lowest one.
+    below = {ax: ({}, []) for ax in axes}
+    best_note = "peak of the mean" if num_seeds > 1 else "best epoch"
+
+    for c in curves:
+        color, epochs = colors[c["path"]], np.arange(1, len(c["mean"]) + 1)
+        best = int(np.argmax(c["mean"]))
+        for ax, x in ((by_mode[c["mode"]], epochs), (ax_time, c["seconds"])):
             ax.plot(
-                x, mean, linestyle=style[mode], color=colors[p], linewidth=1.6
+                x,
+                c["mean"],
+                linestyle=style[c["mode"]],
+                color=color,
+                linewidth=1.8,
             )
-            if len(runs) > 1:
-                ax.fill_between(
-                    x,
-                    acc.min(axis=0),
-                    acc.max(axis=0),
-                    color=colors[p],
-                    alpha=0.06,
-                    linewidth=0,
-                )
             ax.plot(
                 x[best],
-                mean[best],
-                marker=marker[mode],
+                c["mean"][best],
+                marker=marker[c["mode"]],
                 markersize=8,
-                color=colors[p],
+                color=color,
                 markeredgecolor="black",
                 linestyle="none",
             )
+            # Where the mean leaves the axis, a mark on its lower edge.
+            out = c["mean"] < ylow
+            ax.plot(
+                x[out],
+                np.full(int(out.sum()), ylow),
+                marker="v",
+                color=color,
+                linestyle="none",
+                clip_on=False,
+                in_layout=False,
+            )
+            values = c["low"] if ax is not ax_time else c["mean"]
+            for e in np.flatnonzero(values < ylow):
+                below[ax][0][int(e) + 1] = True
+                below[ax][1].append(float(values[e]))
+        if c["n"] > 1:
+            ax = by_mode[c["mode"]]
+            ax.fill_between(
+                epochs,
+                c["low"],
+                c["high"],
+                color=color,
+                alpha=0.16,
+                linewidth=0,
+            )
+            for edge in (c["low"], c["high"]):
+                ax.plot(
+                    epochs, edge, color=color, linewidth=0.6, alpha=0.7
+                )
 
-    if plotted:
-        values = np.concatenate(plotted)
-        low, high = float(values.min()), float(values.max())
-        margin = max(0.1 * (high - low), 0.001)
-        for ax in (ax_epoch, ax_time):
-            ax.set_ylim(low - margin, min(1.0, high + margin))
-    seeds_note = (
-        f" (mean of {num_seeds} seeds, band: min-max)" if num_seeds > 1 else ""
+    seeds = f"{num_seeds} seeds" if num_seeds > 1 else "1 seed"
+    for mode, ax in by_mode.items():
+        ax.set_title(
+            f"{_MODE_TITLE[mode]}: validation accuracy per epoch"
+            + (f"\n(mean of {seeds}, band: min–max)" if num_seeds > 1 else "")
+        )
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_time.set_title(
+        "All paths against training time"
+        + (f"\n(mean of {seeds})" if num_seeds > 1 else "")
     )
-    ax_epoch.set_title("Validation accuracy per epoch" + seeds_note)
-    ax_epoch.set_xlabel("epoch")
-    ax_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_time.set_title("Against training time" + seeds_note)
     ax_time.set_xlabel("seconds in model.fit (joint: the whole supernet)")
-    for ax in (ax_epoch, ax_time):
-        ax.set_ylabel("validation accuracy")
+    axes[0].set_ylabel("validation accuracy")
+    for ax in axes:
+        ax.set_ylim(ylow, yhigh)
         ax.grid(True, alpha=0.3)
-    best_note = "peak of the mean" if num_seeds > 1 else "best epoch"
+        epochs, values = below[ax]
+        if epochs:
+            what = "means" if ax is ax_time else "values"
+            ax.text(
+                0.98,
+                0.02,
+                f"▼ {what} below the axis: epoch "
+                f"{', '.join(str(e) for e in sorted(epochs))} "
+                f"(down to {min(values):.3f})",
+                transform=ax.transAxes,
+                ha="right",
+                va="bottom",
+                fontsize=9,
+                bbox={"facecolor": "white", "edgecolor": "0.6", "alpha": 0.9},
+                in_layout=False,
+            )
+
     handles = [
-        Line2D([], [], color=colors[p], linewidth=2, label=labels[p])
+        Line2D([], [], color=colors[p], linewidth=2.5, label=labels[p])
         for p in paths
     ]
-    handles += [
-        Line2D(
-            [],
-            [],
-            color="black",
-            linestyle="-",
-            marker="o",
-            label=f"joint (o: {best_note})",
-        ),
-        Line2D(
-            [],
-            [],
-            color="black",
-            linestyle="--",
-            marker="s",
-            label=f"standalone (s: {best_note})",
-        ),
-    ]
-    ax_time.legend(handles=handles, loc="lower right", fontsize=9)
-    fig.tight_layout()
+    for mode in modes:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="black",
+                linestyle=style[mode],
+                marker=marker[mode],
+                label=f"{mode} ({marker[mode]}: {best_note})",
+            )
+        )
+    if num_seeds > 1:
+        handles.append(
+            Patch(facecolor="0.6", alpha=0.4, label=f"min–max over {seeds}")
+        )
+    if handles:
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncol=min(len(handles), 4),
+            frameon=False,
+            fontsize=10,
+        )
+    return fig
+
+
+def plot_curves(merged, path):
+    """Writes the training-curve figure to `path` (PNG).
+
+    One panel per mode with the validation accuracy per epoch (mean over
+    seeds, band from the lowest to the highest seed), then every mean
+    against training time; one shared legend and one y-range, which covers
+    every band unless the first epoch lies far below the rest, in which
+    case each panel says how far (see `_accuracy_range`).
+    """
+    import matplotlib.pyplot as plt
+
+    fig = _curves_figure(merged)
     _save_figure(fig, path)
     plt.close(fig)
 
@@ -499,10 +626,7 @@ def write_report(run_dirs, output_dir=None):
     report_path = os.path.join(output_dir, REPORT_FILE)
     curves_path = os.path.join(output_dir, CURVES_FILE)
     text = format_report(merged)
-    tmp = os.path.join(output_dir, ".tmp-" + REPORT_FILE)
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, report_path)
+    _write_text_atomic(report_path, text)
     plot_curves(merged, curves_path)
     return report_path, curves_path
 
@@ -1071,10 +1195,22 @@ def plot_comparison(variants, summaries, path):
 
 
 def _save_figure(fig, path):
-    tmp = os.path.join(
-        os.path.dirname(path) or ".", ".tmp-" + os.path.basename(path)
-    )
+    tmp = _tmp_path(path)
     fig.savefig(tmp, dpi=120, format="png")
+    os.replace(tmp, path)
+
+
+def _tmp_path(path):
+    # One temporary name per process: a report rewritten by bin/report while
+    # bin/train writes its own must not share (and truncate) the other's.
+    folder, name = os.path.split(path)
+    return os.path.join(folder or ".", f".tmp-{os.getpid()}-{name}")
+
+
+def _write_text_atomic(path, text):
+    tmp = _tmp_path(path)
+    with open(tmp, "w") as f:
+        f.write(text)
     os.replace(tmp, path)
 
 
@@ -1133,9 +1269,6 @@ def write_comparison(run_dirs, output_path, title=COMPARISON_TITLE):
     text = format_comparison(
         variants, summaries, title=title, figure=os.path.basename(figure_path)
     )
-    tmp = os.path.join(folder, ".tmp-" + os.path.basename(output_path))
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, output_path)
+    _write_text_atomic(output_path, text)
     plot_comparison(variants, summaries, figure_path)
     return output_path, figure_path

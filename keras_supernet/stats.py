@@ -562,6 +562,23 @@ def stats_markdown(results, alpha=ALPHA):
     if not summary["groups"]:
         lines += ["No complete run yet.", ""]
         return "\n".join(lines)
+    if all(group["n"] == 1 for group in summary["groups"]):
+        # Said once, rather than "no interval" in every cell of two tables.
+        lines.append(
+            "One seed per path and mode: confidence intervals and tests of "
+            "joint vs standalone need at least two (train more seeds, e.g. "
+            "`--seeds=0,1,2`, or merge run folders with `bin/report`)."
+            + (
+                " The ranking of the paths needs one."
+                if summary["ranking"] is not None
+                else ""
+            )
+        )
+        if summary["ranking"] is not None:
+            lines += ["", "### Ranking of paths: joint vs standalone", ""]
+            lines += _ranking_lines(summary["ranking"], alpha)
+        lines.append("")
+        return "\n".join(lines)
     lines.append(
         f"Mean over seeds ± half-width of the {confidence}% Student's t confidence interval "
         f"(interval in brackets; none with a single seed; with few seeds a best-epoch interval "

@@ -1,9 +1,15 @@
 """Tests of keras_supernet.data on the committed MNIST subset and broken files."""
 
 import gzip
+import json
 import os
 import shutil
+import socket
 import struct
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -302,6 +308,7 @@ def test_make_dataset_rejects_bad_batch_size():
 
 def test_tfds_arrays_lose_the_channel_axis(monkeypatch):
     tfds = pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setattr(data, "host_reachable", lambda url: True)
     calls = []
 
     def fake_load(name, split, batch_size, as_supervised):
@@ -318,6 +325,7 @@ def test_tfds_arrays_lose_the_channel_axis(monkeypatch):
 
 def test_tfds_failure_is_one_line_data_error(monkeypatch):
     tfds = pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setattr(data, "host_reachable", lambda url: True)
 
     def fake_load(*args, **kwargs):
         raise ConnectionError("Failed to resolve host\nsecond line")
@@ -329,3 +337,183 @@ def test_tfds_failure_is_one_line_data_error(monkeypatch):
         "Cannot load dataset 'mnist' with tensorflow-datasets (pass --data_dir "
         "for an offline copy): Failed to resolve host"
     )
+
+
+def _mnist_metadata(tfds, folder, train, test):
+    """dataset_info.json and features.json of MNIST with the given split sizes."""
+    builder = tfds.builder("mnist", data_dir=str(folder))
+    builder.info.set_splits(
+        tfds.core.SplitDict(
+            [
+                tfds.core.SplitInfo(
+                    name=name, shard_lengths=[n], num_bytes=0, filename_template=None
+                )
+                for name, n in (("train", train), ("test", test))
+            ]
+        )
+    )
+    builder.data_path.mkdir(parents=True)
+    builder.info.write_to_directory(builder.data_path)
+
+
+def test_tfds_mock_data_goes_through_the_real_tfds_load(tmp_path):
+    """tfds's own `load` (builder, as_dataset, batch_size=-1, as_supervised)
+    runs on generated examples; only the files are mocked, not `tfds.load`."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    # Metadata with split sizes: without them tfds batches the whole split
+    # with a batch of sys.maxsize, which aborts TensorFlow.
+    _mnist_metadata(tfds, tmp_path, train=12, test=5)
+    with tfds.testing.mock_data(
+        num_examples=7,
+        policy=tfds.testing.MockPolicy.USE_FILES,
+        data_dir=str(tmp_path),
+    ):
+        arrays = data.load_arrays("mnist", data_dir=None)
+    for split in ("train", "test"):
+        x, y = arrays[split]
+        assert x.shape == (7, 28, 28) and x.dtype == np.uint8
+        assert y.shape == (7,) and y.dtype == np.int64
+        assert 0 <= y.min() and y.max() < data.NUM_CLASSES
+        assert x.max() > 0
+
+
+def _declared_distributions(pyproject):
+    """Canonical names of every distribution `pip install` of `pyproject`
+    brings in: its dependencies and theirs, markers and extras evaluated."""
+    import importlib.metadata as metadata
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    with open(pyproject, "rb") as f:
+        pending = [
+            Requirement(r) for r in tomllib.load(f)["project"]["dependencies"]
+        ]
+    found = {}
+    while pending:
+        requirement = pending.pop()
+        name = canonicalize_name(requirement.name)
+        extras = set(requirement.extras)
+        if name in found and extras <= found[name]:
+            continue
+        found[name] = found.get(name, set()) | extras
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for text in requires:
+            child = Requirement(text)
+            if child.marker is None or any(
+                child.marker.evaluate({"extra": extra})
+                for extra in found[name] | {""}
+            ):
+                pending.append(child)
+    return set(found)
+
+
+# Runs tensorflow-datasets' real download_and_prepare and load of MNIST with
+# only the download replaced by local IDX files of MNIST's sizes, and prints
+# the distributions of the modules that tensorflow-datasets imported.
+_PREPARE_SCRIPT = textwrap.dedent(
+    """
+    import importlib.metadata, json, os, struct, sys
+    from unittest import mock
+    import numpy as np
+    from keras_supernet import data
+
+    folder = sys.argv[1]
+    files = {}
+    for split, n in (("train", 60000), ("test", 10000)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = np.zeros((n, 28, 28), np.uint8)
+        images[:, 0, 0] = labels
+        for key, array in (("data", images), ("labels", labels)):
+            files[f"{split}_{key}"] = path = os.path.join(folder, f"{split}_{key}")
+            with open(path, "wb") as f:
+                f.write(struct.pack(">HBB", 0, 8, array.ndim))
+                f.write(struct.pack(">" + "I" * array.ndim, *array.shape))
+                f.write(array.tobytes())
+    before = set(sys.modules)
+    import tensorflow_datasets as tfds
+
+    def download_and_extract(self, urls):
+        return {key: files[key] for key in urls}
+
+    with mock.patch.object(data, "host_reachable", lambda url: True), \
+            mock.patch.object(tfds.download.DownloadManager,
+                              "download_and_extract", download_and_extract):
+        arrays = data.load_arrays("mnist", data_dir=None)
+    owners = importlib.metadata.packages_distributions()
+    imported = {name.split(".")[0] for name in set(sys.modules) - before}
+    print(json.dumps({
+        "shapes": {k: [list(x.shape), list(y.shape)] for k, (x, y) in arrays.items()},
+        "labels": sorted(set(arrays["train"][1].tolist())),
+        "modules": {m: owners[m] for m in sorted(imported) if m in owners},
+    }))
+    """
+)
+
+
+@pytest.mark.slow
+def test_tfds_prepare_offline_needs_only_declared_dependencies(tmp_path):
+    """The path a fresh `pip install -e .` takes without --data_dir imports
+    nothing that pyproject.toml does not bring in (tensorflow-datasets 4.9
+    imports importlib_resources without declaring it)."""
+    pytest.importorskip("tensorflow_datasets")
+    pytest.importorskip("tomllib")
+    from packaging.utils import canonicalize_name
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(
+        os.environ,
+        TFDS_DATA_DIR=str(tmp_path / "tensorflow_datasets"),
+        TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONPATH=root,
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _PREPARE_SCRIPT, str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["shapes"] == {
+        "train": [[60000, 28, 28], [60000]], "test": [[10000, 28, 28], [10000]]
+    }
+    assert report["labels"] == list(range(10))
+    declared = _declared_distributions(os.path.join(root, "pyproject.toml"))
+    undeclared = {
+        module: owners
+        for module, owners in report["modules"].items()
+        if not {canonicalize_name(o) for o in owners} & declared
+    }
+    assert not undeclared, undeclared
+
+
+def test_host_reachable_is_quick_either_way():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    try:
+        assert data.host_reachable(f"http://127.0.0.1:{port}/x", timeout=5)
+    finally:
+        server.close()
+    start = time.monotonic()
+    assert not data.host_reachable(f"http://127.0.0.1:{port}/x", timeout=5)
+    assert time.monotonic() - start < 5
+
+
+def test_host_reachable_goes_through_the_proxy(monkeypatch):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    try:
+        proxy = f"http://127.0.0.1:{server.getsockname()[1]}"
+        monkeypatch.setenv("https_proxy", proxy)
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        # An unresolvable host, reached through the proxy.
+        assert data.host_reachable("https://host.invalid/data", timeout=5)
+    finally:
+        server.close()

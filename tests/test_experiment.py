@@ -1,8 +1,13 @@
 """End-to-end tests of keras_supernet.experiment on the committed MNIST subset."""
 
+import errno
 import glob
+import gzip
 import json
 import os
+import re
+import shutil
+import struct
 
 import keras
 import numpy as np
@@ -157,13 +162,48 @@ def test_checkpoints_and_tensorboard_layout(full_run):
             "path1_3x3-5x5",
             "path2_5x5-3x3",
             "path3_5x5-5x5",
-        ]
+        ] + (["supernet"] if mode == "joint" else [])
         for run in runs:
             assert glob.glob(
                 os.path.join(
                     output_dir, "tensorboard", mode, "seed0", run, "events.*"
                 )
             )
+
+
+def _scalars(folder):
+    """`{tag: [step, ...]}` of the TensorBoard events in `folder`."""
+    import tensorflow as tf
+
+    found = {}
+    for path in glob.glob(os.path.join(folder, "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append(event.step)
+    return found
+
+
+@pytest.mark.slow
+def test_tensorboard_logs_the_joint_training_loss_once(full_run):
+    output_dir, _ = full_run
+    joint = os.path.join(output_dir, "tensorboard", "joint", "seed0")
+    assert _scalars(os.path.join(joint, "supernet")) == {"train_loss": [1, 2]}
+    path = _scalars(os.path.join(joint, "path2_5x5-3x3"))
+    assert "train_loss" not in path and path["val_accuracy"] == [1, 2]
+    alone = os.path.join(output_dir, "tensorboard", "standalone", "seed0")
+    assert _scalars(os.path.join(alone, "path2_5x5-3x3"))["train_loss"] == [1, 2]
+
+
+@pytest.mark.slow
+def test_readme_says_when_the_test_set_is_evaluated(full_run):
+    _, results = full_run
+    assert all(
+        "test_accuracy" in row for r in results["runs"] for row in r["history"]
+    )
+    readme = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")
+    text = " ".join(open(readme).read().split())
+    assert "test set is read only at that epoch" not in text
+    assert "The test set is evaluated after every epoch too" in text
 
 
 @pytest.mark.slow
@@ -261,6 +301,282 @@ def test_resume_refuses_another_configuration(full_run):
     assert open(results_path).read() == before
 
 
+def _relabelled_copy(folder):
+    """mnist_small with every training label moved to the next class."""
+    folder.mkdir()
+    for name in os.listdir(SMALL_DIR):
+        shutil.copy(os.path.join(SMALL_DIR, name), folder / name)
+    labels = data.read_idx(os.path.join(SMALL_DIR, "train-labels-idx1-ubyte.gz"))
+    blob = struct.pack(">HBBI", 0, 0x08, 1, len(labels))
+    blob += ((labels + 1) % 10).astype(np.uint8).tobytes()
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(blob))
+    return folder
+
+
+@pytest.mark.slow
+def test_resume_refuses_other_data(full_run, tmp_path):
+    output_dir = str(tmp_path / "run")
+    shutil.copytree(full_run[0], output_dir)
+    results = full_run[1]
+    fingerprint = results["config"]["data_fingerprint"]
+    assert (fingerprint["train"], fingerprint["val"], fingerprint["test"]) == (
+        1000,
+        300,
+        500,
+    )
+    assert re.fullmatch(r"[0-9a-f]{64}", fingerprint["sha256"])
+    relabelled = _relabelled_copy(tmp_path / "relabelled")
+    results_path = os.path.join(output_dir, "results.json")
+    before = open(results_path).read()
+    with pytest.raises(ValueError) as info:
+        experiment.run_experiment(
+            mode="all",
+            epochs=3,
+            output_dir=output_dir,
+            **dict(TINY, data_dir=str(relabelled)),
+        )
+    message = str(info.value)
+    assert message.startswith(
+        f"Output folder {output_dir} holds runs trained on other data "
+        f"(sha256 {fingerprint['sha256'][:12]}... from data_dir {SMALL_DIR}; "
+        f"this data, from data_dir {relabelled}, gives "
+    ), message
+    assert "\n" not in message
+    assert open(results_path).read() == before
+
+
+@pytest.mark.slow
+def test_folder_without_fingerprint_resumes_and_records_it(tmp_path):
+    output_dir = str(tmp_path / "old")
+    first = experiment.run_experiment(
+        mode="joint", epochs=1, output_dir=output_dir, **TINY
+    )
+    # As written before results.json had a fingerprint.
+    path = os.path.join(output_dir, "results.json")
+    old = json.load(open(path))
+    del old["config"]["data_fingerprint"]
+    experiment.write_json_atomic(path, old)
+    resumed = experiment.run_experiment(
+        mode="joint", epochs=2, output_dir=output_dir, **TINY
+    )
+    assert {len(r["history"]) for r in resumed["runs"]} == {2}
+    on_disk = json.load(open(path))["config"]["data_fingerprint"]
+    assert on_disk == first["config"]["data_fingerprint"]
+
+
+@pytest.mark.slow
+def test_corrupt_resume_state_is_one_error_and_deleting_it_recovers(
+    full_run, tmp_path
+):
+    output_dir = str(tmp_path / "run")
+    shutil.copytree(full_run[0], output_dir)
+    state = os.path.join(
+        output_dir, "checkpoints", "joint", "seed0", "state", "epoch_002.npz"
+    )
+    blob = open(state, "rb").read()
+    open(state, "wb").write(blob[: len(blob) // 2])
+    with pytest.raises(experiment.CorruptStateError) as info:
+        experiment.run_experiment(
+            mode="joint", epochs=3, output_dir=output_dir, **TINY
+        )
+    assert re.fullmatch(
+        rf"Resume state {re.escape(state)} is unreadable \(truncated, or not an "
+        r"npz file\): "
+        rf"delete {re.escape(state)} and run the same command again \(joint "
+        r"seed=0 then trains again from epoch 1\)\.",
+        str(info.value),
+    ), str(info.value)
+
+    # As the message says: the run trains again, to the same numbers.
+    os.remove(state)
+    resumed = experiment.run_experiment(
+        mode="joint", epochs=3, output_dir=output_dir, **TINY
+    )
+    expected = {
+        key: rows for key, rows in _numbers(full_run[1]).items() if key[0] == "joint"
+    }
+    joint = {k: v for k, v in _numbers(resumed).items() if k[0] == "joint"}
+    assert {k: v[:2] for k, v in joint.items()} == expected
+    assert {len(v) for v in joint.values()} == {3}
+
+
+@pytest.mark.slow
+def test_corrupt_progress_file_is_one_error(full_run, tmp_path):
+    output_dir = str(tmp_path / "run")
+    shutil.copytree(full_run[0], output_dir)
+    state_dir = os.path.join(
+        output_dir, "checkpoints", "standalone", "seed0", "path1", "state"
+    )
+    with open(os.path.join(state_dir, "progress.json"), "w") as f:
+        f.write('{"mode": "standalone", "se')
+    with pytest.raises(experiment.CorruptStateError) as info:
+        experiment.run_experiment(
+            mode="all", epochs=2, output_dir=output_dir, **TINY
+        )
+    assert str(info.value).startswith(
+        f"Resume progress {state_dir}/progress.json is unreadable "
+        "(JSONDecodeError: "
+    ), str(info.value)
+    assert str(info.value).endswith(
+        f"): delete the folder {state_dir} and run the same command again "
+        "(that run then trains again from epoch 1)."
+    )
+
+
+# === A full disk ===
+
+
+def _leftovers(output_dir):
+    return glob.glob(os.path.join(output_dir, "**", ".tmp-*"), recursive=True)
+
+
+@pytest.mark.slow
+def test_full_disk_stops_the_run_and_keeps_the_saved_epochs(
+    full_run, tmp_path, monkeypatch
+):
+    real = shutil.disk_usage
+    calls = []
+
+    def disk_usage(path):
+        calls.append(path)
+        usage = real(path)
+        # Enough for epoch 1 (checked before training and before saving),
+        # then 100 kB left.
+        return usage if len(calls) <= 2 else usage._replace(free=100_000)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    output_dir = str(tmp_path / "full")
+    with pytest.raises(experiment.SaveError) as info:
+        experiment.run_experiment(
+            mode="joint", epochs=2, output_dir=output_dir, **TINY
+        )
+    message = str(info.value)
+    assert message.startswith(
+        "Not enough free space to save epoch 2 of joint seed=0 in "
+    ), message
+    assert "0.10 MB free" in message and "Epochs up to 1 are saved" in message
+    assert "\n" not in message
+    assert not _leftovers(output_dir)
+    state = os.path.join(output_dir, "checkpoints", "joint", "seed0", "state")
+    assert sorted(os.listdir(state)) == ["epoch_001.npz", "progress.json"]
+    with open(os.path.join(output_dir, "results.json")) as f:
+        assert {len(r["history"]) for r in json.load(f)["runs"]} == {1}
+
+    # With space again, the same call ends where an uninterrupted run ends.
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    resumed = experiment.run_experiment(
+        mode="joint", epochs=2, output_dir=output_dir, **TINY
+    )
+    _, uninterrupted = full_run
+    joint = {k: v for k, v in _numbers(uninterrupted).items() if k[0] == "joint"}
+    assert _numbers(resumed) == joint
+
+
+@pytest.mark.slow
+def test_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    real = np.savez
+
+    def savez_then_fail(file, **arrays):
+        real(file, **{k: v for k, v in list(arrays.items())[:3]})
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", savez_then_fail)
+    output_dir = str(tmp_path / "out")
+    with pytest.raises(experiment.SaveError) as info:
+        experiment.run_experiment(
+            mode="joint", epochs=1, output_dir=output_dir, **TINY
+        )
+    assert str(info.value) == (
+        "Cannot save epoch 1 of joint seed=0 in "
+        f"{os.path.join(output_dir, 'checkpoints', 'joint', 'seed0')}: No "
+        "space left on device. Free some space, then run the same command "
+        "again."
+    )
+    assert not _leftovers(output_dir)
+    state = os.path.join(output_dir, "checkpoints", "joint", "seed0", "state")
+    assert os.listdir(state) == []
+
+
+# === Non-finite numbers ===
+
+
+def _scaled_batch(make_dataset, factor, epoch, step):
+    """`data.make_dataset` whose training images of `epoch` (1-based) are
+    multiplied by `factor` in batch `step` (1-based)."""
+    import tensorflow as tf
+
+    def patched(x, y, batch_size, mean, std, shuffle=False, seed=None):
+        ds = make_dataset(x, y, batch_size, mean, std, shuffle, seed)
+        if not shuffle or seed != data.epoch_seed(0, epoch - 1):
+            return ds
+        return ds.enumerate().map(
+            lambda i, xy: (
+                tf.where(i == step - 1, xy[0] * factor, xy[0]),
+                xy[1],
+            )
+        )
+
+    return patched
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "factor, message",
+    [
+        # Overflowing activations: the loss becomes infinite at that step.
+        (
+            1e38,
+            r"The training loss of joint seed=0 became (nan|inf) at epoch 2, "
+            r"step 3",
+        ),
+        # NaN images: a fused Conv2D+ReLU keeps the loss finite, but the
+        # gradient turns weights into NaN.
+        (
+            float("nan"),
+            r"The weights of joint seed=0 became NaN or infinite at epoch 2",
+        ),
+    ],
+)
+def test_non_finite_training_stops_the_run_and_keeps_the_saved_epochs(
+    tmp_path, monkeypatch, factor, message
+):
+    monkeypatch.setattr(
+        data,
+        "make_dataset",
+        _scaled_batch(data.make_dataset, factor, epoch=2, step=3),
+    )
+    output_dir = str(tmp_path / "nan")
+    with pytest.raises(experiment.NonFiniteLossError) as info:
+        experiment.run_experiment(
+            mode="joint", epochs=3, output_dir=output_dir, **TINY
+        )
+    assert re.fullmatch(
+        message + r"; the run is stopped and epochs up to 1 are saved \(a "
+        r"lower --learning_rate may help\)\.",
+        str(info.value),
+    ), str(info.value)
+    with open(os.path.join(output_dir, "results.json")) as f:
+        text = f.read()
+    results = json.loads(text, parse_constant=pytest.fail)
+    assert {len(r["history"]) for r in results["runs"]} == {1}
+    state = os.path.join(output_dir, "checkpoints", "joint", "seed0", "state")
+    assert sorted(os.listdir(state)) == ["epoch_001.npz", "progress.json"]
+    assert not glob.glob(
+        os.path.join(output_dir, "**", ".tmp-*"), recursive=True
+    )
+
+
+def test_json_files_are_strict_json(tmp_path):
+    path = tmp_path / "results.json"
+    with pytest.raises(ValueError, match="Out of range float values"):
+        experiment.write_json_atomic(str(path), {"loss": float("nan")})
+    assert os.listdir(tmp_path) == []
+    experiment.write_json_atomic(str(path), {"loss": 1.5})
+    assert json.loads(path.read_text(), parse_constant=pytest.fail) == {
+        "loss": 1.5
+    }
+
+
 # === Bad input: an error, and nothing written ===
 
 
@@ -293,6 +609,19 @@ def test_resume_refuses_another_configuration(full_run):
         (dict(val_size=2000), ValueError, r"`val_size`"),
         (dict(seeds=(1, 1)), ValueError, r"`seeds`"),
         (dict(learning_rate=0.0), ValueError, r"`learning_rate`"),
+        (
+            dict(learning_rate=float("inf")),
+            ValueError,
+            r"`learning_rate`. Expected a positive finite number. "
+            r"Received learning_rate=inf",
+        ),
+        (dict(learning_rate=float("nan")), ValueError, r"learning_rate=nan"),
+        (
+            dict(branch_learning_rates={"3x3": 1.0, "5x5": float("inf")}),
+            ValueError,
+            r"`branch_learning_rates`. Expected finite numbers",
+        ),
+        (dict(path_dropout=float("nan")), ValueError, r"`path_dropout`"),
         (dict(kernel_sizes=((3, 3), (3, 5))), ValueError, r"kernel_sizes"),
     ],
 )
@@ -361,3 +690,16 @@ def test_standalone_starts_from_the_joint_initial_weights(full_run):
     assert not np.array_equal(
         joint.trainable_weights[0].numpy(), other.trainable_weights[0].numpy()
     )
+
+
+def test_readme_reliability_table_names_existing_tests():
+    root = os.path.dirname(os.path.dirname(__file__))
+    text = open(os.path.join(root, "README.md")).read()
+    section = text.split("## Reliability", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`(?:(test_\w+)\.py::)?(test_\w+)`", section)
+    assert len(named) >= 15
+    module = None
+    for file, test in named:
+        module = file or module
+        source = open(os.path.join(root, "tests", f"{module}.py")).read()
+        assert f"def {test}(" in source, (module, test)

@@ -5,12 +5,15 @@ Two fixtures are shared by the module: a small plain CNN trained for one epoch
 `keras_supernet.experiment.run_experiment` (for `export_path` and the CLI).
 """
 
+import fcntl
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import keras
 import numpy as np
@@ -187,6 +190,47 @@ def test_saved_model_normalises_with_the_given_statistics(trained, arrays, tmp_p
         served, _softmax_reference(model, images, 0.0, 1.0), atol=1e-5
     )
     assert np.max(np.abs(served - _softmax_reference(model, images, mean, std))) > 1e-3
+
+
+_BAD_SHAPES_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+    answers = {}
+    for shape in ([28, 28, 1], [1, 28, 28], [2, 30, 30, 1], [1, 28, 28, 1, 1],
+                  [3, 28, 28, 1]):
+        try:
+            answers[str(shape)] = serve(images=tf.zeros(shape))[
+                "probabilities"].shape.as_list()
+        except tf.errors.InvalidArgumentError as e:
+            answers[str(shape)] = [
+                line for line in e.message.splitlines() if "Shape of" in line
+            ]
+    print(json.dumps(answers))
+    """
+)
+
+
+@pytest.mark.slow
+def test_saved_model_refuses_wrong_shapes_without_dying(saved_model_dir):
+    """TensorFlow does not check a loaded signature's input shape, and a
+    Conv2D on a rank-3 input aborts the process (exit 134)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
+    result = subprocess.run(
+        [sys.executable, "-c", _BAD_SHAPES_SCRIPT, saved_model_dir],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    answers = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answers.pop("[3, 28, 28, 1]") == [3, 10]
+    for shape, answer in answers.items():
+        dims = shape.replace(" ", "")
+        assert answer == [
+            f"Shape of tensor images {dims} is not compatible with expected "
+            "shape [?,28,28,1]."
+        ], (shape, answer)
 
 
 def test_export_saved_model_never_overwrites(trained, tmp_path):
@@ -430,6 +474,50 @@ def test_failed_verification_publishes_nothing(run_dir, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_export_removes_the_staging_folders_of_killed_exports(run_dir, tmp_path):
+    model_dir = tmp_path / "models" / "m"
+    # An export killed (SIGKILL) while it staged its files.
+    script = textwrap.dedent(
+        """
+        import os, signal, sys
+        from keras_supernet import export
+        with export._staging_dir(sys.argv[1]) as staging:
+            open(os.path.join(staging, "saved_model.pb"), "w").write("partial")
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    killed = subprocess.run(
+        [sys.executable, "-c", script, str(model_dir)], env=env, timeout=300
+    )
+    assert killed.returncode == -9
+    (leftover,) = os.listdir(model_dir)
+    assert leftover.startswith(".export-partial-")
+    # A running export's folder: its owner file is locked (by this process).
+    running = model_dir / ".export-partial-running"
+    running.mkdir()
+    owner = os.open(running / ".owner", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(owner, fcntl.LOCK_EX)
+    # Folders of keras_supernet 0.2.0 (no owner file), an old and a fresh one.
+    old, fresh = model_dir / ".export-partial-old", model_dir / ".export-partial-new"
+    old.mkdir()
+    fresh.mkdir()
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    try:
+        report = export.export_path(
+            run_dir, 0, export_dir=str(model_dir.parent), name="m",
+            formats="saved_model", data_dir=SMALL_DIR,
+        )
+    finally:
+        os.close(owner)
+    assert report["version"] == 1
+    assert sorted(os.listdir(model_dir)) == [
+        ".export-partial-new", ".export-partial-running", "1"
+    ]
+
+
+@pytest.mark.slow
 def test_saved_model_loads_without_keras_supernet(run_dir, arrays, tmp_path):
     report = export.export_path(
         run_dir, 3, export_dir=str(tmp_path / "models"), data_dir=SMALL_DIR
@@ -499,6 +587,30 @@ def test_cli_exports_and_prints_the_verification(run_dir, tmp_path):
     assert sorted(os.listdir(os.path.join(export_dir, "joint_path2_5x5_3x3"))) == [
         "1", "1.dynamic.tflite", "1.tflite"
     ]
+
+
+@pytest.mark.slow
+def test_cli_default_export_dir_is_inside_the_run_folder(run_dir, tmp_path):
+    """Without --export_dir nothing is added beside the models a checkout
+    ships (TensorFlow Serving would serve the new, highest version)."""
+    run_copy = tmp_path / "run"
+    shutil.copytree(run_dir, run_copy)
+    checkout = tmp_path / "checkout"
+    shipped = checkout / "saved_models" / "joint_path2_5x5_3x3" / "1"
+    shipped.mkdir(parents=True)
+    (shipped / "saved_model.pb").write_bytes(b"the served model")
+    before = _tree(checkout)
+    result = _run_cli(
+        f"--run_dir={run_copy}", "--path=2", "--formats=saved_model",
+        f"--data_dir={SMALL_DIR}", cwd=str(checkout),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _tree(checkout) == before
+    assert (shipped / "saved_model.pb").read_bytes() == b"the served model"
+    model_dir = run_copy / "saved_models" / "joint_path2_5x5_3x3"
+    assert os.listdir(model_dir) == ["1"]
+    assert os.path.isfile(model_dir / "1" / "saved_model.pb")
+    assert str(model_dir / "1") in result.stdout
 
 
 def _bad_inputs(run_dir, tmp_path):

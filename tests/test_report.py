@@ -147,6 +147,62 @@ def test_merged_report_table_and_times(tmp_path):
     assert image[..., :3].std() > 0.05  # not a blank canvas
 
 
+# === Training curves ===
+
+
+def _curve_runs(first_epoch_low):
+    """3 seeds x both modes x 4 paths over 6 epochs; seed 2 of joint path 1
+    dips at epoch 4, far below every mean. With `first_epoch_low`, epoch 1
+    of every joint run is at 0.5."""
+    runs = []
+    for seed in range(3):
+        for p in range(4):
+            for mode, start in (("joint", 0.95), ("standalone", 0.97)):
+                val = [start + 0.004 * e + 0.001 * seed for e in range(6)]
+                if mode == "joint" and p == 1 and seed == 2:
+                    val[3] = 0.90
+                if mode == "joint" and first_epoch_low:
+                    val[0] = 0.5
+                runs.append(_run(mode, seed, p, val, val, 10.0))
+    return {"config": _config([0, 1, 2]), "runs": runs}
+
+
+def _band_extremes(ax):
+    values = [
+        path.vertices[:, 1]
+        for collection in ax.collections
+        for path in collection.get_paths()
+    ]
+    return (min(v.min() for v in values), max(v.max() for v in values))
+
+
+def test_curves_cover_the_bands_and_share_one_legend():
+    figure = report._curves_figure(_curve_runs(first_epoch_low=False))
+    standalone, joint, time_axis = figure.axes
+    for ax in (standalone, joint):
+        low, high = _band_extremes(ax)
+        assert ax.get_ylim()[0] <= low and high <= ax.get_ylim()[1]
+        # One band per path in each panel, not eight in one.
+        assert len(ax.collections) == 4
+    assert joint.get_ylim()[0] < 0.90 and time_axis.get_ylim() == joint.get_ylim()
+    assert not any(t.get_text().startswith("▼") for ax in figure.axes for t in ax.texts)
+    assert [ax.get_legend() for ax in figure.axes] == [None, None, None]
+    (legend,) = figure.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels[:4] == LABELS and "min–max over 3 seeds" in labels
+
+
+def test_curves_say_what_they_leave_below_the_axis():
+    figure = report._curves_figure(_curve_runs(first_epoch_low=True))
+    standalone, joint, time_axis = figure.axes
+    # Epoch 1 at 0.5 would flatten every later difference: left out, said.
+    assert 0.5 < joint.get_ylim()[0] < 0.90
+    notes = {ax: [t.get_text() for t in ax.texts] for ax in figure.axes}
+    assert notes[standalone] == []
+    assert notes[joint] == ["▼ values below the axis: epoch 1 (down to 0.500)"]
+    assert notes[time_axis] == ["▼ means below the axis: epoch 1 (down to 0.500)"]
+
+
 def test_single_seed_has_no_spread(tmp_path):
     folder = _write(tmp_path / "a", [0], _seed_runs(0, 0.0))
     text = open(report.write_report(folder)[0]).read()
@@ -232,6 +288,27 @@ def test_reports_the_bias_of_picking_the_epoch_on_test(tmp_path):
     folder = _write(tmp_path / "a", [0], runs)
     text = open(report.write_report(folder)[0]).read()
     assert "would report 0.9900 on average instead of 0.9800 (+0.0100)" in text
+
+
+def test_no_selection_bias_is_not_reported_as_plus_zero(tmp_path):
+    runs = [
+        _run("joint", 0, p, [0.98, 0.99], [0.98, 0.99], 10.0) for p in range(4)
+    ]
+    folder = _write(tmp_path / "a", [0], runs)
+    text = open(report.write_report(folder)[0]).read()
+    assert "instead of" not in text and "+0.0000" not in text
+    assert (
+        "would report the same 0.9900 here: in these runs the epoch picked on "
+        "validation is also the best on test (to four decimals)"
+    ) in text
+
+
+def test_single_seed_report_says_once_that_intervals_need_two_seeds(tmp_path):
+    folder = _write(tmp_path / "a", [0], _seed_runs(0, 0.0))
+    text = open(report.write_report(folder)[0]).read()
+    assert text.count("need at least two") == 1
+    assert "no interval" not in text and "n = 1)" not in text
+    assert "### Ranking of paths" in text  # the ranking needs one seed
 
 
 # === Comparison of variants ===

@@ -243,12 +243,20 @@ def test_stats_markdown_marks_significant_differences_with_welch():
     assert "| Welch |" in text and "**yes**" in text
 
 
-def test_stats_markdown_with_a_single_seed():
+def test_stats_markdown_with_a_single_seed_says_so_once():
     runs = _runs({("joint", 0): [0.95], ("standalone", 0): [0.96], ("joint", 1): [0.97], ("standalone", 1): [0.98]})
     text = stats.stats_markdown({"runs": runs})
-    assert "0.9500 (no interval, n = 1)" in text
-    assert "| none (n = 1) | — | — | — |" in text
+    assert text.count("need at least two") == 1
+    assert "no interval" not in text and "none (n = 1)" not in text
     assert "Kendall's tau = **+1.000** (p = 1.000, exact)" in text
+
+
+def test_stats_markdown_with_some_single_runs_keeps_the_tables():
+    runs = _runs({("joint", 0): [0.95, 0.96], ("standalone", 0): [0.96], ("joint", 1): [0.97, 0.98], ("standalone", 1): [0.98]})
+    text = stats.stats_markdown({"runs": runs})
+    assert "0.9600 (no interval, n = 1)" in text
+    assert "| 3x3->3x3 | Joint | 2 | 0.9550 ± " in text
+    assert "### Joint vs standalone" in text and "need at least two" not in text
 
 
 def test_stats_markdown_without_runs():
