@@ -21,4 +21,23 @@ from keras_supernet.spaces import SearchSpace
 from keras_supernet.supernet import Supernet
 from keras_supernet.supernet import path_label
 
+__all__ = [
+    "AdaptiveSamplingCallback",
+    "Choice",
+    "PaddedDense",
+    "PathDropoutSchedule",
+    "SearchSpace",
+    "Supernet",
+    "SupernetLayer",
+    "build_path_model",
+    "candidates",
+    "export_path",
+    "export_saved_model",
+    "export_tflite",
+    "extract_path",
+    "path_config",
+    "path_label",
+    "sampling",
+]
+
 __version__ = "0.3.0"

@@ -44,7 +44,6 @@ keras_supernet.export_tflite("/tmp/mnist/1", "/tmp/mnist/1.tflite")
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import re
 import shutil
@@ -55,12 +54,12 @@ import warnings
 import keras
 import numpy as np
 import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter
 
 from keras_supernet import data as data_lib
+from keras_supernet import runs
+from keras_supernet import training
 from keras_supernet.extract import extract_path
 from keras_supernet.extract import max_path_difference
-from keras_supernet.supernet import Supernet
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "images"
@@ -73,7 +72,7 @@ MNIST_STD = 0.3081
 
 FORMATS = ("saved_model", "tflite")
 QUANTIZE_MODES = ("none", "dynamic", "int8")
-EPOCH_CHOICES = ("best", "last")
+EPOCH_CHOICES = runs.EPOCH_CHOICES
 
 SAVED_MODEL_ATOL = 1e-5
 TFLITE_ATOL = 1e-4
@@ -85,7 +84,6 @@ NUM_CALIBRATION_IMAGES = 500
 
 EXPORT_INFO_PATH = os.path.join("assets.extra", "export_info.json")
 # `export_path` writes into `<run_dir>/saved_models` unless told otherwise.
-DEFAULT_EXPORT_SUBDIR = "saved_models"
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TFLITE_PATTERN = re.compile(r"^(\d+)(\.[a-z0-9]+)?\.tflite$")
@@ -232,9 +230,7 @@ def _write_saved_model(model, directory, mean, std, from_logits):
 
 def _write_json(path, payload):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.write("\n")
+    runs.write_json(path, payload, indent=2, sort_keys=True)
 
 
 def export_saved_model(
@@ -493,6 +489,9 @@ def tflite_probabilities(path, images, batch_size=500):
     Returns:
         float32 numpy array `[N, num_classes]`.
     """
+    # Imported here: `import keras_supernet` must not load LiteRT.
+    from ai_edge_litert.interpreter import Interpreter
+
     runner = Interpreter(model_path=os.fspath(path)).get_signature_runner(
         SIGNATURE_KEY
     )
@@ -815,108 +814,13 @@ def tflite_filename(version, quantize="none"):
     )
 
 
-def _read_results(run_dir):
-    results_path = os.path.join(run_dir, "results.json")
-    if not os.path.isdir(run_dir):
-        raise ValueError(
-            "Invalid value for argument `run_dir`. The folder does not exist. "
-            f"Received run_dir={run_dir!r}."
-        )
-    if not os.path.isfile(results_path):
-        raise ValueError(
-            f"Invalid value for argument `run_dir`. {run_dir} has no "
-            f"results.json (not a training run folder?). Received run_dir={run_dir!r}."
-        )
-    try:
-        with open(results_path) as f:
-            results = json.load(f)
-        config = results["config"]
-        runs = results["runs"]
-        supernet = Supernet.from_config(config["supernet_config"])
-        mean = config["normalization"]["mean"]
-        std = config["normalization"]["std"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(
-            f"Cannot read {results_path}: expected JSON with `config` "
-            "(including `supernet_config` and `normalization`) and `runs` "
-            f"({type(e).__name__}: {e})."
-        ) from e
-    return config, runs, supernet, (mean, std)
-
-
-def _find_run(runs, mode, seed, path_index, label, run_dir):
-    for entry in runs:
-        if (entry.get("mode"), entry.get("seed"), entry.get("path")) == (
-            mode,
-            seed,
-            path_index,
-        ):
-            return entry
-    available = sorted(
-        {(e.get("mode"), e.get("seed"), str(e.get("path"))) for e in runs},
-        key=str,
-    )
-    listing = (
-        ", ".join(f"{m} seed {s} path {p}" for m, s, p in available) or "none"
-    )
-    raise ValueError(
-        f"No {mode} run of path {path_index} ({label}) with seed {seed} in "
-        f"{os.path.join(run_dir, 'results.json')}. Runs there: {listing}."
-    )
-
-
-def checkpoint_dir(run_dir, mode, seed, path_index):
-    """Folder of a run's per-epoch weights (see the run folder layout)."""
-    folder = os.path.join(run_dir, "checkpoints", mode, f"seed{seed}")
-    if mode == "standalone":
-        folder = os.path.join(folder, f"path{path_index}")
-    return folder
-
-
-def _kept_epochs(folder):
-    if not os.path.isdir(folder):
-        return []
-    epochs = []
-    for entry in os.listdir(folder):
-        match = re.match(r"^epoch_(\d+)\.weights\.h5$", entry)
-        if match:
-            epochs.append(int(match.group(1)))
-    return sorted(epochs)
-
-
-def _resolve_epoch(epoch, entry):
-    if isinstance(epoch, str) and epoch.isdigit():
-        epoch = int(epoch)
-    if epoch == "best":
-        if entry.get("best_epoch") is None:
-            raise ValueError(
-                "The run has no best epoch yet (no epoch finished); pass an "
-                "epoch number or epoch='last'."
-            )
-        return int(entry["best_epoch"])
-    if epoch == "last":
-        epochs = [h["epoch"] for h in entry.get("history", [])]
-        if not epochs:
-            raise ValueError(
-                "The run has no finished epoch yet; nothing to export."
-            )
-        return int(max(epochs))
-    if (
-        isinstance(epoch, bool)
-        or not isinstance(epoch, (int, np.integer))
-        or epoch < 1
-    ):
-        raise ValueError(
-            "Invalid value for argument `epoch`. Expected 'best', 'last' or a "
-            f"positive integer. Received epoch={epoch!r}."
-        )
-    return int(epoch)
-
-
-def default_name(mode, seed, path_index, kernel_sizes):
-    """`joint_path2_5x5_3x3`; `_seed<N>` is appended for seeds other than 0."""
-    kernels = "_".join(f"{k}x{k}" for k in kernel_sizes)
-    name = f"{mode}_path{path_index}_{kernels}"
+def default_name(mode, seed, path_index, label):
+    """`joint_path2_5x5_3x3`: the path's label where it is short, its index
+    alone where not; `_seed<N>` is appended for seeds other than 0."""
+    name = f"{mode}_path{path_index}"
+    slug = re.sub(r"[^A-Za-z0-9_.]+", "_", label.replace("->", "_")).strip("_")
+    if len(slug) <= 40:
+        name = f"{name}_{slug}"
     return name if seed == 0 else f"{name}_seed{seed}"
 
 
@@ -1014,46 +918,37 @@ def export_path(
             f"'_', '-' or '.', not starting with '.'. Received name={name!r}."
         )
 
-    config, runs, supernet, (mean, std) = _read_results(run_dir)
-    path_index = supernet.resolve_path(path)
-    kernel_sizes = tuple(supernet.paths[path_index])
+    folder = runs.RunFolder(run_dir)
+    loaded = folder.load(mode, seed, path, epoch)
+    supernet, config = loaded.supernet, loaded.config
+    path_index, epoch, checkpoint = loaded.path, loaded.epoch, loaded.weights
     label = supernet.path_label(path_index)
-    entry = _find_run(runs, mode, seed, path_index, label, run_dir)
-    epoch = _resolve_epoch(epoch, entry)
+    mean, std = config.normalization["mean"], config.normalization["std"]
 
-    folder = checkpoint_dir(run_dir, mode, seed, path_index)
-    checkpoint = os.path.join(folder, f"epoch_{epoch:03d}.weights.h5")
-    if not os.path.isdir(os.path.join(run_dir, "checkpoints")):
-        raise ValueError(
-            f"Invalid value for argument `run_dir`. {run_dir} has no "
-            "checkpoints/ folder, so there are no weights to export. "
-            f"Received run_dir={run_dir!r}."
-        )
-    if not os.path.isfile(checkpoint):
-        kept = _kept_epochs(folder)
-        raise ValueError(
-            f"Epoch {epoch} of the {mode} run (seed {seed}, path {path_index} "
-            f"{label}) was not kept: no {checkpoint}. Kept epochs: "
-            f"{', '.join(map(str, kept)) or 'none'}."
-        )
-
-    name = name or default_name(mode, seed, path_index, kernel_sizes)
+    name = name or default_name(mode, seed, path_index, label)
     if export_dir is None:
-        export_dir = os.path.join(run_dir, DEFAULT_EXPORT_SUBDIR)
+        export_dir = folder.export_dir
     model_dir = os.path.join(os.fspath(export_dir), name)
-    dataset = config.get("dataset", "mnist")
-    data_dir = data_dir if data_dir is not None else config.get("data_dir")
+    dataset = config.dataset
+    data_dir = data_dir if data_dir is not None else config.data_dir
 
     with _staging_dir(
         model_dir, "export_dir", os.fspath(export_dir)
     ) as staging:
         arrays = data_lib.load_arrays(dataset, data_dir)
         test_images, test_labels = arrays["test"]
-
-        try:
-            supernet.load_weights(checkpoint)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"Cannot load checkpoint {checkpoint}: {e}") from e
+        if loaded.recalibrates:
+            # The statistics the path was evaluated with during training:
+            # the same training batches, recalibrated the same way.
+            splits = data_lib.load_splits(
+                dataset, data_dir, config.val_size, config.train_size,
+                config.split_seed,
+            )
+            batches = training.Data(
+                splits, config.batch_size, (mean, std),
+                bn_batches=config.bn_batches or training.DEFAULT_BN_BATCHES,
+            ).bn()
+            supernet.recalibrate_batchnorm(batches, path=path_index, batches=10**9)
         # Verified below on the real test images rather than a random batch.
         model = extract_path(supernet, path_index, verify=False)
         input_shape, _ = _model_io(model)
@@ -1079,10 +974,11 @@ def export_path(
             "mode": mode,
             "seed": seed,
             "path": path_index,
-            "kernel_sizes": list(kernel_sizes),
+            "indices": list(supernet.path_indices(path_index)),
             "label": label,
             "epoch": epoch,
-            "best_epoch": entry.get("best_epoch"),
+            "best_epoch": (loaded.entry or {}).get("best_epoch"),
+            "batchnorm_recalibrated": loaded.recalibrates,
             "checkpoint": os.path.relpath(checkpoint, run_dir),
             "dataset": dataset,
             "normalization": {"mean": float(mean), "std": float(std)},
@@ -1151,7 +1047,6 @@ def export_path(
         "saved_model": published.get("saved_model"),
         "tflite": published["tflite"],
         "path": path_index,
-        "kernel_sizes": list(kernel_sizes),
         "label": label,
         "mode": mode,
         "seed": seed,

@@ -92,9 +92,11 @@ def _fsync_dir(folder):
 
 
 def _tmp_name(path):
+    # One temporary name per process: bin/report rewriting a report while
+    # bin/train writes its own must not share (and truncate) the other's.
     # Keras requires weight files to end with ".weights.h5": keep the suffix.
     folder, name = os.path.split(path)
-    return os.path.join(folder, ".tmp-" + name)
+    return os.path.join(folder, f".tmp-{os.getpid()}-{name}")
 
 
 @contextlib.contextmanager
@@ -115,14 +117,14 @@ def atomic_write(path):
         raise
 
 
-def write_json(path, obj, indent=1):
+def write_json(path, obj, indent=1, sort_keys=False):
     """Writes `obj` as strict JSON to `path`, atomically (see module doc).
 
     NaN or Infinity would break strict parsers: they are refused.
     """
     with atomic_write(path) as tmp:
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=indent, allow_nan=False)
+            json.dump(obj, f, indent=indent, sort_keys=sort_keys, allow_nan=False)
             f.write("\n")
 
 
@@ -298,7 +300,19 @@ class RunConfig:
         "branch_learning_rates",
         "bn_batches",
     )
-    # Training settings a comparison tells apart (report.compare).
+    # Keys that make numbers from different folders comparable (a merged
+    # report warns where they differ).
+    COMPARABLE_KEYS = (
+        "space",
+        "dataset",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "train_size",
+        "val_size",
+        "test_size",
+    )
+    # Training settings a comparison tells apart (keras_supernet.compare).
     RECIPE_KEYS = (
         "sampling",
         "path_dropout",
@@ -563,46 +577,44 @@ class RunFolder:
             )
         return weights
 
-    def load_supernet(self, mode="joint", seed=0, path=None, epoch="best",
-                      entry_path=None):
-        """The supernet of a run at an epoch, with its weights.
+    def best_joint_epoch(self, runs, seed):
+        """The epoch where a joint run's mean validation accuracy over its
+        evaluated paths peaks (the "best" epoch of a path it did not
+        evaluate)."""
+        histories = [
+            r["history"] for r in runs if (r.get("mode"), r.get("seed")) == ("joint", seed)
+        ]
+        if not histories:
+            self.find_run(runs, "joint", seed, None)
+        length = min(len(h) for h in histories)
+        means = np.mean(
+            [[row["val_accuracy"] for row in h[:length]] for h in histories], axis=0
+        )
+        return int(np.argmax(means)) + 1
+
+    def load(self, mode="joint", seed=0, path=None, epoch="best"):
+        """A run's supernet at an epoch, with its weights.
 
         Args:
             mode: `"joint"` or `"standalone"`.
             seed: the run's seed.
-            path: the standalone run's path index (None for joint).
-            epoch: `"best"`, `"last"` or a number; `"best"` of a joint run is
-                the best epoch of path `entry_path` (default: the best mean
-                over its evaluated paths is not defined, so a joint run
-                needs `entry_path` for `"best"`).
-            entry_path: which path's entry of a joint run picks the epoch.
+            path: the path (any spelling of `SearchSpace`); a standalone run
+                needs it, a joint run uses it to pick `"best"`.
+            epoch: `"best"` (the epoch where `path` peaked on validation; for
+                a path a joint run did not evaluate, where the mean over the
+                evaluated paths peaked), `"last"`, or a number.
 
         Returns:
-            `(supernet, config, epoch, weights_path)`.
+            A `LoadedRun`.
 
         Raises:
-            RunFolderError: unknown run, epoch or unreadable weights.
+            RunFolderError: an unknown run, path or epoch, or weights that do
+                not load.
         """
         from keras_supernet import presets
 
-        config, runs = self.read_results()
         validation.one_of("mode", mode, MODES)
-        key_path = path if mode == "standalone" else entry_path
-        if key_path is None and epoch == "best":
-            entries = [r for r in runs if (r.get("mode"), r.get("seed")) == (mode, seed)]
-            if not entries:
-                self.find_run(runs, mode, seed, None)
-            # The epoch where the mean validation accuracy over the
-            # evaluated paths peaks.
-            histories = [r["history"] for r in entries]
-            means = np.mean(
-                [[h["val_accuracy"] for h in hist] for hist in histories], axis=0
-            )
-            epoch = int(np.argmax(means)) + 1
-        else:
-            entry = self.find_run(runs, mode, seed, key_path)
-            epoch = self.resolve_epoch(epoch, entry)
-        weights = self.checkpoint(mode, seed, path, epoch)
+        config, entries = self.read_results()
         supernet = presets.build_supernet(
             config.space,
             input_shape=config.input_shape,
@@ -610,13 +622,44 @@ class RunFolder:
             seed=seed,
             sampling="fixed",
         )
+        index = None if path is None else supernet.resolve_path(path)
+        if mode == "standalone" and index is None:
+            raise RunFolderError(
+                "Invalid value for argument `path`: a standalone run is one "
+                "path's. Received path=None."
+            )
+        entry = None
+        if index is not None:
+            try:
+                entry = self.find_run(entries, mode, seed, index)
+            except RunFolderError:
+                if mode == "standalone" or not any(
+                    (r.get("mode"), r.get("seed")) == ("joint", seed) for r in entries
+                ):
+                    raise
+        if entry is not None:
+            epoch = self.resolve_epoch(epoch, entry)
+        elif epoch == "best":
+            epoch = self.best_joint_epoch(entries, seed)
+        elif epoch == "last":
+            kept = self.kept_epochs("joint", seed)
+            if not kept:
+                raise RunFolderError(
+                    f"The joint run (seed {seed}) has no kept epoch yet."
+                )
+            epoch = kept[-1]
+        else:
+            epoch = self.resolve_epoch(epoch, {})
+        weights = self.checkpoint(mode, seed, index if mode == "standalone" else None, epoch)
         try:
             supernet.load_weights(weights)
         except (OSError, ValueError) as e:
             raise RunFolderError(
                 f"Cannot load checkpoint {weights}: {describe_error(e)}"
             ) from None
-        return supernet, config, epoch, weights
+        if index is not None:
+            supernet.set_path(index)
+        return LoadedRun(supernet, config, mode, seed, index, epoch, weights, entry)
 
     # --- Resume state ---
 
@@ -644,6 +687,28 @@ class RunFolder:
                 ) from e
             found[key] = progress
         return found
+
+
+class LoadedRun:
+    """A supernet loaded from a run folder at an epoch (`RunFolder.load`).
+
+    Attributes:
+        supernet, config: the supernet (the path active) and the RunConfig.
+        mode, seed, path, epoch: which run, path index and epoch.
+        weights: the weights file.
+        entry: the run's entry in results.json for that path, or None.
+    """
+
+    def __init__(self, supernet, config, mode, seed, path, epoch, weights, entry):
+        self.supernet, self.config = supernet, config
+        self.mode, self.seed, self.path, self.epoch = mode, seed, path, epoch
+        self.weights, self.entry = weights, entry
+
+    @property
+    def recalibrates(self):
+        """Whether a path's BatchNorm statistics must be re-estimated: a
+        joint supernet's mix every path that ran through them."""
+        return self.mode == "joint" and self.supernet.has_batchnorm
 
 
 # === Model state files ===

@@ -179,6 +179,15 @@ class SearchSpace:
             return labels.index(f"{label}x{label}")
         return None
 
+    def canonical_label(self, label):
+        """`label` as a candidate label of this space (`5` -> `"5x5"`), or
+        None where no choice has such a candidate."""
+        for position in range(self.num_choices):
+            index = self.candidate_index(position, str(label).strip())
+            if index is not None:
+                return self._labels[position][index]
+        return None
+
     def resolve(self, path):
         """`path` as a tuple of per-choice candidate indices.
 

@@ -101,6 +101,33 @@ def _find_choices(model):
     return found
 
 
+def check_branch_learning_rates(space, branch_learning_rates):
+    """`{label: multiplier}` with the space's labels (`5` -> `"5x5"`) and
+    finite positive multipliers, or raises."""
+    if branch_learning_rates is None:
+        return {}
+    error = ValueError(
+        "Invalid value for argument `branch_learning_rates`. Expected a "
+        "dict from candidate labels of the search space to positive "
+        "multipliers. Received branch_learning_rates="
+        f"{branch_learning_rates!r}."
+    )
+    if not isinstance(branch_learning_rates, dict):
+        raise error
+    result = {}
+    for key, value in branch_learning_rates.items():
+        label = space.canonical_label(key)
+        if label is None:
+            raise error
+        try:
+            result[label] = validation.positive_float(
+                "branch_learning_rates", value
+            )
+        except ValueError:
+            raise error from None
+    return result
+
+
 # === The report's preset ===
 
 
@@ -457,38 +484,7 @@ class Supernet(keras.Model):
                     ) from None
 
     def _check_branch_learning_rates(self, branch_learning_rates):
-        if branch_learning_rates is None:
-            return {}
-        error = ValueError(
-            "Invalid value for argument `branch_learning_rates`. Expected a "
-            "dict from candidate labels of the search space to positive "
-            "multipliers. Received branch_learning_rates="
-            f"{branch_learning_rates!r}."
-        )
-        if not isinstance(branch_learning_rates, dict):
-            raise error
-        result = {}
-        for key, value in branch_learning_rates.items():
-            label = str(key).strip()
-            matches = [
-                c
-                for position, c in enumerate(self.choices)
-                if self.space.candidate_index(position, label) is not None
-            ]
-            if not matches:
-                raise error
-            label = matches[0].labels[
-                self.space.candidate_index(
-                    self.choices.index(matches[0]), label
-                )
-            ]
-            try:
-                result[label] = validation.positive_float(
-                    "branch_learning_rates", value
-                )
-            except ValueError:
-                raise error from None
-        return result
+        return check_branch_learning_rates(self.space, branch_learning_rates)
 
     # === Paths ===
 

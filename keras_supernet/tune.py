@@ -5,10 +5,11 @@ width of the hidden dense layer with KerasTuner's random search, for the
 joint supernet or for one path trained alone, and writes the best values to
 `<output_dir>/best_hparams.json` for `bin/train`.
 
-Each trial trains a fresh model as `keras_supernet.experiment` does with its
-default uniform sampling (same validation split, same training subset, normalisation from the
-training split, Adam at a fixed learning rate, one seeded shuffle per epoch,
-the same initial weights for a given seed and width), then scores it on the
+Each trial trains a fresh model with `keras_supernet.training`'s recipe, as
+`bin/train` does with its default uniform sampling (same validation split,
+same training subset, normalisation from the training split, Adam at a fixed
+learning rate, one seeded shuffle per epoch, the same initial weights for a
+given seed and width), then scores it on the
 **validation split only**; the test set is never read. The score of a trial
 is the validation accuracy at its best epoch, the number `bin/train`
 records as `best_val_accuracy`:
@@ -40,13 +41,14 @@ import math
 import os
 import time
 
-import keras
 import keras_tuner
 import numpy as np
 
 from keras_supernet import data
-from keras_supernet import experiment
-from keras_supernet.supernet import Supernet
+from keras_supernet import presets
+from keras_supernet import runs
+from keras_supernet import training
+from keras_supernet import validation
 
 MODES = ("joint", "standalone")
 BEST_FILE = "best_hparams.json"
@@ -56,8 +58,6 @@ HPARAMS = ("learning_rate", "batch_size", "hidden_units")
 LEARNING_RATE_RANGE = (1e-4, 1e-2)
 BATCH_SIZES = (32, 64, 128, 256)
 HIDDEN_UNITS = (64, 128, 256)
-# Validation batches are only evaluated: their size does not change the score.
-_EVAL_BATCH_SIZE = 256
 # Keys of tune_config.json that may change when a search is resumed.
 _RESUMABLE_KEYS = ("trials",)
 
@@ -66,21 +66,8 @@ _RESUMABLE_KEYS = ("trials",)
 
 
 def _choices(name, values):
-    values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
-    if (
-        not values
-        or any(
-            isinstance(v, bool)
-            or not isinstance(v, (int, np.integer))
-            or v <= 0
-            for v in values
-        )
-        or len(set(values)) != len(values)
-    ):
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Expected distinct positive integers. Received {name}={values!r}."
-        )
-    return tuple(sorted(int(v) for v in values))
+    values = values if isinstance(values, (list, tuple)) else (values,)
+    return tuple(sorted(validation.positive_ints(name, values, distinct=True)))
 
 
 def _learning_rate_range(value):
@@ -156,68 +143,28 @@ class SupernetTuner(keras_tuner.RandomSearch):
             raise keras_tuner.errors.FatalError(str(e)) from e
 
 
-def _make_score_fn(
-    mode,
-    path,
-    arrays,
-    val_ds,
-    normalization,
-    architecture,
-    epochs,
-    seed,
-    verbose,
-    counter,
-):
-    x_tr, y_tr = arrays
-    mean, std = normalization
-    num_paths = architecture["num_paths"]
-    eval_paths = list(range(num_paths)) if mode == "joint" else [path]
+def _make_score_fn(mode, path, splits, architecture, epochs, seed, verbose, counter):
+    eval_paths = list(range(architecture["num_paths"])) if mode == "joint" else [path]
 
     def score(hparams):
         start = time.perf_counter()
-        keras.backend.clear_session()
-        keras.utils.set_random_seed(seed)
-        model = Supernet(
-            kernel_sizes=architecture["kernel_sizes"],
-            filters=architecture["filters"],
-            hidden_units=int(hparams["hidden_units"]),
-            num_classes=data.NUM_CLASSES,
+        space = dict(architecture["space"], hidden_units=int(hparams["hidden_units"]))
+        model = training.build_model(
+            space,
+            float(hparams["learning_rate"]),
+            "uniform" if mode == "joint" else "fixed",
+            seed,
             input_shape=architecture["input_shape"],
-            padding=architecture["padding"],
-            sampling="uniform" if mode == "joint" else "fixed",
-            seed=seed,
-        )
-        model.compile(
-            optimizer=keras.optimizers.Adam(float(hparams["learning_rate"])),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
         )
         if mode == "standalone":
             model.set_path(path)
+        trial_data = training.Data(splits, int(hparams["batch_size"]))
         best = {p: 0.0 for p in eval_paths}
         for epoch in range(epochs):
-            train_ds = data.make_dataset(
-                x_tr,
-                y_tr,
-                int(hparams["batch_size"]),
-                mean,
-                std,
-                shuffle=True,
-                seed=data.epoch_seed(seed, epoch),
-            )
-            model.fit(
-                train_ds,
-                initial_epoch=epoch,
-                epochs=epoch + 1,
-                shuffle=False,
-                verbose=0,
-            )
+            training.train_epoch(model, trial_data.train(seed, epoch), epoch, epoch + 1)
+            rows = training.evaluate_paths(model, eval_paths, {"val": trial_data.val})
             for p in eval_paths:
-                model.set_path(p)
-                accuracy = model.evaluate(val_ds, verbose=0, return_dict=True)[
-                    "accuracy"
-                ]
-                best[p] = max(best[p], float(accuracy))
+                best[p] = max(best[p], rows[p]["val_accuracy"])
             if mode == "standalone":
                 model.set_path(path)
         metrics = {OBJECTIVE: float(np.mean([best[p] for p in eval_paths]))}
@@ -248,7 +195,7 @@ def _make_score_fn(
 
 def _check_existing(output_dir, config):
     """Raises if `output_dir` holds a search of another configuration."""
-    experiment.check_output_dir(output_dir)
+    validation.output_dir("output_dir", output_dir)
     path = os.path.join(output_dir, CONFIG_FILE)
     if not os.path.exists(path):
         return
@@ -371,44 +318,41 @@ def tune(
             "Invalid value for argument `path`. Expected the path to tune in standalone mode, e.g. "
             f"2 or '5x5,3x3'. Received path={path!r}."
         )
-    trials = experiment._positive_int("trials", trials)
-    epochs = experiment._positive_int("epochs", epochs)
-    train_size = experiment._positive_int(
-        "train_size", train_size, allow_none=True
-    )
-    val_size = experiment._positive_int("val_size", val_size)
-    seed = experiment._non_negative_int("seed", seed)
-    output_dir = experiment._output_dir_path(output_dir)
+    trials = validation.positive_int("trials", trials)
+    epochs = validation.positive_int("epochs", epochs)
+    train_size = validation.positive_int("train_size", train_size, allow_none=True)
+    val_size = validation.positive_int("val_size", val_size)
+    seed = validation.non_negative_int("seed", seed)
+    output_dir = validation.output_dir("output_dir", output_dir)
     low, high = _learning_rate_range(learning_rate_range)
     batch_sizes = _choices("batch_sizes", batch_sizes)
     hidden_units = _choices("hidden_units", hidden_units)
     hp = search_space((low, high), batch_sizes, hidden_units)
 
-    # The test split is never used.
-    (x_tr, y_tr), (x_val, y_val), _ = data.load_splits(
-        dataset, data_dir, val_size, train_size, split_seed
-    )
-    mean, std = data.normalization_stats(x_tr)
+    # The test split is never scored.
+    splits = data.load_splits(dataset, data_dir, val_size, train_size, split_seed)
+    (x_tr, _), (x_val, _), _ = splits
     input_shape = tuple(x_tr.shape[1:]) + (1,)
-
-    probe = Supernet(
-        kernel_sizes=kernel_sizes,
-        filters=filters,
-        hidden_units=hidden_units[0],
-        num_classes=data.NUM_CLASSES,
-        input_shape=input_shape,
-        padding=padding,
+    spec = presets.check_spec(
+        dict(
+            presets.REPORT,
+            kernel_sizes=[list(k) for k in kernel_sizes],
+            filters=list(filters) if not validation.is_int(filters) else filters,
+            padding=padding,
+            hidden_units=hidden_units[0],
+        )
     )
-    index = probe.resolve_path(path) if mode == "standalone" else None
-    labels = {p: probe.path_label(p) for p in range(probe.num_paths)}
+    # Builds once: every architecture error is raised before anything is
+    # written; the space names the paths.
+    search = presets.build_supernet(spec, input_shape=input_shape).space
+    index = search.index(path) if mode == "standalone" else None
+    labels = {p: search.label(p) for p in range(search.num_paths)}
     if mode == "standalone":
         labels = {index: labels[index]}
     architecture = {
-        "kernel_sizes": probe.kernel_sizes,
-        "filters": tuple(probe.filters),
+        "space": spec,
         "input_shape": input_shape,
-        "padding": padding,
-        "num_paths": probe.num_paths,
+        "num_paths": search.num_paths,
     }
     space = {
         "learning_rate": {"sampling": "log", "min": low, "max": high},
@@ -421,8 +365,8 @@ def tune(
         "label": labels[index] if index is not None else None,
         "dataset": dataset,
         "data_dir": os.path.abspath(data_dir) if data_dir is not None else None,
-        "kernel_sizes": [list(k) for k in probe.kernel_sizes],
-        "filters": list(probe.filters),
+        "kernel_sizes": spec["kernel_sizes"],
+        "filters": spec["filters"],
         "padding": padding,
         "epochs": epochs,
         "train_size": int(len(x_tr)),
@@ -434,22 +378,22 @@ def tune(
     }
     _check_existing(output_dir, config)
 
-    # Everything is valid: from here on the output folder is written.
+    # Everything is valid: from here on the output folder is written, by one
+    # process at a time.
     os.makedirs(output_dir, exist_ok=True)
-    experiment.write_json_atomic(os.path.join(output_dir, CONFIG_FILE), config)
-    val_ds = data.make_dataset(x_val, y_val, _EVAL_BATCH_SIZE, mean, std)
+    with runs.folder_lock(output_dir):
+        return _search(
+            mode, index, labels, splits, architecture, epochs, seed, trials,
+            hp, space, config, output_dir, verbose,
+        )
+
+
+def _search(mode, index, labels, splits, architecture, epochs, seed, trials,
+            hp, space, config, output_dir, verbose):
+    runs.write_json(os.path.join(output_dir, CONFIG_FILE), config)
     counter = {"done": 0, "total": trials}
     score_fn = _make_score_fn(
-        mode,
-        index,
-        (x_tr, y_tr),
-        val_ds,
-        (mean, std),
-        architecture,
-        epochs,
-        seed,
-        verbose,
-        counter,
+        mode, index, splits, architecture, epochs, seed, verbose, counter
     )
     tuner = SupernetTuner(
         score_fn,
@@ -510,7 +454,7 @@ def tune(
         "search_space": space,
         "config": config,
     }
-    experiment.write_json_atomic(os.path.join(output_dir, BEST_FILE), result)
+    runs.write_json(os.path.join(output_dir, BEST_FILE), result)
     if verbose:
         print(
             f"best of {len(completed)} trials: {result['train_flags']} "

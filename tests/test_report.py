@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from keras_supernet import compare
 from keras_supernet import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -405,7 +406,7 @@ def _half_width(values):
 
 def test_comparison_of_sampling_and_batch_size(tmp_path):
     uniform, adaptive = _comparison_folders(tmp_path)
-    md_path, png_path = report.write_comparison(
+    md_path, png_path = compare.write_comparison(
         [uniform, adaptive], tmp_path / "out" / "comparison.md"
     )
     assert png_path == str(tmp_path / "out" / "comparison.png")
@@ -513,7 +514,7 @@ def test_comparison_merges_equal_settings_and_needs_two_variants(tmp_path):
     with pytest.raises(
         ValueError, match="at least two different configurations"
     ):
-        report.write_comparison([first, second], tmp_path / "out.md")
+        compare.write_comparison([first, second], tmp_path / "out.md")
     assert not (tmp_path / "out.md").exists()
     other = _write(
         tmp_path / "pe",
@@ -523,14 +524,14 @@ def test_comparison_merges_equal_settings_and_needs_two_variants(tmp_path):
         sampling="per_example",
         learning_rate=0.01,
     )
-    variants = report.load_variants([first, other, second])
+    variants = compare.load_variants([first, other, second])
     # Seeds of one setting are merged; any other differing setting joins the label.
     assert [v["label"] for v in variants] == [
         "uniform, batch 128, learning_rate 0.001",
         "per_example, batch 128, learning_rate 0.01",
     ]
     assert variants[0]["run_dirs"] == [first, second]
-    assert report.summarize_variant(variants[0])["spread"]["per_seed"] == {
+    assert compare.summarize_variant(variants[0])["spread"]["per_seed"] == {
         0: 2,
         1: 3,
     }
@@ -588,7 +589,7 @@ def test_versions_are_told_apart(tmp_path):
         sampling="uniform",
         versions={"keras_supernet": "0.2.0"},
     )
-    variants = report.load_variants([old, new])
+    variants = compare.load_variants([old, new])
     assert [v["label"] for v in variants] == [
         "uniform, batch 128, keras_supernet 0.1.0",
         "uniform, batch 128, keras_supernet 0.2.0",
