@@ -416,7 +416,11 @@ class _Trainer:
             if os.path.basename(leftover) != current:
                 os.remove(leftover)
         if progress:
-            runs.restore_state(model, os.path.join(run.state_dir, progress["state_file"]))
+            runs.restore_state(
+                model,
+                os.path.join(run.state_dir, progress["state_file"]),
+                recovery=f"{run.name} then trains again from epoch 1",
+            )
             done = len(next(iter(progress["histories"].values())))
             self._say(f"resuming after epoch {done}")
             self.progress[run.key] = progress
@@ -485,7 +489,7 @@ class _Trainer:
         try:
             runs.check_free_space(self.run.dir, needed, f"epoch {epoch} of {self.run.name}")
         except runs.SaveError as e:
-            raise runs.SaveError(e.errno, f"{e.strerror}. {_saved_note(epoch)}") from None
+            raise runs.SaveError(f"{e} {_saved_note(epoch)}") from None
 
     def _epoch(self, model, epoch, callbacks, writers, needed):
         run, config, progress = self.run, self.config, self.progress[self.run.key]
@@ -601,9 +605,8 @@ class _Trainer:
         except OSError as e:
             reason = str(e.strerror or e).strip().splitlines()[0]
             raise runs.SaveError(
-                e.errno,
                 f"Cannot save epoch {epoch + 1} of {run.name} in {run.dir}: "
-                f"{reason}. {_saved_note(epoch + 1)}",
+                f"{reason}. {_saved_note(epoch + 1)}"
             ) from e
 
 

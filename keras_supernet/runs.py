@@ -26,7 +26,6 @@ disk leaves either the old file or the new one, never a part).
 
 import contextlib
 import dataclasses
-import errno
 import fcntl
 import glob
 import json
@@ -158,9 +157,8 @@ def check_free_space(folder, needed, what):
     free = shutil.disk_usage(folder).free
     if free < needed:
         raise SaveError(
-            errno.ENOSPC,
             f"Not enough free space to save {what} in {folder}: "
-            f"{free / 1e6:.2f} MB free, about {needed / 1e6:.2f} MB needed",
+            f"{free / 1e6:.2f} MB free, about {needed / 1e6:.2f} MB needed."
         )
 
 

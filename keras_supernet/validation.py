@@ -37,7 +37,7 @@ def positive_int(name, value, allow_none=False):
     if value is None and allow_none:
         return None
     if not is_int(value) or value <= 0:
-        raise _error(name, "a strictly positive integer", value)
+        raise _error(name, "a positive integer", value)
     return int(value)
 
 
@@ -99,7 +99,9 @@ def finite_float(name, value, low=None, high=None, low_open=False,
 
 def positive_float(name, value):
     """`value` as a finite float > 0."""
-    return finite_float(name, value, low=0.0, low_open=True)
+    if not (is_number(value) and math.isfinite(float(value)) and value > 0):
+        raise _error(name, "a positive finite number", value)
+    return float(value)
 
 
 def one_of(name, value, choices, allow_none=False):

@@ -15,7 +15,9 @@ import pytest
 
 from keras_supernet import data
 from keras_supernet import experiment
-from keras_supernet.supernet import Supernet
+from keras_supernet import presets
+from keras_supernet import runs
+from keras_supernet import training
 
 SMALL_DIR = os.path.join(os.path.dirname(__file__), "data", "mnist_small")
 TINY = dict(
@@ -68,23 +70,36 @@ def test_results_schema(full_run):
     assert on_disk == json.loads(json.dumps(results))
     config = on_disk["config"]
     for key in (
+        "space",
+        "space_name",
         "dataset",
-        "kernel_sizes",
-        "filters",
-        "hidden_units",
         "num_classes",
         "input_shape",
-        "padding",
         "epochs",
         "batch_size",
         "learning_rate",
         "seeds",
+        "paths",
+        "eval_paths",
+        "path_labels",
         "train_size",
         "val_size",
         "normalization",
-        "supernet_config",
+        "data_fingerprint",
+        "bn_batches",
+        "versions",
     ):
         assert key in config, key
+    # One representation of the architecture: the space.
+    assert config["space"] == {
+        "preset": "report",
+        "kernel_sizes": [[3, 5], [3, 5]],
+        "filters": [16, 32],
+        "hidden_units": 128,
+        "padding": "valid",
+    }
+    assert "kernel_sizes" not in config and "supernet_config" not in config
+    assert config["eval_paths"] == [0, 1, 2, 3] and config["bn_batches"] == 0
     assert (
         config["train_size"] == 1000
         and config["val_size"] == 300
@@ -106,9 +121,7 @@ def test_results_schema(full_run):
     for run in runs:
         assert run["complete"] is True
         assert run["label"] == labels[run["path"]]
-        assert run["kernel_sizes"] == [
-            int(k) for k in run["label"].replace("->", "x").split("x")[::2]
-        ]
+        assert run["indices"] == [run["path"] // 2, run["path"] % 2]
         history = run["history"]
         assert [row["epoch"] for row in history] == [1, 2]
         val = [row["val_accuracy"] for row in history]
@@ -214,7 +227,7 @@ def test_best_weights_rebuild_reported_test_accuracy(full_run):
     run = next(
         r for r in results["runs"] if r["mode"] == "joint" and r["path"] == 2
     )
-    model = Supernet.from_config(config["supernet_config"])
+    model = presets.build_supernet(config["space"], seed=0)
     model.load_weights(os.path.join(output_dir, run["best_weights"]))
     model.set_path(2)
     model.compile(
@@ -355,7 +368,7 @@ def test_folder_without_fingerprint_resumes_and_records_it(tmp_path):
     path = os.path.join(output_dir, "results.json")
     old = json.load(open(path))
     del old["config"]["data_fingerprint"]
-    experiment.write_json_atomic(path, old)
+    runs.write_json(path, old)
     resumed = experiment.run_experiment(
         mode="joint", epochs=2, output_dir=output_dir, **TINY
     )
@@ -569,9 +582,9 @@ def test_non_finite_training_stops_the_run_and_keeps_the_saved_epochs(
 def test_json_files_are_strict_json(tmp_path):
     path = tmp_path / "results.json"
     with pytest.raises(ValueError, match="Out of range float values"):
-        experiment.write_json_atomic(str(path), {"loss": float("nan")})
+        runs.write_json(str(path), {"loss": float("nan")})
     assert os.listdir(tmp_path) == []
-    experiment.write_json_atomic(str(path), {"loss": 1.5})
+    runs.write_json(str(path), {"loss": 1.5})
     assert json.loads(path.read_text(), parse_constant=pytest.fail) == {
         "loss": 1.5
     }
@@ -654,39 +667,17 @@ def test_corrupt_idx_writes_nothing(tmp_path):
     assert not output_dir.exists()
 
 
-# === Argument parsing ===
-
-
-def test_parse_paths():
-    assert experiment.parse_paths("") is None
-    assert experiment.parse_paths("0,2") == [0, 2]
-    assert experiment.parse_paths("5x5,3x3") == ["5x5,3x3"]
-    assert experiment.parse_paths("5x5,3x3;3x3,3x3") == ["5x5,3x3", "3x3,3x3"]
-    assert experiment.parse_paths("1;5x5,5x5") == [1, "5x5,5x5"]
-
-
-def test_parse_kernel_sizes_and_lists():
-    assert experiment.parse_kernel_sizes("3,5;3,5") == ((3, 5), (3, 5))
-    assert experiment.parse_kernel_sizes("3;3,5,7") == ((3,), (3, 5, 7))
-    with pytest.raises(ValueError, match="`kernel_sizes`"):
-        experiment.parse_kernel_sizes("3,5;;3")
-    with pytest.raises(ValueError, match="`kernel_sizes`"):
-        experiment.parse_kernel_sizes("a,b")
-    assert experiment.parse_int_list("seeds", "0, 1,2") == (0, 1, 2)
-    with pytest.raises(ValueError, match=r"`seeds`.*Received seeds='x'"):
-        experiment.parse_int_list("seeds", "x")
-
-
 def test_standalone_starts_from_the_joint_initial_weights(full_run):
     _, results = full_run
-    joint = experiment._build_model(results["config"], "uniform", seed=0)
-    alone = experiment._build_model(results["config"], "fixed", seed=0)
+    space = results["config"]["space"]
+    joint = training.build_model(space, 1e-3, "uniform", seed=0)
+    alone = training.build_model(space, 1e-3, "fixed", seed=0)
     alone.set_path(3)
     assert [w.path for w in joint.weights] == [w.path for w in alone.weights]
     for a, b in zip(joint.weights, alone.weights):
         if a.trainable:
             np.testing.assert_array_equal(a.numpy(), b.numpy())
-    other = experiment._build_model(results["config"], "fixed", seed=1)
+    other = training.build_model(space, 1e-3, "fixed", seed=1)
     assert not np.array_equal(
         joint.trainable_weights[0].numpy(), other.trainable_weights[0].numpy()
     )
