@@ -244,8 +244,8 @@ class SearchSpace:
                 raise ValueError(
                     f"Unknown path {path!r}: choice '{self._names[position]}' "
                     f"has no candidate {part!r} (its candidates: "
-                    f"{', '.join(f'{i}={l}' for i, l in enumerate(self._labels[position]))}). "
-                    "Ints are candidate indices, strings labels."
+                    f"{', '.join(f'{i}={l}' for i, l in enumerate(self._labels[position]))}; "
+                    f"ints are candidate indices, strings labels). {self._hint()}"
                 )
             indices.append(index)
         return tuple(indices)

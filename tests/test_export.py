@@ -25,7 +25,7 @@ from keras_supernet import data
 from keras_supernet import export
 from keras_supernet.experiment import run_experiment
 from keras_supernet.extract import extract_path
-from keras_supernet.supernet import Supernet
+from keras_supernet import presets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_DIR = os.path.join(ROOT, "tests", "data", "mnist_small")
@@ -144,7 +144,7 @@ def _run_entry(run_dir, mode, path, seed=0):
 def _path_model(run_dir, mode, path, epoch):
     """The extracted path model of a checkpoint, built independently."""
     config = _results(run_dir)["config"]
-    supernet = Supernet.from_config(config["supernet_config"])
+    supernet = presets.build_supernet(config["space"], seed=0)
     folder = os.path.join(run_dir, "checkpoints", mode, "seed0")
     if mode == "standalone":
         folder = os.path.join(folder, f"path{path}")
@@ -621,7 +621,7 @@ def _bad_inputs(run_dir, tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     return {
-        "unknown_path": (["--path=7"], r"Unknown path 7\. Valid paths: 0=3x3->3x3, 1=3x3->5x5, 2=5x5->3x3, 3=5x5->5x5"),
+        "unknown_path": (["--path=7"], r"Unknown path 7: path indices go from 0 to 3\. Valid paths: 0=3x3->3x3, 1=3x3->5x5, 2=5x5->3x3, 3=5x5->5x5"),
         "unknown_kernels": (["--path=7x7,3x3"], r"Valid paths: 0=3x3->3x3"),
         "no_results": ([f"--run_dir={tmp_path}", "--path=1"], r"has no results\.json"),
         "no_checkpoints": ([f"--run_dir={no_checkpoints}", "--path=1"], r"has no checkpoints/ folder"),
