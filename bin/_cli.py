@@ -8,6 +8,7 @@ flags are parsed (and `--help` answers) at once.
 import math
 import os
 import re
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,6 +38,22 @@ def import_tensorflow_quietly():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def parse_flags(argv):
+    """absl's flag parsing, with a bad flag reported as one `error:` line.
+
+    Pass as `app.run(main, flags_parser=_cli.parse_flags)`. absl's own
+    parser prints two lines ("FATAL Flags parsing error" and a hint); a
+    tool's bad input is one line and exit status 1.
+    """
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 def parse_kernel_sizes(text):

@@ -129,16 +129,20 @@ def _corrupt_copy(folder):
             ["--data_dir={corrupt}"],
             "error: IDX file {corrupt}/train-labels-idx1-ubyte.gz is truncated",
         ),
-        (["--dataset=cifar10"], "error: Invalid value for argument `dataset`"),
+        (
+            ["--dataset=cifar10"],
+            "error: flag --dataset=cifar10: value should be one of <mnist|fashion_mnist>",
+        ),
         (
             ["--epochs=0"],
             "error: Invalid value for argument `epochs`. Expected a positive integer. Received epochs=0.",
         ),
         (
             ["--paths=7x7,3x3"],
-            "error: Unknown path '7x7,3x3'. Valid paths: 0=3x3->3x3,",
+            "error: Unknown path '7x7,3x3': choice 'supernet_layer_0' has no "
+            "candidate '7x7' (its candidates: 0=3x3, 1=5x5;",
         ),
-        (["--paths=0,9"], "error: Unknown path 9. Valid paths:"),
+        (["--paths=0,9"], "error: Unknown path 9: path indices go from 0 to 3. Valid paths:"),
         (
             ["--kernel_sizes=3,x"],
             "error: Invalid value for argument `kernel_sizes`",

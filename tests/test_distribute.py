@@ -38,7 +38,7 @@ _TIMING_KEYS = {"seconds", "wall_seconds", "train_seconds", "eval_seconds",
                 "best_weights", "run_dir"}
 LEARNING_RATE = 1e-2
 WEIGHTS_ATOL = 1e-4
-MIRRORED_TIMEOUT = 240
+MIRRORED_TIMEOUT = 600
 WORKER_TIMEOUT = 180
 
 
@@ -101,26 +101,54 @@ def _replica_values(variable, strategy):
     return [np.array(v.numpy()) for v in strategy.experimental_local_results(value)]
 
 
+def _compile(model):
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(LEARNING_RATE),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
 def _build(kind, strategy, sampling):
     import contextlib
-
-    import keras
 
     import keras_supernet as ks
 
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         if kind == "plain":
-            model = ks.extract_path(ks.Supernet(seed=0), 0, name="plain")
-        else:
-            model = ks.Supernet(sampling=sampling, seed=0)
-            if sampling == "fixed":
-                model.set_path(2)
-        model.compile(
-            optimizer=keras.optimizers.Adam(LEARNING_RATE),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
+            return _compile(ks.extract_path(ks.Supernet(seed=0), 0, name="plain"))
+        if kind == "large":
+            return _large(sampling)
+        model = ks.Supernet(sampling=sampling, seed=0)
+        if sampling == "fixed":
+            model.set_path(2)
+        return _compile(model)
+
+
+def _large(sampling):
+    """A supernet of 4**20 paths (BatchNorm inside candidates) whose every
+    candidate has optimizer momentum: a second supernet over the same
+    layers, with fair sampling (every candidate in every step), trains a
+    few steps, and its optimizer state is copied."""
+    import keras
+
+    import keras_supernet as ks
+
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from conftest import choice_space
+
+    inputs, outputs = choice_space(num_choices=20, size=28)
+    warm = _compile(ks.Supernet(inputs=inputs, outputs=outputs, sampling="fair", seed=1))
+    x, y = _data(seed=1)
+    warm.fit(x[:32], y[:32], batch_size=16, epochs=1, verbose=0)
+    model = _compile(ks.Supernet(inputs=inputs, outputs=outputs, sampling=sampling, seed=0))
+    model.optimizer.set_weights([v.numpy() for v in warm.optimizer.variables])
+    assert keras.ops.convert_to_numpy(model.optimizer.iterations) > 0
     return model
 
 
@@ -133,17 +161,23 @@ def _train(kind, strategy, sampling, x, y, weights_file, loop="fit"):
     import keras
 
     model = _build(kind, strategy, sampling)
-    supernet = kind == "supernet"
+    supernet = kind != "plain"
     steps = []
     before = {}
 
     def candidates():
+        # Weights, optimizer slots and BatchNorm statistics of every
+        # candidate that has any.
         return {
-            f"{l}/{layer.kernel_sizes[k]}": [
-                _replica_values(v, strategy) for v in branch.trainable_variables
+            f"{c}/{label}": [
+                _replica_values(v, strategy)
+                for v in candidate.variables
+                + [s for w in candidate.trainable_variables
+                   for s in distribute.optimizer_slots(model.optimizer, w)]
             ]
-            for l, layer in enumerate(model.supernet_layers)
-            for k, branch in enumerate(layer.branches)
+            for c, choice in enumerate(model.choices)
+            for label, candidate in zip(choice.labels, choice.candidates)
+            if candidate.variables
         }
 
     def record():
@@ -168,6 +202,12 @@ def _train(kind, strategy, sampling, x, y, weights_file, loop="fit"):
                 )
             )
             entry["path"] = model.active_path
+            entry["path_candidates"] = sorted(
+                f"{c}/{choice.labels[k]}"
+                for c, (choice, k) in enumerate(zip(model.choices, model.active_indices))
+                if choice.candidates[k].variables
+            )
+            entry["all_candidates"] = sorted(after)
             before["candidates"] = after
         steps.append(entry)
 
@@ -200,13 +240,7 @@ def _train(kind, strategy, sampling, x, y, weights_file, loop="fit"):
         weights_file,
         *[_replica_values(v, strategy)[0] for v in model.trainable_variables],
     )
-    result = {"steps": steps, "losses": [float(v) for v in losses]}
-    if supernet:
-        result["path_candidates"] = {
-            str(p): [f"{l}/{k}" for l, k in enumerate(model.paths[p])]
-            for p in range(model.num_paths)
-        }
-    return result
+    return {"steps": steps, "losses": [float(v) for v in losses]}
 
 
 def _run_case(results, name, fn):
@@ -235,7 +269,7 @@ def _mirrored_main(output_dir):
     cases = [("plain", "plain", None)] + [
         (f"supernet_{s}", "supernet", s)
         for s in ("uniform", "fixed", "per_example", "fair")
-    ]
+    ] + [("large_uniform", "large", "uniform")]
     for name, kind, sampling in cases:
         for label, case_strategy in (("single", None), ("mirrored", strategy)):
             if label == "single" and sampling in ("per_example", "fair"):
@@ -526,7 +560,7 @@ class TestMirrored:
         _, results = mirrored
         case = _check_case(results, f"single/supernet_{sampling}")
         for step in case["steps"]:
-            assert step["changed"] == _path_candidates(case, step["path"])
+            assert step["changed"] == step["path_candidates"]
         assert case["losses"][-1] < case["losses"][0]
 
     @pytest.mark.parametrize("sampling", ["uniform", "fixed"])
@@ -539,7 +573,7 @@ class TestMirrored:
         assert len(case["steps"]) == NUM_BATCHES * EPOCHS
         for step in case["steps"]:
             assert step["replicas_identical"]
-            assert step["changed"] == _path_candidates(case, step["path"])
+            assert step["changed"] == step["path_candidates"]
         # The same paths, in the same order, as on one device.
         assert [s["path"] for s in case["steps"]] == [
             s["path"] for s in reference["steps"]
@@ -570,15 +604,29 @@ class TestMirrored:
         case = _check_case(results, f"mirrored/supernet_{sampling}")
         assert all(step["replicas_identical"] for step in case["steps"])
         if sampling == "fair":
-            everything = sorted(
-                {c for cs in case["path_candidates"].values() for c in cs}
+            assert all(
+                step["changed"] == step["all_candidates"] for step in case["steps"]
             )
-            assert all(step["changed"] == everything for step in case["steps"])
         assert case["losses"][-1] < case["losses"][0]
 
-
-def _path_candidates(case, path):
-    return sorted(case["path_candidates"][str(path)])
+    def test_large_space_trains_only_the_sampled_path_on_every_replica(
+        self, mirrored
+    ):
+        # 4**20 paths, BatchNorm in candidates, every candidate with
+        # momentum: the per-choice step's restoring update under the
+        # strategy keeps every other candidate (weights, slots, statistics).
+        output_dir, results = mirrored
+        case = _check_case(results, "mirrored/large_uniform")
+        reference = _check_case(results, "single/large_uniform")
+        assert len(case["steps"]) == NUM_BATCHES * EPOCHS
+        for step in case["steps"]:
+            assert step["replicas_identical"]
+            assert step["changed"] == step["path_candidates"]
+        assert [s["path"] for s in case["steps"]] == [
+            s["path"] for s in reference["steps"]
+        ]
+        for step in reference["steps"]:
+            assert step["changed"] == step["path_candidates"]
 
 
 # === MultiWorkerMirroredStrategy, two local workers ===
@@ -625,7 +673,7 @@ class TestMultiWorker:
                 s["path"] for s in expected["steps"]
             ]
             for step in case["steps"]:
-                assert step["changed"] == _path_candidates(case, step["path"])
+                assert step["changed"] == step["path_candidates"]
             actual = _weights(output_dir, f"worker{index}_supernet_uniform")
             for a, e in zip(actual, _weights(reference_dir, "single_supernet_uniform")):
                 np.testing.assert_allclose(a, e, atol=WEIGHTS_ATOL, rtol=0)
