@@ -620,7 +620,10 @@ class TestMirrored:
         reference = _check_case(results, "single/large_uniform")
         assert len(case["steps"]) == NUM_BATCHES * EPOCHS
         for step in case["steps"]:
-            assert step["replicas_identical"]
+            # Keras's BatchNormalization keeps each replica's own moving
+            # statistics unless built with `synchronized=True`: those alone
+            # may differ between replicas.
+            assert [v for v in step["differing"] if "/moving_" not in v] == []
             assert step["changed"] == step["path_candidates"]
         assert [s["path"] for s in case["steps"]] == [
             s["path"] for s in reference["steps"]
