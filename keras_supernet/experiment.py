@@ -301,7 +301,7 @@ def _run_entry(folder, config, mode, seed, path, history, progress, probe_space)
 def _runs_from_progress(folder, config, progress_by_key, space):
     result = []
     order = {"joint": 0, "standalone": 1}
-    for (mode, seed, path), progress in sorted(
+    for (mode, seed, _), progress in sorted(
         progress_by_key.items(),
         key=lambda kv: (order[kv[0][0]], kv[0][1], -1 if kv[0][2] is None else kv[0][2]),
     ):

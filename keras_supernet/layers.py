@@ -146,7 +146,7 @@ class Choice(keras.layers.Layer):
         labels = list(labels) if not isinstance(labels, str) else [labels]
         if (
             len(labels) != len(candidates)
-            or any(not isinstance(l, str) or not l for l in labels)
+            or any(not isinstance(label, str) or not label for label in labels)
             or len(set(labels)) != len(labels)
         ):
             raise ValueError(
@@ -265,7 +265,7 @@ class Choice(keras.layers.Layer):
                     f"The candidates of choice '{self.name}' give outputs of "
                     "different ranks, which no layer can join: "
                     + ", ".join(
-                        f"{l}: {s}" for l, s in zip(self.labels, shapes)
+                        f"{label}: {shape}" for label, shape in zip(self.labels, shapes)
                     )
                     + "."
                 )

@@ -87,9 +87,9 @@ def _find_choices(model):
     for choice in found:
         for candidate in choice.candidates:
             nested = [
-                l
-                for l in candidate._flatten_layers(include_self=True)
-                if isinstance(l, Choice)
+                layer
+                for layer in candidate._flatten_layers(include_self=True)
+                if isinstance(layer, Choice)
             ]
             if nested:
                 raise ValueError(
@@ -214,7 +214,7 @@ def _preset_graph(preset, seed, dtype):
     image_shape = (None, *preset["input_shape"])
     widths = set()
     shapes = {(): image_shape}
-    for position, choice in enumerate(choices):
+    for choice in choices:
         new_shapes = {}
         for prefix, shape in shapes.items():
             try:

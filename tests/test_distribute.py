@@ -243,11 +243,11 @@ def _train(kind, strategy, sampling, x, y, weights_file, loop="fit"):
     return {"steps": steps, "losses": [float(v) for v in losses]}
 
 
-def _run_case(results, name, fn):
+def _run_case(results, name, fn, *args, **kwargs):
     import traceback
 
     try:
-        results[name] = {"ok": True, **fn()}
+        results[name] = {"ok": True, **fn(*args, **kwargs)}
     except Exception as e:  # reported to the test, which shows the message
         where = "".join(traceback.format_tb(e.__traceback__)[-3:])
         message = f"{type(e).__name__}: {str(e)[:600]}"
@@ -277,10 +277,9 @@ def _mirrored_main(output_dir):
             _run_case(
                 results,
                 f"{label}/{name}",
-                lambda: _train(
-                    kind, case_strategy, sampling, x, y,
-                    os.path.join(output_dir, f"{label}_{name}.npz"),
-                ),
+                _train,
+                kind, case_strategy, sampling, x, y,
+                os.path.join(output_dir, f"{label}_{name}.npz"),
             )
     _run_case(
         results,
@@ -329,10 +328,9 @@ def _worker_main(output_dir):
         _run_case(
             results,
             name,
-            lambda: _train(
-                kind, strategy, sampling, x, y,
-                os.path.join(output_dir, f"worker{index}_{name}.npz"), loop,
-            ),
+            _train,
+            kind, strategy, sampling, x, y,
+            os.path.join(output_dir, f"worker{index}_{name}.npz"), loop,
         )
     return results
 
@@ -513,7 +511,7 @@ class TestTrainEpoch:
         history = models[0].fit(dataset, epochs=2, verbose=0, shuffle=False).history
         logs = [distribute.train_epoch(models[1], dataset) for _ in range(2)]
         np.testing.assert_allclose(
-            [l["loss"] for l in logs], history["loss"], rtol=1e-5
+            [epoch["loss"] for epoch in logs], history["loss"], rtol=1e-5
         )
         for a, b in zip(models[0].trainable_variables, models[1].trainable_variables):
             np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)

@@ -14,9 +14,9 @@ import os
 import keras
 import pytest
 import tensorflow as tf
+
 from conftest import ROOT
 from conftest import SHARED_MNIST
-
 from keras_supernet import experiment
 
 NUMBERS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss",
