@@ -164,6 +164,7 @@ class Choice(keras.layers.Layer):
                 set_dtype_policy(candidate, self.dtype_policy)
         self.mixer = None
         self._output_shapes = {}
+        self._built_for = None
         # Created here rather than in build(): it does not depend on the
         # input, and a candidate may be chosen before the first call. Written
         # in replica context under tf.distribute, where every replica agrees
@@ -201,6 +202,7 @@ class Choice(keras.layers.Layer):
         input_shape = tuple(input_shape)
         # First, so that a candidate that cannot take the input is named.
         shapes = self.candidate_output_shapes(input_shape)
+        self._built_for = input_shape
         for candidate in self.candidates:
             if not candidate.built:
                 # A symbolic call builds any layer, whatever its build()
@@ -274,6 +276,14 @@ class Choice(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return _join_shapes(self.candidate_output_shapes(input_shape))
+
+    @property
+    def built_output_shapes(self):
+        """Each candidate's output shape for the input the choice was built
+        for (None before it is built)."""
+        if self._built_for is None:
+            return None
+        return self.candidate_output_shapes(self._built_for)
 
     # === Forward ===
 

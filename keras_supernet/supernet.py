@@ -441,20 +441,11 @@ class Supernet(keras.Model):
         return [
             f"choice '{c.name}'"
             for c in self.choices
-            if len(set(c._output_shapes.get(self._choice_input_shape(c), ())))
-            > 1
+            if len(set(c.built_output_shapes or ())) > 1
         ]
 
     def _routable(self):
         return not self._unequal_choices()
-
-    def _choice_input_shape(self, choice):
-        for node in choice._inbound_nodes:
-            if node.operation is choice:
-                tensors = node.input_tensors
-                if tensors:
-                    return tuple(tensors[0].shape)
-        return None
 
     def _check_candidate_shapes(self):
         """Runs the graph once per candidate whose output shape differs from
@@ -467,7 +458,7 @@ class Supernet(keras.Model):
         if len(inputs) == 1:
             inputs = inputs[0]
         for choice in self.choices:
-            shapes = choice._output_shapes.get(self._choice_input_shape(choice))
+            shapes = choice.built_output_shapes
             if not shapes or len(set(shapes)) < 2:
                 continue
             for k, (label, shape) in enumerate(zip(choice.labels, shapes)):
