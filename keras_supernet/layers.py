@@ -784,22 +784,30 @@ class PaddedDense(keras.layers.Layer):
 
         return layer, copy_weights
 
+    def assign_dense_weights(self, kernel, bias):
+        """Sets the weights from a full `(max(widths), units)` kernel and a
+        bias, as a `Dense` layer of the full width holds them.
+
+        Raises:
+            ValueError: if the kernel has another shape.
+        """
+        if tuple(kernel.shape) != (self.full_width, self.units):
+            raise ValueError(
+                f"Layer '{self.name}' expected a saved kernel of shape "
+                f"{(self.full_width, self.units)}. Received "
+                f"{tuple(kernel.shape)}."
+            )
+        start = 0
+        for stop, block in zip(self.widths, self.kernel_blocks):
+            block.assign(kernel[start:stop])
+            start = stop
+        self.bias.assign(bias)
+
     def load_own_variables(self, store):
         # Weights saved before the kernel was split (keras_supernet 0.1.0):
         # one full kernel and the bias, as a Dense layer saves them.
         if len(self.kernel_blocks) > 1 and len(store.keys()) == 2:
-            kernel = store["0"]
-            if tuple(kernel.shape) != (self.full_width, self.units):
-                raise ValueError(
-                    f"Layer '{self.name}' expected a saved kernel of shape "
-                    f"{(self.full_width, self.units)}. Received "
-                    f"{tuple(kernel.shape)}."
-                )
-            start = 0
-            for stop, block in zip(self.widths, self.kernel_blocks):
-                block.assign(kernel[start:stop])
-                start = stop
-            self.bias.assign(store["1"])
+            self.assign_dense_weights(store["0"], store["1"])
             return
         super().load_own_variables(store)
 

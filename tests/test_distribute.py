@@ -102,15 +102,10 @@ def _replica_values(variable, strategy):
 
 
 def _compile(model):
-    import keras
+    # Run as a script, this file's folder (tests/) is first on sys.path.
+    from conftest import compile_model
 
-    model.compile(
-        optimizer=keras.optimizers.Adam(LEARNING_RATE),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.optimizer.build(model.trainable_variables)
-    return model
+    return compile_model(model, LEARNING_RATE)
 
 
 def _build(kind, strategy, sampling):
@@ -138,8 +133,6 @@ def _large(sampling):
     import keras
 
     import keras_supernet as ks
-
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
     from conftest import choice_space
 
     inputs, outputs = choice_space(num_choices=20, size=28)
