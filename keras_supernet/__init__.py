@@ -5,7 +5,9 @@ scipy, Optuna and KerasTuner are imported by the functions that use them.
 """
 
 from keras_supernet import candidates
+from keras_supernet import costs
 from keras_supernet import sampling
+from keras_supernet.costs import LatencyTable
 from keras_supernet.export import export_path
 from keras_supernet.export import export_saved_model
 from keras_supernet.export import export_tflite
