@@ -19,6 +19,9 @@ from keras_supernet.layers import PaddedDense
 from keras_supernet.layers import SupernetLayer
 from keras_supernet.sampling import AdaptiveSamplingCallback
 from keras_supernet.sampling import PathDropoutSchedule
+from keras_supernet.search import PathScorer
+from keras_supernet.search import pareto_front
+from keras_supernet.search import run_search
 from keras_supernet.spaces import SearchSpace
 from keras_supernet.supernet import Supernet
 from keras_supernet.supernet import path_label
