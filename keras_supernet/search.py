@@ -536,12 +536,17 @@ def plot_pareto(result, path):
             label=f"Pareto front ({len(front)})",
         )
         if len(front) <= 12:
-            # Path indices, to find the points in search.md's tables.
+            # Path indices, to find the points in search.md's tables; paths
+            # of equal values share one label.
+            labels = {}
             for r in front:
+                labels.setdefault((r[cost], r["val_accuracy"]), []).append(
+                    str(r["path"])
+                )
+            for (x, y), paths in labels.items():
                 ax.annotate(
-                    str(r["path"]), (r[cost], r["val_accuracy"]),
-                    textcoords="offset points", xytext=(5, -10), fontsize=7,
-                    color="#8c2f39",
+                    ", ".join(paths), (x, y), textcoords="offset points",
+                    xytext=(5, -10), fontsize=7, color="#8c2f39",
                 )
     best = result["best"]
     if best.get(cost) is not None:
@@ -561,9 +566,12 @@ def plot_pareto(result, path):
     ax.set_xlabel(_COST_TITLES[cost])
     ax.set_ylabel("validation accuracy (shared weights)")
     s = result["settings"]
+    paths = result["num_paths"]
     ax.set_title(
-        f"{s['strategy']} search: {result['num_scored']:,} of "
-        f"{result['space']} scored", fontsize=10,
+        f"{s['strategy']} search: {result['num_scored']:,} paths scored of "
+        + (f"{paths:,}" if paths < 10**7 else f"{paths:.2e}")
+        + f" ({s['space'].split(' candidates')[0]} candidates)",
+        fontsize=10,
     )
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8, framealpha=0.9)
@@ -884,8 +892,8 @@ def run_search(
     ) or max(PROPOSALS_PER_BUDGET * budget, 2 * space.num_paths if enumerate_all else 0)
     population_size = validation.positive_int(
         "population_size", population_size, allow_none=True
-    ) or _default_population(budget)
-    if population_size < 2:
+    )
+    if population_size is not None and population_size < 2:
         raise ValueError(
             "Invalid value for argument `population_size`. Expected at "
             f"least 2. Received population_size={population_size}."
@@ -994,55 +1002,81 @@ def run_search(
 
     os.makedirs(output_dir, exist_ok=True)
     storage_url, storage_obj = _storage(storage, output_dir)
-    if enumerate_all:
-        sampler = samplers_lib.EnumerationSampler(space)
-    elif strategy == "random":
-        sampler = samplers_lib.KeyedSampler(
-            lambda seed: optuna.samplers.RandomSampler(seed=seed), search_seed
+
+    def check_settings(stored):
+        changed = sorted(
+            k
+            for k in set(stored) | set(settings)
+            if k not in _RESUMABLE_CHANGES
+            and stored.get(k) != json.loads(json.dumps(settings.get(k)))
         )
-    else:
-        sampler = samplers_lib.KeyedSampler(
-            lambda seed: optuna.samplers.NSGAIISampler(
-                population_size=population_size,
-                mutation_prob=mutation_prob,
-                crossover_prob=crossover_prob,
-                seed=seed,
-            ),
-            search_seed,
-        )
+        if changed:
+            raise ValueError(
+                f"The study {study_name!r} in {storage_url} holds a search "
+                "with other settings ("
+                + ", ".join(
+                    f"{k}: {stored.get(k)!r} there, {settings.get(k)!r} now"
+                    for k in changed
+                    if k != "space_config"
+                )
+                + (", another search space" if "space_config" in changed else "")
+                + "). Rerun with the same settings to resume it, or use "
+                "another `output_dir` (or `storage`)."
+            )
+
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study(
-            storage=storage_obj,
-            study_name=study_name,
-            sampler=sampler,
-            directions=[DIRECTIONS[o] for o in objectives],
-            load_if_exists=True,
-        )
-        stored = study.user_attrs.get("settings")
-        if stored is None:
-            study.set_user_attr("settings", settings)
-        else:
-            changed = sorted(
-                k
-                for k in set(stored) | set(settings)
-                if k not in _RESUMABLE_CHANGES
-                and stored.get(k) != json.loads(json.dumps(settings.get(k)))
+        try:
+            study = optuna.load_study(
+                study_name=study_name, storage=storage_obj,
+                sampler=optuna.samplers.RandomSampler(),
             )
-            if changed:
-                raise ValueError(
-                    f"The study {study_name!r} in {storage_url} holds a search "
-                    "with other settings ("
-                    + ", ".join(
-                        f"{k}: {stored.get(k)!r} there, {settings.get(k)!r} now"
-                        for k in changed
-                        if k != "space_config"
-                    )
-                    + (", another search space" if "space_config" in changed else "")
-                    + "). Rerun with the same settings to resume it, or use "
-                    "another `output_dir` (or `storage`)."
-                )
+            stored = study.user_attrs.get("settings")
+        except KeyError:
+            study, stored = None, None
+        if strategy == "evolution" and population_size is None:
+            # The default depends on the budget; a search resumed with a
+            # larger budget keeps the population it started with.
+            population_size = (stored or {}).get(
+                "population_size"
+            ) or _default_population(budget)
+            settings["population_size"] = population_size
+        if stored is not None:
+            check_settings(stored)
+        if enumerate_all:
+            sampler = samplers_lib.EnumerationSampler(space)
+        elif strategy == "random":
+            sampler = samplers_lib.KeyedSampler(
+                lambda seed: optuna.samplers.RandomSampler(seed=seed),
+                search_seed,
+            )
+        else:
+            sampler = samplers_lib.KeyedSampler(
+                lambda seed: optuna.samplers.NSGAIISampler(
+                    population_size=population_size,
+                    mutation_prob=mutation_prob,
+                    crossover_prob=crossover_prob,
+                    seed=seed,
+                ),
+                search_seed,
+            )
+        if study is None:
+            study = optuna.create_study(
+                storage=storage_obj,
+                study_name=study_name,
+                sampler=sampler,
+                directions=[DIRECTIONS[o] for o in objectives],
+                load_if_exists=True,
+            )
+            # Another process may have created it meanwhile.
+            stored = study.user_attrs.get("settings")
+            if stored is None:
+                study.set_user_attr("settings", settings)
+            else:
+                check_settings(stored)
+        else:
+            study.sampler = sampler
         for number in samplers_lib.stale_trials(study):
             study.tell(number, state=TrialState.FAIL)
 

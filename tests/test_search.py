@@ -35,6 +35,12 @@ def supernet():
 
 
 @pytest.fixture(scope="module")
+def huge():
+    """3**20 = 3.5e9 paths."""
+    return _small_supernet(num_choices=20)
+
+
+@pytest.fixture(scope="module")
 def arrays():
     x_val, y_val = learnable_batch(48, shape=(8, 8, 1), seed=1)
     x_train, _ = learnable_batch(32, shape=(8, 8, 1), seed=2)
@@ -218,10 +224,9 @@ def test_a_search_under_a_tight_constraint_ends(supernet, tmp_path):
     assert result["stopped"] == "max_proposals (40) reached"
 
 
-def test_constraints_no_proposal_met_are_one_error(tmp_path):
-    # In 3**20 paths only all-skip paths have the smallest FLOPs; a random
-    # search does not find them in 30 proposals.
-    huge = _small_supernet(num_choices=20)
+def test_constraints_no_proposal_met_are_one_error(huge, tmp_path):
+    # In 3**20 paths only the all-skip path has the smallest FLOPs; a random
+    # search does not find it in 30 proposals.
     index, smallest = costs.cheapest_path(huge, "flops")
     with pytest.raises(ValueError) as error:
         run_search(huge, output_dir=tmp_path, strategy="random", budget=5,
@@ -298,6 +303,20 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_search(supernet, t
     assert _paths(more)[:14] == _paths(whole) and len(more["evaluated"]) == 18
 
 
+def test_a_larger_budget_keeps_the_default_population(huge, tmp_path):
+    def score(index):
+        return {"val_accuracy": (index % 89) / 89, "val_loss": 0.0}
+
+    first = run_search(huge, output_dir=tmp_path, strategy="evolution", budget=8,
+                       scorer=score, verbose=0)
+    assert first["settings"]["population_size"] == search._default_population(8)
+    more = run_search(huge, output_dir=tmp_path, strategy="evolution", budget=400,
+                      max_proposals=10, scorer=score, verbose=0)
+    assert search._default_population(400) != search._default_population(8)
+    assert more["settings"]["population_size"] == search._default_population(8)
+    assert _paths(more)[:8] == _paths(first) and more["num_proposals"] == 10
+
+
 def test_a_search_with_other_settings_is_not_resumed(supernet, tmp_path):
     run_search(supernet, output_dir=tmp_path, strategy="random", budget=3,
                scorer=_table_scorer(27), verbose=0)
@@ -327,16 +346,14 @@ def test_bad_input_is_one_clear_error(supernet, tmp_path, arguments, match):
     assert not os.path.exists(tmp_path / "search.db")
 
 
-def test_exhaustive_search_of_a_huge_space_is_refused(tmp_path):
-    huge = _small_supernet(num_choices=20)
+def test_exhaustive_search_of_a_huge_space_is_refused(huge, tmp_path):
     with pytest.raises(ValueError, match=r"Exhaustive search scores every path.*3\.49e\+09 paths \(more than 4,096\)"):
         run_search(huge, output_dir=tmp_path, strategy="exhaustive",
                    scorer=_table_scorer(1), verbose=0)
 
 
-def test_search_of_a_huge_space_never_lists_its_paths(tmp_path):
-    # 3**20 = 3.5e9 paths; the scores depend on the index, never listed.
-    huge = _small_supernet(num_choices=20)
+def test_search_of_a_huge_space_never_lists_its_paths(huge, tmp_path):
+    # The scores depend on the index; no list of paths is ever made.
 
     def score(index):
         return {"val_accuracy": (index % 97) / 97, "val_loss": 0.0}
