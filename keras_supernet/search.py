@@ -55,6 +55,7 @@ result["best"]["label"]
 """
 
 import datetime
+import io
 import json
 import math
 import os
@@ -576,17 +577,12 @@ def plot_pareto(result, path):
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8, framealpha=0.9)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".pareto.", suffix=".png", dir=folder)
-    os.close(fd)
+    content = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=120, format="png")
-        with open(tmp, "rb") as f:
-            content = f.read()
+        fig.savefig(content, dpi=120, format="png")
     finally:
-        os.remove(tmp)
         plt.close(fig)
-    _write_atomic(path, content)
+    _write_atomic(path, content.getvalue())
 
 
 def _short(label, width=40):
@@ -623,6 +619,7 @@ def _versions():
 
 def _storage(url, output_dir):
     import optuna
+    import sqlalchemy.exc
 
     if url is None:
         url = "sqlite:///" + os.path.join(os.path.abspath(output_dir), "search.db")
@@ -630,7 +627,6 @@ def _storage(url, output_dir):
     if url.startswith("sqlite"):
         # Processes sharing one SQLite file wait for each other's writes.
         engine_kwargs = {"connect_args": {"timeout": 120}}
-    import sqlalchemy.exc
 
     for attempt in range(10):
         try:
@@ -734,6 +730,207 @@ def _infeasible_error(constraints, minima, proposed=None, num_proposals=0):
 
 def _cost_text(cost, value):
     return f"{value:.4f} ms" if cost == "latency_ms" else f"{int(value):,}"
+
+
+def _check_budget(strategy, budget, space):
+    """`(budget, enumerate_all)`: the distinct paths to score, and whether
+    that is every path (then scored in index order)."""
+    if strategy == "exhaustive":
+        if budget is not None and budget < space.num_paths:
+            raise ValueError(
+                "Invalid value for argument `budget`. Exhaustive search "
+                f"scores every path ({space.num_paths:,}); leave the budget "
+                "out or use strategy='random' or 'evolution'. Received "
+                f"budget={budget}."
+            )
+        budget = space.num_paths
+    elif budget is None:
+        raise ValueError(
+            "Invalid value for argument `budget`. Expected the number of "
+            f"distinct paths to score with strategy={strategy!r}. "
+            "Received budget=None."
+        )
+    enumerate_all = budget >= space.num_paths
+    if enumerate_all and space.num_paths > EXHAUSTIVE_MAX_PATHS:
+        if strategy == "exhaustive":
+            argument, what = "strategy", "Exhaustive search scores"
+        else:
+            argument, what = "budget", f"A budget of {budget:,} scores"
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. "
+            f"{what} every path, and the space has {space.describe()} "
+            f"(more than {EXHAUSTIVE_MAX_PATHS:,}): use strategy='random' or "
+            "'evolution' with a smaller budget."
+        )
+    return min(budget, space.num_paths), enumerate_all
+
+
+def _check_latency_table(latency_table, supernet):
+    if isinstance(latency_table, (str, os.PathLike)):
+        latency_table = costs_lib.LatencyTable.load(latency_table)
+    if latency_table is not None:
+        if not isinstance(latency_table, costs_lib.LatencyTable):
+            raise ValueError(
+                "Invalid value for argument `latency_table`. Expected a "
+                "`LatencyTable` or the path of its JSON file. Received "
+                f"latency_table={latency_table!r}."
+            )
+        latency_table.check(supernet)
+    return latency_table
+
+
+def _check_feasible(supernet, constraints, latency_table):
+    """The cheapest path of each constrained cost where known exactly
+    (`{cost: (index, value, label)}`); raises where a constraint is below
+    it."""
+    space = supernet.space
+    minima = {}
+    for limit_name in constraints:
+        cost = CONSTRAINTS[limit_name]
+        cheapest = costs_lib.cheapest_path(supernet, cost, latency_table)
+        if cheapest is not None:
+            minima[cost] = (cheapest[0], cheapest[1], space.label(cheapest[0]))
+    broken = {
+        k: v
+        for k, v in constraints.items()
+        if CONSTRAINTS[k] in minima and minima[CONSTRAINTS[k]][1] > v
+    }
+    if broken:
+        raise _infeasible_error(broken, minima)
+    return minima
+
+
+def _open_study(storage, storage_url, study_name, settings, space, objectives,
+                enumerate_all, samplers_lib):
+    """Loads the study (checking its settings) or creates it, with the
+    sampler of `settings`; fills in the default population."""
+    import optuna
+
+    def check_settings(stored):
+        changed = sorted(
+            k
+            for k in set(stored) | set(settings)
+            if k not in _RESUMABLE_CHANGES
+            and stored.get(k) != json.loads(json.dumps(settings.get(k)))
+        )
+        if changed:
+            raise ValueError(
+                f"The study {study_name!r} in {storage_url} holds a search "
+                "with other settings ("
+                + ", ".join(
+                    f"{k}: {stored.get(k)!r} there, {settings.get(k)!r} now"
+                    for k in changed
+                    if k != "space_config"
+                )
+                + (", another search space" if "space_config" in changed else "")
+                + "). Rerun with the same settings to resume it, or use "
+                "another `output_dir` (or `storage`)."
+            )
+
+    try:
+        study = optuna.load_study(
+            study_name=study_name, storage=storage,
+            sampler=optuna.samplers.RandomSampler(),
+        )
+        stored = study.user_attrs.get("settings")
+    except KeyError:
+        study, stored = None, None
+    if settings["strategy"] == "evolution" and settings["population_size"] is None:
+        # The default depends on the budget; a search resumed with a larger
+        # budget keeps the population it started with.
+        settings["population_size"] = (stored or {}).get(
+            "population_size"
+        ) or _default_population(settings["budget"])
+    if stored is not None:
+        check_settings(stored)
+    seed = settings["search_seed"]
+    if enumerate_all:
+        sampler = samplers_lib.EnumerationSampler(space)
+    elif settings["strategy"] == "random":
+        sampler = samplers_lib.KeyedSampler(
+            lambda s: optuna.samplers.RandomSampler(seed=s), seed
+        )
+    else:
+        sampler = samplers_lib.KeyedSampler(
+            lambda s: optuna.samplers.NSGAIISampler(
+                population_size=settings["population_size"],
+                mutation_prob=settings["mutation_prob"],
+                crossover_prob=settings["crossover_prob"],
+                seed=s,
+            ),
+            seed,
+        )
+    if study is not None:
+        study.sampler = sampler
+        return study
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        sampler=sampler,
+        directions=[DIRECTIONS[o] for o in objectives],
+        load_if_exists=True,
+    )
+    # Another process may have created it meanwhile.
+    stored = study.user_attrs.get("settings")
+    if stored is None:
+        study.set_user_attr("settings", settings)
+    else:
+        check_settings(stored)
+    return study
+
+
+def _result(space, settings, objectives, constraints, scored, infeasible,
+            duplicate, stopped, storage, study_name):
+    """The content of search.json."""
+    evaluated = [_public(r) for r in scored]
+    best = min(evaluated, key=lambda r: (-r["val_accuracy"], r["val_loss"], r["path"]))
+    if len(objectives) > 1:
+        pareto_objectives = list(objectives)
+        plot_cost = objectives[1]
+    else:
+        # One objective: the front of accuracy against the constrained cost
+        # (FLOPs without constraints), which pareto.png plots.
+        plot_cost = next((CONSTRAINTS[k] for k in constraints), "flops")
+        pareto_objectives = ["val_accuracy", plot_cost]
+    pareto = pareto_front(
+        [r for r in evaluated if all(r.get(o) is not None for o in pareto_objectives)],
+        pareto_objectives,
+    )
+    pareto.sort(key=lambda r: (r[pareto_objectives[1]], -r["val_accuracy"]))
+    convergence = []
+    running = None
+    for n, r in enumerate(evaluated, 1):
+        if running is None or r["val_accuracy"] > running:
+            running = r["val_accuracy"]
+            convergence.append({"scored": n, "best_val_accuracy": running})
+    result = {
+        "format": SEARCH_FORMAT,
+        "version": 1,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"
+        ),
+        "space": space.describe(),
+        "num_paths": space.num_paths,
+        "settings": {k: v for k, v in settings.items() if k != "space_config"},
+        "storage": storage,
+        "study_name": study_name,
+        "versions": _versions(),
+        "num_scored": len(evaluated),
+        "num_proposals": len(scored) + len(infeasible) + len(duplicate),
+        "proposals": {
+            "scored": len(scored),
+            "infeasible": len(infeasible),
+            "duplicate": len(duplicate),
+        },
+        "stopped": stopped,
+        "best": best,
+        "pareto_objectives": pareto_objectives,
+        "plot_cost": plot_cost,
+        "pareto": pareto,
+        "convergence": convergence,
+        "evaluated": evaluated,
+    }
+    return result
 
 
 def run_search(
@@ -848,45 +1045,8 @@ def run_search(
     output_dir = validation.output_dir("output_dir", output_dir)
     latency_threads = validation.positive_int("latency_threads", latency_threads)
     verbose = validation.one_of("verbose", verbose, (0, 1, True, False))
-    if isinstance(latency_table, (str, os.PathLike)):
-        latency_table = costs_lib.LatencyTable.load(latency_table)
-    if latency_table is not None:
-        if not isinstance(latency_table, costs_lib.LatencyTable):
-            raise ValueError(
-                "Invalid value for argument `latency_table`. Expected a "
-                "`LatencyTable` or the path of its JSON file. Received "
-                f"latency_table={latency_table!r}."
-            )
-        latency_table.check(supernet)
-    if strategy == "exhaustive":
-        if budget is not None and budget < space.num_paths:
-            raise ValueError(
-                "Invalid value for argument `budget`. Exhaustive search "
-                f"scores every path ({space.num_paths:,}); leave the budget "
-                "out or use strategy='random' or 'evolution'. Received "
-                f"budget={budget}."
-            )
-        budget = space.num_paths
-    elif budget is None:
-        raise ValueError(
-            "Invalid value for argument `budget`. Expected the number of "
-            f"distinct paths to score with strategy={strategy!r}. "
-            "Received budget=None."
-        )
-    enumerate_all = budget >= space.num_paths
-    if enumerate_all and space.num_paths > EXHAUSTIVE_MAX_PATHS:
-        what = (
-            "Exhaustive search scores"
-            if strategy == "exhaustive"
-            else f"A budget of {budget:,} scores"
-        )
-        raise ValueError(
-            f"Invalid value for argument `{'strategy' if strategy == 'exhaustive' else 'budget'}`. "
-            f"{what} every path, and the space has {space.describe()} "
-            f"(more than {EXHAUSTIVE_MAX_PATHS:,}): use strategy='random' or "
-            "'evolution' with a smaller budget."
-        )
-    budget = min(budget, space.num_paths)
+    latency_table = _check_latency_table(latency_table, supernet)
+    budget, enumerate_all = _check_budget(strategy, budget, space)
     max_proposals = validation.positive_int(
         "max_proposals", max_proposals, allow_none=True
     ) or max(PROPOSALS_PER_BUDGET * budget, 2 * space.num_paths if enumerate_all else 0)
@@ -923,22 +1083,7 @@ def run_search(
         )
 
     # Constraints below the cheapest path: one clear error before searching.
-    minima = {}
-    for limit_name, limit in constraints.items():
-        cost = CONSTRAINTS[limit_name]
-        cheapest = costs_lib.cheapest_path(supernet, cost, latency_table)
-        if cheapest is not None:
-            minima[cost] = (cheapest[0], cheapest[1], space.label(cheapest[0]))
-    if any(
-        CONSTRAINTS[k] in minima and minima[CONSTRAINTS[k]][1] > v
-        for k, v in constraints.items()
-    ):
-        broken = {
-            k: v
-            for k, v in constraints.items()
-            if CONSTRAINTS[k] in minima and minima[CONSTRAINTS[k]][1] > v
-        }
-        raise _infeasible_error(broken, minima)
+    minima = _check_feasible(supernet, constraints, latency_table)
 
     if scorer is None:
         if x_val is None or y_val is None:
@@ -1002,81 +1147,13 @@ def run_search(
 
     os.makedirs(output_dir, exist_ok=True)
     storage_url, storage_obj = _storage(storage, output_dir)
-
-    def check_settings(stored):
-        changed = sorted(
-            k
-            for k in set(stored) | set(settings)
-            if k not in _RESUMABLE_CHANGES
-            and stored.get(k) != json.loads(json.dumps(settings.get(k)))
-        )
-        if changed:
-            raise ValueError(
-                f"The study {study_name!r} in {storage_url} holds a search "
-                "with other settings ("
-                + ", ".join(
-                    f"{k}: {stored.get(k)!r} there, {settings.get(k)!r} now"
-                    for k in changed
-                    if k != "space_config"
-                )
-                + (", another search space" if "space_config" in changed else "")
-                + "). Rerun with the same settings to resume it, or use "
-                "another `output_dir` (or `storage`)."
-            )
-
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        try:
-            study = optuna.load_study(
-                study_name=study_name, storage=storage_obj,
-                sampler=optuna.samplers.RandomSampler(),
-            )
-            stored = study.user_attrs.get("settings")
-        except KeyError:
-            study, stored = None, None
-        if strategy == "evolution" and population_size is None:
-            # The default depends on the budget; a search resumed with a
-            # larger budget keeps the population it started with.
-            population_size = (stored or {}).get(
-                "population_size"
-            ) or _default_population(budget)
-            settings["population_size"] = population_size
-        if stored is not None:
-            check_settings(stored)
-        if enumerate_all:
-            sampler = samplers_lib.EnumerationSampler(space)
-        elif strategy == "random":
-            sampler = samplers_lib.KeyedSampler(
-                lambda seed: optuna.samplers.RandomSampler(seed=seed),
-                search_seed,
-            )
-        else:
-            sampler = samplers_lib.KeyedSampler(
-                lambda seed: optuna.samplers.NSGAIISampler(
-                    population_size=population_size,
-                    mutation_prob=mutation_prob,
-                    crossover_prob=crossover_prob,
-                    seed=seed,
-                ),
-                search_seed,
-            )
-        if study is None:
-            study = optuna.create_study(
-                storage=storage_obj,
-                study_name=study_name,
-                sampler=sampler,
-                directions=[DIRECTIONS[o] for o in objectives],
-                load_if_exists=True,
-            )
-            # Another process may have created it meanwhile.
-            stored = study.user_attrs.get("settings")
-            if stored is None:
-                study.set_user_attr("settings", settings)
-            else:
-                check_settings(stored)
-        else:
-            study.sampler = sampler
+        study = _open_study(
+            storage_obj, storage_url, study_name, settings, space, objectives,
+            enumerate_all, samplers_lib,
+        )
         for number in samplers_lib.stale_trials(study):
             study.tell(number, state=TrialState.FAIL)
 
@@ -1098,58 +1175,11 @@ def run_search(
             f"The search scored no path in {max_proposals:,} proposals."
         )
 
-    # === Result ===
-    evaluated = [_public(r) for r in scored]
-    best = min(evaluated, key=lambda r: (-r["val_accuracy"], r["val_loss"], r["path"]))
-    if len(objectives) > 1:
-        pareto_objectives = list(objectives)
-        plot_cost = objectives[1]
-    else:
-        plot_cost = next(
-            (CONSTRAINTS[k] for k in constraints), "flops"
-        )
-        pareto_objectives = ["val_accuracy", plot_cost]
-    pareto = [
-        r for r in pareto_front(
-            [r for r in evaluated if all(r.get(o) is not None for o in pareto_objectives)],
-            pareto_objectives,
-        )
-    ]
-    pareto.sort(key=lambda r: (r[pareto_objectives[1]], -r["val_accuracy"]))
-    convergence = []
-    running = None
-    for n, r in enumerate(evaluated, 1):
-        if running is None or r["val_accuracy"] > running:
-            running = r["val_accuracy"]
-            convergence.append({"scored": n, "best_val_accuracy": running})
-    default_db = storage is None
-    result = {
-        "format": SEARCH_FORMAT,
-        "version": 1,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"
-        ),
-        "space": space.describe(),
-        "num_paths": space.num_paths,
-        "settings": {k: v for k, v in settings.items() if k != "space_config"},
-        "storage": "search.db" if default_db else storage_url,
-        "study_name": study_name,
-        "versions": _versions(),
-        "num_scored": len(evaluated),
-        "num_proposals": len(scored) + len(infeasible) + len(duplicate),
-        "proposals": {
-            "scored": len(scored),
-            "infeasible": len(infeasible),
-            "duplicate": len(duplicate),
-        },
-        "stopped": stopped,
-        "best": best,
-        "pareto_objectives": pareto_objectives,
-        "plot_cost": plot_cost,
-        "pareto": pareto,
-        "convergence": convergence,
-        "evaluated": evaluated,
-    }
+    result = _result(
+        space, settings, objectives, constraints, scored, infeasible,
+        duplicate, stopped, storage_url if storage is not None else "search.db",
+        study_name,
+    )
     _write_atomic(
         os.path.join(output_dir, "search.json"),
         (json.dumps(result, indent=1) + "\n").encode(),
