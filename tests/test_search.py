@@ -456,3 +456,32 @@ def test_processes_score_one_study_in_parallel(tmp_path):
     assert 14 <= len(set(paths)) <= 15
     result = json.loads((tmp_path / "shared" / "search.json").read_text())
     assert len(result["evaluated"]) == len(set(paths))
+
+
+# === Latency ===
+
+
+@pytest.mark.slow
+def test_latency_from_a_table_constrains_and_is_recorded(supernet, tmp_path):
+    table = costs.LatencyTable.build(supernet, runs=3, warmup=1, calibration_paths=2)
+    path = table.save(tmp_path / "table.json")
+    limit = float(np.median([table.predict(p) for p in range(27)]))
+    result = run_search(supernet, output_dir=tmp_path / "search", strategy="random",
+                        budget=5, max_latency_ms=limit, latency_table=path,
+                        objectives="accuracy,latency", scorer=_table_scorer(27),
+                        verbose=0)
+    for record in result["evaluated"]:
+        assert record["latency_ms"] == table.predict(record["path"]) <= limit
+    assert result["pareto_objectives"] == ["val_accuracy", "latency_ms"]
+    assert "latency table" in result["settings"]["latency"]
+
+
+@pytest.mark.slow
+def test_latency_is_measured_without_a_table(tmp_path):
+    report = Supernet(seed=0)
+    result = run_search(report, output_dir=tmp_path, strategy="exhaustive",
+                        objectives="accuracy,latency", scorer=_table_scorer(4),
+                        verbose=0)
+    assert _paths(result) == [0, 1, 2, 3]
+    assert all(r["latency_ms"] > 0 for r in result["evaluated"])
+    assert "measured" in result["settings"]["latency"]
