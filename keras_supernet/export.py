@@ -51,7 +51,6 @@ import warnings
 import keras
 import numpy as np
 import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter
 
 from keras_supernet import data as data_lib
 from keras_supernet.extract import extract_path
@@ -482,6 +481,9 @@ def tflite_probabilities(path, images, batch_size=500):
     Returns:
         float32 numpy array `[N, num_classes]`.
     """
+    # Imported here: `import keras_supernet` does not load LiteRT.
+    from ai_edge_litert.interpreter import Interpreter
+
     runner = Interpreter(model_path=os.fspath(path)).get_signature_runner(
         SIGNATURE_KEY
     )

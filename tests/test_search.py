@@ -364,12 +364,13 @@ def test_search_of_a_huge_space_never_lists_its_paths(huge, tmp_path):
     assert all(r["flops"] <= 60_000 for r in result["evaluated"])
 
 
-def test_importing_the_package_loads_no_optuna():
+def test_importing_the_package_loads_no_optuna_or_litert():
     # matplotlib is not checked: Keras itself imports matplotlib.pyplot
     # (keras.src.visualization).
     code = (
         "import sys, keras_supernet, keras_supernet.search, keras_supernet.costs; "
-        "print(sorted(m for m in ('optuna', 'sqlalchemy') if m in sys.modules))"
+        "print(sorted(m for m in ('optuna', 'sqlalchemy', 'ai_edge_litert') "
+        "if m in sys.modules))"
     )
     output = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True,
