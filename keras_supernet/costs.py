@@ -359,7 +359,8 @@ def path_flops(supernet, path):
 
     Example:
 
-    >>> path_flops(Supernet(), "3x3->3x3")   # 26*26*16*9 + 11*11*32*9*16 + 800*128 + 128*10
+    >>> # 26*26*16*9 + 11*11*32*9*16 + 800*128 + 128*10
+    >>> path_flops(Supernet(), "3x3->3x3")
     758592
     """
     return path_costs(supernet, path)["flops"]
