@@ -28,6 +28,8 @@ rule:
 behind the limit).
 """
 
+import weakref
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -47,6 +49,10 @@ TRAIN_STEPS = ("auto", "per_path", "per_choice")
 PER_PATH_MAX_PATHS = 16
 # The per-path step holds one branch per path: beyond this it is refused.
 PER_PATH_LIMIT = 256
+
+# Per supernet, the traced forward of `recalibrate_batchnorm`. Kept out of
+# the model's attributes, which a SavedModel export would try to save.
+_RECALIBRATION_FORWARD = weakref.WeakKeyDictionary()
 
 # Arguments of the report's preset (`Supernet(kernel_sizes=...)`).
 _PRESET_DEFAULTS = {
@@ -942,6 +948,17 @@ class Supernet(keras.Model):
             for layer in self._flatten_layers(include_self=False)
         )
 
+    def _recalibration_forward(self):
+        forward = _RECALIBRATION_FORWARD.get(self)
+        if forward is None:
+            # A weak reference: the cache must not keep the supernet alive.
+            model = weakref.ref(self)
+            forward = tf.function(
+                lambda x: model()(x, training=True), reduce_retracing=True
+            )
+            _RECALIBRATION_FORWARD[self] = forward
+        return forward
+
     def recalibrate_batchnorm(self, data, path=None, batches=200):
         """Re-estimates the BatchNorm statistics a path uses, on `data`.
 
@@ -974,7 +991,12 @@ class Supernet(keras.Model):
         layers = self._path_batchnorms()
         if not layers:
             return 0
-        momenta = [layer.momentum for layer in layers]
+        every = [
+            layer
+            for layer in self._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.BatchNormalization)
+        ]
+        momenta = [layer.momentum for layer in every]
         sums = [
             [np.zeros(layer.moving_mean.shape, "float64"),
              np.zeros(layer.moving_variance.shape, "float64")]
@@ -983,10 +1005,14 @@ class Supernet(keras.Model):
         used = 0
         try:
             # With momentum 0, a training-mode call leaves exactly the
-            # batch's mean and variance in the moving statistics.
-            for layer in layers:
+            # batch's mean and variance in the moving statistics. A trace
+            # freezes the momentum, so every BatchNorm (not only the path's)
+            # has momentum 0 whenever the shared forward runs or is traced:
+            # one trace then serves every path (the path lives in the
+            # choices' index variables), instead of one trace per call.
+            for layer in every:
                 layer.momentum = 0.0
-            forward = tf.function(lambda x: self(x, training=True))
+            forward = self._recalibration_forward()
             for batch in data:
                 if used >= batches:
                     break
@@ -997,7 +1023,7 @@ class Supernet(keras.Model):
                     variance += ops.convert_to_numpy(layer.moving_variance)
                 used += 1
         finally:
-            for layer, momentum in zip(layers, momenta):
+            for layer, momentum in zip(every, momenta):
                 layer.momentum = momentum
         if not used:
             raise ValueError(

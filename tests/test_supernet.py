@@ -305,6 +305,44 @@ def test_recalibration_sets_the_mean_of_batch_statistics():
     assert bn.momentum == 0.99
 
 
+def test_recalibration_of_one_path_after_another_is_that_paths_own():
+    # One traced forward serves every path: recalibrating path B after
+    # path A must give B's statistics, and leave BatchNorms off B as A left
+    # them.
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(size=(8, 8, 8, 1)).astype("float32") for _ in range(2)]
+    first, second = ("conv1x1", "bn3x3"), ("bn3x3", "conv1x1")
+
+    def statistics(model):
+        return {
+            layer.path: layer.moving_mean.numpy().copy()
+            for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.BatchNormalization)
+        }
+
+    inputs, outputs = choice_space(num_choices=2)
+    model = Supernet(inputs=inputs, outputs=outputs, seed=0)
+    model.recalibrate_batchnorm(batches, path=first)
+    after_first = statistics(model)
+    model.recalibrate_batchnorm(batches, path=second)
+    after_second = statistics(model)
+    inputs, outputs = choice_space(num_choices=2)
+    fresh = Supernet(inputs=inputs, outputs=outputs, seed=0)
+    fresh.recalibrate_batchnorm(batches, path=second)
+    alone = statistics(fresh)
+    # choice_1's bn3x3 is off the second path: kept from the first.
+    off_path = [k for k in after_first if k.startswith("choice_1")]
+    assert off_path
+    for key in after_second:
+        expected = after_first[key] if key in off_path else alone[key]
+        np.testing.assert_allclose(after_second[key], expected, rtol=1e-6, atol=1e-7)
+    assert all(
+        layer.momentum == 0.99
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    )
+
+
 def test_recalibration_without_batchnorm_or_data():
     model = Supernet(**SMALL)
     assert not model.has_batchnorm
