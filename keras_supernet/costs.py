@@ -232,8 +232,8 @@ class _PathCosts:
         self.static_inputs = []
         static = True
         for choice in supernet.choices:
-            shape = supernet._choice_input_shape(choice)
-            outputs = choice._output_shapes.get(shape, ())
+            shape = choice.built_input_shape
+            outputs = choice.built_output_shapes or ()
             joined = choice.compute_output_shape(shape) if shape else None
             if not (_full_shape(shape) and outputs and _full_shape(joined)):
                 static = False
@@ -245,7 +245,7 @@ class _PathCosts:
 
     def _walk_plain(self, index):
         supernet = self._supernet()
-        plain, _ = extract._plain_graph(supernet, index)
+        plain, _ = extract.plain_graph(supernet, index)
         walk = _Walk(self.choice_names)
         walk.run(plain, _batch1_inputs(plain))
         shapes = tuple(walk.choice_inputs.get(n) for n in self.choice_names)

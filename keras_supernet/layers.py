@@ -278,6 +278,11 @@ class Choice(keras.layers.Layer):
         return _join_shapes(self.candidate_output_shapes(input_shape))
 
     @property
+    def built_input_shape(self):
+        """The input shape the choice was built for (None before)."""
+        return self._built_for
+
+    @property
     def built_output_shapes(self):
         """Each candidate's output shape for the input the choice was built
         for (None before it is built)."""

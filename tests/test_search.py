@@ -329,7 +329,7 @@ def test_a_search_with_other_settings_is_not_resumed(supernet, tmp_path):
     "arguments, match",
     [
         (dict(strategy="grid", budget=5), r"`strategy`.*'exhaustive', 'random', 'evolution'.*strategy='grid'"),
-        (dict(strategy="random", budget=0), r"`budget`.*strictly positive.*budget=0"),
+        (dict(strategy="random", budget=0), r"`budget`.*positive integer.*budget=0"),
         (dict(strategy="random"), r"`budget`.*budget=None"),
         (dict(strategy="exhaustive", budget=5), r"`budget`.*every path \(27\)"),
         (dict(strategy="random", budget=5, objectives=["flops"]), r"`objectives`.*objectives=\['flops'\]"),
