@@ -1486,11 +1486,15 @@ def _format_compile(section, results):
         "step (build + compile + trace + step), peak resident memory, and "
         "the step time after it:",
     ]
+    header = ["space", "choices", "paths", "step", "imports s", "build s",
+              "to first step s", "(cpu s)", "peak MiB", "(+ over imports)",
+              "step ms", "(cpu ms)"]
     rows = []
     for row in section["rows"]:
         if "to_first_step_s" not in row:
-            rows.append([row["space"], "", "", row["train_step"], "",
-                         "error: " + "; ".join(row["errors"])])
+            error = "error: " + "; ".join(row["errors"])
+            rows.append([row["space"], "", "", row["train_step"], "", "",
+                         error] + [""] * (len(header) - 7))
             continue
         imports = row.get("import_s", {}).get("wall", {}).get("median")
         rows.append(
@@ -1509,12 +1513,7 @@ def _format_compile(section, results):
                 f"{row['step_ms']['cpu']['median']:.1f}",
             ]
         )
-    out += _table(
-        ["space", "choices", "paths", "step", "imports s", "build s",
-         "to first step s",
-         "(cpu s)", "peak MiB", "(+ over imports)", "step ms", "(cpu ms)"],
-        rows,
-    )
+    out += _table(header, rows)
     goal = results["goals"].get("compile/20_choices")
     if goal:
         out.append(_goal_line(goal, "20 choices: seconds to the first step"))

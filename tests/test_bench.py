@@ -377,6 +377,24 @@ class TestRegistry:
         for section in bench.REGISTRY:
             assert callable(section.measure) and callable(section.format)
 
+    def test_a_failed_compile_row_keeps_the_other_rows_whole(self):
+        seconds = {c: bench.summarize([2.0]) for c in bench.CLOCKS}
+        good = {
+            "space": "mnist1", "train_step": "per_choice", "num_choices": 1,
+            "num_paths": 4, "import_s": seconds, "build_s": seconds,
+            "first_step_s": seconds, "to_first_step_s": seconds,
+            "step_ms": seconds, "peak_rss_mb": bench.summarize([900.0]),
+            "rss_after_import_mb": bench.summarize([700.0]),
+        }
+        failed = {"space": "mnist4", "train_step": "per_path",
+                  "errors": ["stopped after 900 s"]}
+        lines = bench._format_compile(
+            {"batch_size": 8, "rounds": 1, "rows": [failed, good]},
+            {"goals": {}},
+        )
+        assert "(cpu ms)" in lines[2] and "stopped after 900 s" in lines[4]
+        assert lines[5].split()[-3:] == ["200", "2.0", "2.0"]
+
     @pytest.mark.slow
     def test_a_failing_child_is_an_error_entry(self):
         result = bench._run_child("mnist1", "bogus", TINY)
