@@ -658,7 +658,7 @@ def shared_kernel_supernet(supernet, **kwargs):
 
 
 # Model kinds of `_Models`: supernet keyword arguments, and whether the
-# per-choice step restores what it did not train (`_restoring_updates`).
+# per-choice step restores what it did not train (`Supernet.restoring_updates`).
 _KINDS = {
     "uniform": {"sampling": "uniform"},
     "fixed": {"sampling": "fixed"},
@@ -746,7 +746,7 @@ class _Models:
                 else:
                     model = make_supernet(self.settings, space, **kwargs)
                 # Read when the step is traced: set before the first fit.
-                model._restoring_updates = restoring
+                model.restoring_updates = restoring
             self._models[key] = model
         return self._models[key]
 

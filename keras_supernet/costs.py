@@ -50,6 +50,7 @@ import keras
 import numpy as np
 
 from keras_supernet import extract
+from keras_supernet import runs
 from keras_supernet import validation
 from keras_supernet.spaces import SearchSpace
 
@@ -845,23 +846,9 @@ class LatencyTable:
             ) from None
 
     def save(self, path):
-        """Writes the table as JSON, atomically (temporary file, fsync,
-        rename)."""
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".latency-", dir=folder)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.get_config(), f, indent=1)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return path
+        """Writes the table as JSON, atomically (`runs.write_json`)."""
+        runs.write_json(os.fspath(path), self.get_config())
+        return os.fspath(path)
 
     @classmethod
     def load(cls, path):
@@ -871,12 +858,9 @@ class LatencyTable:
             ValueError: if the file cannot be read or is not a table.
         """
         try:
-            with open(path) as f:
-                config = json.load(f)
-        except (OSError, ValueError) as e:
-            raise ValueError(
-                f"Cannot read the latency table {os.fspath(path)}: {e}."
-            ) from None
+            config = runs.read_json(os.fspath(path), "latency table")
+        except runs.RunFolderError as e:
+            raise ValueError(f"Cannot read the latency table: {e}") from None
         return cls.from_config(config)
 
     def __repr__(self):
@@ -917,16 +901,7 @@ def evaluate_latency_table(supernet, table, paths=None, num_paths=20,
     if paths is None:
         num_paths = validation.positive_int("num_paths", num_paths)
         seed = validation.non_negative_int("seed", seed)
-        if space.num_paths <= num_paths:
-            paths = list(range(space.num_paths))
-        else:
-            rng = np.random.default_rng(seed)
-            chosen = []
-            while len(chosen) < num_paths:
-                index = space.index(space.sample(rng))
-                if index not in chosen:
-                    chosen.append(index)
-            paths = chosen
+        paths = space.sample_distinct(num_paths, seed)
     indices = [supernet.resolve_path(p) for p in paths]
     measured = measure_latencies(
         supernet, indices, table.info.get("threads", 1), runs, warmup
