@@ -50,6 +50,7 @@ import keras
 import numpy as np
 
 from keras_supernet import extract
+from keras_supernet import runs
 from keras_supernet import validation
 from keras_supernet.spaces import SearchSpace
 
@@ -845,22 +846,10 @@ class LatencyTable:
             ) from None
 
     def save(self, path):
-        """Writes the table as JSON, atomically (temporary file, fsync,
-        rename)."""
+        """Writes the table as JSON, atomically (`runs.write_json`)."""
         path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".latency-", dir=folder)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.get_config(), f, indent=1)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        runs.write_json(path, self.get_config())
         return path
 
     @classmethod

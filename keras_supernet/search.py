@@ -61,11 +61,9 @@ result["best"]["label"]
 """
 
 import datetime
-import io
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 
@@ -74,6 +72,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_supernet import costs as costs_lib
+from keras_supernet import runs
 from keras_supernet import validation
 
 STRATEGIES = ("exhaustive", "random", "evolution")
@@ -369,27 +368,6 @@ def pareto_front(points, objectives):
 # === Files ===
 
 
-def _write_atomic(path, content):
-    """Writes bytes to `path` through a synced temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def _fmt(value, digits=4):
     if value is None:
         return "-"
@@ -584,12 +562,11 @@ def plot_pareto(result, path):
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8, framealpha=0.9)
     fig.tight_layout()
-    content = io.BytesIO()
     try:
-        fig.savefig(content, dpi=120, format="png")
+        with runs.atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
     finally:
         plt.close(fig)
-    _write_atomic(path, content.getvalue())
 
 
 def _short(label, width=40):
@@ -1186,13 +1163,8 @@ def run_search(
         duplicate, stopped, storage_url if storage is not None else "search.db",
         study_name,
     )
-    _write_atomic(
-        os.path.join(output_dir, "search.json"),
-        (json.dumps(result, indent=1) + "\n").encode(),
-    )
-    _write_atomic(
-        os.path.join(output_dir, "search.md"), format_markdown(result).encode()
-    )
+    runs.write_json(os.path.join(output_dir, "search.json"), result)
+    runs.write_text(os.path.join(output_dir, "search.md"), format_markdown(result))
     plot_pareto(result, os.path.join(output_dir, "pareto.png"))
     return result
 
