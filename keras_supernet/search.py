@@ -90,8 +90,11 @@ DIRECTIONS = {
 }
 COSTS = ("params", "flops", "latency_ms")
 _ALIASES = {"accuracy": "val_accuracy", "loss": "val_loss", "latency": "latency_ms"}
-CONSTRAINTS = {"max_params": "params", "max_flops": "flops",
-               "max_latency_ms": "latency_ms"}
+CONSTRAINTS = {
+    "max_params": "params",
+    "max_flops": "flops",
+    "max_latency_ms": "latency_ms",
+}
 # Without `max_proposals`, a search stops after this many proposals per unit
 # of budget, however few of them it could score.
 PROPOSALS_PER_BUDGET = 50
@@ -99,9 +102,13 @@ SEARCH_FORMAT = "keras_supernet.search"
 # Settings a resumed search may change: they decide when it stops, not what
 # it proposes.
 _RESUMABLE_CHANGES = ("budget", "max_proposals")
-_COST_TITLES = {"params": "parameters", "flops": "FLOPs (multiply-adds)",
-                "latency_ms": "latency (ms)", "val_accuracy": "val accuracy",
-                "val_loss": "val loss"}
+_COST_TITLES = {
+    "params": "parameters",
+    "flops": "FLOPs (multiply-adds)",
+    "latency_ms": "latency (ms)",
+    "val_accuracy": "val accuracy",
+    "val_loss": "val loss",
+}
 
 
 # === Scoring ===
@@ -150,9 +157,20 @@ class PathScorer:
     {'val_accuracy': 0.961, 'val_loss': 0.127}
     """
 
-    def __init__(self, supernet, x_val, y_val, x_train=None, *,
-                 num_examples=None, batch_size=256, recalibration_batches=16,
-                 recalibration_batch_size=128, seed=0, from_logits=True):
+    def __init__(
+        self,
+        supernet,
+        x_val,
+        y_val,
+        x_train=None,
+        *,
+        num_examples=None,
+        batch_size=256,
+        recalibration_batches=16,
+        recalibration_batch_size=128,
+        seed=0,
+        from_logits=True,
+    ):
         self.supernet = supernet
         self.num_examples = validation.positive_int(
             "num_examples", num_examples, allow_none=True
@@ -169,8 +187,10 @@ class PathScorer:
         input_shape = tuple(supernet.inputs[0].shape[1:])
         x_val = self._images("x_val", x_val, input_shape)
         y_val = np.asarray(y_val)
-        if y_val.ndim != 1 or len(y_val) != len(x_val) or not np.issubdtype(
-            y_val.dtype, np.integer
+        if (
+            y_val.ndim != 1
+            or len(y_val) != len(x_val)
+            or not np.issubdtype(y_val.dtype, np.integer)
         ):
             raise ValueError(
                 "Invalid value for argument `y_val`. Expected integer class "
@@ -357,9 +377,7 @@ def pareto_front(points, objectives):
     values = np.asarray(rows)
     front = []
     for i, row in enumerate(values):
-        dominated = np.any(
-            np.all(values <= row, axis=1) & np.any(values < row, axis=1)
-        )
+        dominated = np.any(np.all(values <= row, axis=1) & np.any(values < row, axis=1))
         if not dominated:
             front.append(points[i])
     return front
@@ -398,9 +416,7 @@ def _table(records, limit=None):
 def format_markdown(result):
     """`search.md`: the settings, top paths, Pareto front and convergence."""
     s = result["settings"]
-    constraints = [
-        f"{k}={s[k]:g}" for k in CONSTRAINTS if s.get(k) is not None
-    ]
+    constraints = [f"{k}={s[k]:g}" for k in CONSTRAINTS if s.get(k) is not None]
     lines = [
         "# Search after training",
         "",
@@ -458,13 +474,13 @@ def format_markdown(result):
     best = None
     for n, r in enumerate(result["evaluated"], 1):
         if best is None or (r["val_accuracy"], -r["val_loss"]) > (
-            best["val_accuracy"], -best["val_loss"]
+            best["val_accuracy"],
+            -best["val_loss"],
         ):
             best = r
         best_by_n[n] = best
     marks = sorted(
-        {n for n in best_by_n if n in (1, 2, 5) or _round_mark(n)}
-        | {len(best_by_n)}
+        {n for n in best_by_n if n in (1, 2, 5) or _round_mark(n)} | {len(best_by_n)}
     )
     for n in marks:
         if n in best_by_n:
@@ -508,17 +524,27 @@ def plot_pareto(result, path):
     ax.scatter(
         [r[cost] for r in evaluated],
         [r["val_accuracy"] for r in evaluated],
-        s=14, color="#9aa5b1", alpha=0.6, linewidths=0,
+        s=14,
+        color="#9aa5b1",
+        alpha=0.6,
+        linewidths=0,
         label=f"scored paths ({len(evaluated):,})",
     )
     if front:
         ax.step(
-            [r[cost] for r in front], [r["val_accuracy"] for r in front],
-            where="post", color="#d1495b", linewidth=1.2, alpha=0.8,
+            [r[cost] for r in front],
+            [r["val_accuracy"] for r in front],
+            where="post",
+            color="#d1495b",
+            linewidth=1.2,
+            alpha=0.8,
         )
         ax.scatter(
-            [r[cost] for r in front], [r["val_accuracy"] for r in front],
-            s=36, color="#d1495b", zorder=3,
+            [r[cost] for r in front],
+            [r["val_accuracy"] for r in front],
+            s=36,
+            color="#d1495b",
+            zorder=3,
             label=f"Pareto front ({len(front)})",
         )
         if len(front) <= 12:
@@ -531,21 +557,36 @@ def plot_pareto(result, path):
                 )
             for (x, y), paths in labels.items():
                 ax.annotate(
-                    ", ".join(paths), (x, y), textcoords="offset points",
-                    xytext=(5, -10), fontsize=7, color="#8c2f39",
+                    ", ".join(paths),
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(5, -10),
+                    fontsize=7,
+                    color="#8c2f39",
                 )
     best = result["best"]
     if best.get(cost) is not None:
         ax.scatter(
-            [best[cost]], [best["val_accuracy"]], s=160, marker="*",
-            color="#edae49", edgecolors="black", linewidths=0.6, zorder=4,
+            [best[cost]],
+            [best["val_accuracy"]],
+            s=160,
+            marker="*",
+            color="#edae49",
+            edgecolors="black",
+            linewidths=0.6,
+            zorder=4,
             label=f"best: {_short(best['label'])}",
         )
     limit_name = {v: k for k, v in CONSTRAINTS.items()}.get(cost)
     limit = result["settings"].get(limit_name) if limit_name else None
     if limit is not None:
-        ax.axvline(limit, color="black", linestyle="--", linewidth=1,
-                   label=f"{limit_name} = {limit:g}")
+        ax.axvline(
+            limit,
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label=f"{limit_name} = {limit:g}",
+        )
     values = [r[cost] for r in evaluated]
     if values and min(values) > 0 and max(values) / min(values) > 20:
         ax.set_xscale("log")
@@ -616,9 +657,7 @@ def _storage(url, output_dir):
             with warnings.catch_warnings():
                 # Optuna calls heartbeats experimental; they are the
                 # documented way to fail the trials of a dead worker.
-                warnings.simplefilter(
-                    "ignore", optuna.exceptions.ExperimentalWarning
-                )
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return url, optuna.storages.RDBStorage(
                     url,
                     engine_kwargs=engine_kwargs,
@@ -628,8 +667,7 @@ def _storage(url, output_dir):
                     heartbeat_interval=30,
                     grace_period=120,
                 )
-        except (sqlalchemy.exc.OperationalError,
-                sqlalchemy.exc.IntegrityError):
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
             # Workers started together race to create the tables of a new
             # database; the loser finds them on its next try.
             if attempt == 9:
@@ -665,8 +703,15 @@ def _records(study, space):
 
 
 def _public(record):
-    keys = ("path", "label", "val_accuracy", "val_loss", "params", "flops",
-            "latency_ms")
+    keys = (
+        "path",
+        "label",
+        "val_accuracy",
+        "val_loss",
+        "params",
+        "flops",
+        "latency_ms",
+    )
     return {k: record[k] for k in keys if record.get(k) is not None}
 
 
@@ -690,8 +735,7 @@ def _infeasible_error(constraints, minima, proposed=None, num_proposals=0):
                 f"the smallest {cost} proposed is {_cost_text(cost, r[cost])} "
                 f"(path {r['path']}, {_short(r['label'], 60)})"
                 + (
-                    f", of any path {_cost_text(cost, known[1])} (path "
-                    f"{known[0]})"
+                    f", of any path {_cost_text(cost, known[1])} (path {known[0]})"
                     if known
                     else ""
                 )
@@ -783,8 +827,16 @@ def _check_feasible(supernet, constraints, latency_table):
     return minima
 
 
-def _open_study(storage, storage_url, study_name, settings, space, objectives,
-                enumerate_all, samplers_lib):
+def _open_study(
+    storage,
+    storage_url,
+    study_name,
+    settings,
+    space,
+    objectives,
+    enumerate_all,
+    samplers_lib,
+):
     """Loads the study (checking its settings) or creates it, with the
     sampler of `settings`; fills in the default population."""
     import optuna
@@ -812,7 +864,8 @@ def _open_study(storage, storage_url, study_name, settings, space, objectives,
 
     try:
         study = optuna.load_study(
-            study_name=study_name, storage=storage,
+            study_name=study_name,
+            storage=storage,
             sampler=optuna.samplers.RandomSampler(),
         )
         stored = study.user_attrs.get("settings")
@@ -862,8 +915,18 @@ def _open_study(storage, storage_url, study_name, settings, space, objectives,
     return study
 
 
-def _result(space, settings, objectives, constraints, scored, infeasible,
-            duplicate, stopped, storage, study_name):
+def _result(
+    space,
+    settings,
+    objectives,
+    constraints,
+    scored,
+    infeasible,
+    duplicate,
+    stopped,
+    storage,
+    study_name,
+):
     """The content of search.json."""
     evaluated = [_public(r) for r in scored]
     best = min(evaluated, key=lambda r: (-r["val_accuracy"], r["val_loss"], r["path"]))
@@ -1061,9 +1124,7 @@ def run_search(
             f"{latency_table.info.get('threads', '?')})"
         )
     elif latency_needed:
-        latency_source = (
-            f"measured per path with LiteRT, {latency_threads} thread(s)"
-        )
+        latency_source = f"measured per path with LiteRT, {latency_threads} thread(s)"
 
     # Constraints below the cheapest path: one clear error before searching.
     minima = _check_feasible(supernet, constraints, latency_table)
@@ -1077,7 +1138,10 @@ def run_search(
                 f"{'None' if y_val is None else 'an array'}."
             )
         scorer = PathScorer(
-            supernet, x_val, y_val, x_train,
+            supernet,
+            x_val,
+            y_val,
+            x_train,
             num_examples=num_examples,
             batch_size=batch_size,
             recalibration_batches=recalibration_batches,
@@ -1100,8 +1164,10 @@ def run_search(
         "sampler": (
             "every path in index order"
             if enumerate_all
-            else {"random": "optuna RandomSampler",
-                  "evolution": "optuna NSGAIISampler"}[strategy]
+            else {
+                "random": "optuna RandomSampler",
+                "evolution": "optuna NSGAIISampler",
+            }[strategy]
         ),
         "budget": budget,
         "search_seed": search_seed,
@@ -1134,16 +1200,33 @@ def run_search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = _open_study(
-            storage_obj, storage_url, study_name, settings, space, objectives,
-            enumerate_all, samplers_lib,
+            storage_obj,
+            storage_url,
+            study_name,
+            settings,
+            space,
+            objectives,
+            enumerate_all,
+            samplers_lib,
         )
         for number in samplers_lib.stale_trials(study):
             study.tell(number, state=TrialState.FAIL)
 
         stopped = _optimize(
-            study, space, supernet, scorer, objectives, constraints,
-            latency_table, latency_needed, latency_threads, budget,
-            max_proposals, enumerate_all, verbose, samplers_lib,
+            study,
+            space,
+            supernet,
+            scorer,
+            objectives,
+            constraints,
+            latency_table,
+            latency_needed,
+            latency_threads,
+            budget,
+            max_proposals,
+            enumerate_all,
+            verbose,
+            samplers_lib,
         )
         scored, infeasible, duplicate = _records(study, space)
     finally:
@@ -1154,13 +1237,18 @@ def run_search(
             raise _infeasible_error(
                 constraints, minima, infeasible, len(infeasible) + len(duplicate)
             )
-        raise ValueError(
-            f"The search scored no path in {max_proposals:,} proposals."
-        )
+        raise ValueError(f"The search scored no path in {max_proposals:,} proposals.")
 
     result = _result(
-        space, settings, objectives, constraints, scored, infeasible,
-        duplicate, stopped, storage_url if storage is not None else "search.db",
+        space,
+        settings,
+        objectives,
+        constraints,
+        scored,
+        infeasible,
+        duplicate,
+        stopped,
+        storage_url if storage is not None else "search.db",
         study_name,
     )
     runs.write_json(os.path.join(output_dir, "search.json"), result)
@@ -1169,9 +1257,22 @@ def run_search(
     return result
 
 
-def _optimize(study, space, supernet, scorer, objectives, constraints,
-              latency_table, latency_needed, latency_threads, budget,
-              max_proposals, enumerate_all, verbose, samplers_lib):
+def _optimize(
+    study,
+    space,
+    supernet,
+    scorer,
+    objectives,
+    constraints,
+    latency_table,
+    latency_needed,
+    latency_threads,
+    budget,
+    max_proposals,
+    enumerate_all,
+    verbose,
+    samplers_lib,
+):
     """Runs Optuna's loop until the budget is scored; returns why it
     stopped."""
     import optuna
@@ -1182,9 +1283,12 @@ def _optimize(study, space, supernet, scorer, objectives, constraints,
 
     def counts():
         scored, infeasible, duplicate = _records(study, space)
-        return len(scored), len(scored) + len(infeasible) + len(duplicate), (
-            len(scored) + len(infeasible)
-        ), scored
+        return (
+            len(scored),
+            len(scored) + len(infeasible) + len(duplicate),
+            (len(scored) + len(infeasible)),
+            scored,
+        )
 
     def reason():
         num_scored, num_proposals, num_done, _ = counts()
@@ -1245,7 +1349,8 @@ def _optimize(study, space, supernet, scorer, objectives, constraints,
     progress = None
     if verbose:
         progress = keras.utils.Progbar(
-            budget, unit_name="path",
+            budget,
+            unit_name="path",
             stateful_metrics=["best_val_accuracy", "proposals"],
         )
 
@@ -1255,9 +1360,7 @@ def _optimize(study, space, supernet, scorer, objectives, constraints,
         num_scored, num_proposals, _, scored = counts()
         values = [("proposals", num_proposals)]
         if scored:
-            values.append(
-                ("best_val_accuracy", max(r["val_accuracy"] for r in scored))
-            )
+            values.append(("best_val_accuracy", max(r["val_accuracy"] for r in scored)))
         progress.update(min(num_scored, budget), values=values)
 
     def callback(study_, trial):
