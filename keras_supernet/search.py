@@ -146,6 +146,10 @@ class PathScorer:
         seed: Non-negative int, the draw of the recalibration images.
         from_logits: Whether the supernet outputs logits (else
             probabilities), for the loss.
+        recalibration_data: Optional iterable of training batches (`x` or
+            `(x, y)`, such as `training.Data(...).bn()`, the batches a run
+            recalibrated its paths on): used, every batch, instead of
+            drawing from `x_train`.
 
     Raises:
         ValueError: for arrays of the wrong shape, or an invalid argument.
@@ -170,6 +174,7 @@ class PathScorer:
         recalibration_batch_size=128,
         seed=0,
         from_logits=True,
+        recalibration_data=None,
     ):
         self.supernet = supernet
         self.num_examples = validation.positive_int(
@@ -208,7 +213,19 @@ class PathScorer:
         self.x_val, self.y_val = x_val, y_val.astype("int64")
         self.recalibrate = bool(supernet.has_batchnorm and self.recalibration_batches)
         self._batches = None
-        if self.recalibrate:
+        if self.recalibrate and recalibration_data is not None:
+            # The caller's batches (training's own), as they are.
+            self._batches = [
+                np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch)
+                for batch in recalibration_data
+            ]
+            if not self._batches:
+                raise ValueError(
+                    "Invalid value for argument `recalibration_data`. "
+                    "Expected at least one batch of training images. "
+                    "Received an empty dataset."
+                )
+        elif self.recalibrate:
             if x_train is None:
                 raise ValueError(
                     "Invalid value for argument `x_train`. The supernet has "
@@ -999,6 +1016,7 @@ def run_search(
     batch_size=256,
     recalibration_batches=16,
     recalibration_batch_size=128,
+    recalibration_data=None,
     population_size=None,
     mutation_prob=None,
     crossover_prob=0.9,
@@ -1006,6 +1024,7 @@ def run_search(
     storage=None,
     study_name="search",
     scorer=None,
+    run=None,
     verbose=1,
 ):
     """Searches the paths of a trained supernet; writes and returns the result.
@@ -1040,6 +1059,8 @@ def run_search(
         batch_size: Positive int, validation batch size.
         recalibration_batches: Non-negative int (see `PathScorer`).
         recalibration_batch_size: Positive int.
+        recalibration_data: Optional training batches to recalibrate on
+            instead of a draw from `x_train` (see `PathScorer`).
         population_size: Evolution: individuals per generation. Default:
             `budget // 8`, between 8 and 50.
         mutation_prob: Evolution: per-choice probability of a random
@@ -1055,6 +1076,10 @@ def run_search(
         scorer: Optional callable taking a path index and returning a dict
             with `val_accuracy` and `val_loss`, used instead of a
             `PathScorer` of the arrays (then not needed).
+        run: Optional JSON-able dict naming where the supernet comes from
+            (`search_run` gives the run folder, mode, seed and epoch);
+            kept in the settings, so a search resumes only on the same
+            run and `bin/export --from_search` can check it.
         verbose: 0 (silent) or 1 (a progress bar).
 
     Returns:
@@ -1146,6 +1171,7 @@ def run_search(
             batch_size=batch_size,
             recalibration_batches=recalibration_batches,
             recalibration_batch_size=recalibration_batch_size,
+            recalibration_data=recalibration_data,
         )
         scorer_settings = {
             "scorer": "PathScorer",
@@ -1155,6 +1181,10 @@ def run_search(
             "recalibrated": scorer.recalibrate,
             "recalibration_batches": scorer.recalibration_batches,
             "recalibration_batch_size": scorer.recalibration_batch_size,
+            "recalibration_data": (
+                None if scorer._batches is None
+                else "given" if recalibration_data is not None else "drawn"
+            ),
         }
     else:
         scorer_settings = {"scorer": "custom"}
@@ -1187,6 +1217,8 @@ def run_search(
         "space_config": space.get_config(),
         **scorer_settings,
     }
+    if run is not None:
+        settings["run"] = dict(run)
 
     # === The study ===
     import optuna
@@ -1372,3 +1404,183 @@ def _optimize(
     if reason() is None:
         study.optimize(objective, callbacks=[callback], gc_after_trial=False)
     return reason() or "stopped"
+
+
+# === Run folders: bin/search and bin/export --from_search ===
+
+
+def search_run(
+    run_dir,
+    *,
+    mode="joint",
+    seed=0,
+    epoch="best",
+    output_dir=None,
+    data_dir=None,
+    latency_table=None,
+    build_latency_table=False,
+    **kwargs,
+):
+    """Searches the paths of a training run's supernet (`bin/search`).
+
+    The run and epoch are picked as `bin/export` picks them
+    (`runs.RunFolder.load`; `epoch="best"` is the epoch where the mean
+    validation accuracy of the paths the run evaluated peaked). Paths are
+    scored on the run's validation split (or its first `num_examples`);
+    a supernet with BatchNorm is recalibrated per path on the training
+    batches the run recalibrated its evaluations on
+    (`training.run_data(config).bn()`).
+
+    Args:
+        run_dir: A run folder written by `bin/train`.
+        mode: `"joint"`: only a jointly trained supernet has weights
+            shared by every path.
+        seed: The run's seed.
+        epoch: `"best"`, `"last"` or an epoch number whose checkpoint was
+            kept.
+        output_dir: Default `<run_dir>/search`.
+        data_dir: Folder of the dataset's IDX files; default the run's.
+        latency_table: Optional `costs.LatencyTable` or the path of its
+            JSON file, to predict latencies with (see `run_search`).
+        build_latency_table: With `latency_table` a path to a file that
+            does not exist yet: measure the table first
+            (`costs.LatencyTable.build`, with `latency_threads`) and save
+            it there. An existing file is used as it is, so a rerun
+            resumes the same search.
+        **kwargs: Other arguments of `run_search` (`strategy`, `budget`,
+            `max_flops`, `latency_threads`, ...).
+
+    Returns:
+        The content of `search.json` (see `run_search`); its
+        `settings["run"]` names the run folder, mode, seed and epoch.
+
+    Raises:
+        ValueError: an unknown run folder, seed or epoch, a standalone
+            mode, or any error of `run_search`.
+    """
+    from keras_supernet import training
+
+    if mode != "joint":
+        raise ValueError(
+            "Invalid value for argument `mode`. A search scores paths with "
+            "the weights a joint run's paths share; a standalone run trained "
+            f"one path. Expected 'joint'. Received mode={mode!r}."
+        )
+    folder = runs.RunFolder(run_dir)
+    loaded = folder.load(mode, seed, None, epoch)
+    if build_latency_table:
+        if not isinstance(latency_table, (str, os.PathLike)):
+            raise ValueError(
+                "Invalid value for argument `latency_table`. Building a "
+                "latency table needs the path of the JSON file to write. "
+                f"Received latency_table={latency_table!r}."
+            )
+        if not os.path.exists(latency_table):
+            costs_lib.LatencyTable.build(
+                loaded.supernet, threads=kwargs.get("latency_threads", 1)
+            ).save(latency_table)
+    data = training.run_data(loaded.config, data_dir)
+    x_val = np.concatenate([x for x, _ in data.val.as_numpy_iterator()])
+    y_val = np.concatenate([y for _, y in data.val.as_numpy_iterator()])
+    if output_dir is None:
+        output_dir = os.path.join(folder.path, "search")
+    run = {
+        "run_dir": os.path.realpath(folder.path),
+        "mode": mode,
+        "seed": loaded.seed,
+        "epoch": loaded.epoch,
+    }
+    return run_search(
+        loaded.supernet,
+        x_val,
+        y_val,
+        output_dir=output_dir,
+        recalibration_data=data.bn() if loaded.recalibrates else None,
+        latency_table=latency_table,
+        run=run,
+        **kwargs,
+    )
+
+
+def read_search(search_dir, run_dir=None):
+    """The `search.json` of a search folder, checked against a run folder.
+
+    Args:
+        search_dir: A folder written by `search_run` / `bin/search` (or the
+            path of its search.json).
+        run_dir: Optional run folder the search must belong to.
+
+    Raises:
+        ValueError: no readable search.json there, or a search of another
+            run folder (or of no run folder).
+    """
+    search_dir = os.fspath(search_dir)
+    path = search_dir
+    if os.path.isdir(search_dir):
+        path = os.path.join(search_dir, "search.json")
+    if not os.path.isfile(path):
+        raise ValueError(
+            "Invalid value for argument `from_search`. Expected a folder "
+            f"written by bin/search, with a search.json. Received "
+            f"from_search={search_dir!r}."
+        )
+    result = runs.read_json(path, "search result")
+    if not isinstance(result, dict) or result.get("format") != SEARCH_FORMAT:
+        raise ValueError(
+            f"Invalid value for argument `from_search`. {path} is not a "
+            f"search result (format {SEARCH_FORMAT!r}). Received "
+            f"from_search={search_dir!r}."
+        )
+    if run_dir is not None:
+        run = result.get("settings", {}).get("run")
+        if not run or os.path.realpath(run["run_dir"]) != os.path.realpath(run_dir):
+            where = run["run_dir"] if run else "no run folder (a library search)"
+            raise ValueError(
+                f"Invalid value for argument `from_search`. The search in "
+                f"{search_dir} scored the supernet of {where}, not of "
+                f"run_dir={os.fspath(run_dir)!r}."
+            )
+    return result
+
+
+def export_best(run_dir, from_search, mode=None, seed=None, epoch=None, **kwargs):
+    """Exports the best path of a search (`bin/export --from_search`).
+
+    The path is exported from the run, seed and epoch the search scored,
+    like any path (`export.export_path`).
+
+    Args:
+        run_dir: The run folder the search belongs to.
+        from_search: The search's folder (see `read_search`).
+        mode, seed, epoch: None for the search's; given values must be
+            the search's.
+        **kwargs: Other arguments of `export.export_path` (`export_dir`,
+            `name`, `formats`, `quantize`, `data_dir`).
+
+    Returns:
+        `export.export_path`'s report.
+
+    Raises:
+        ValueError: see `read_search`; a mode, seed or epoch other than
+            the search's.
+    """
+    from keras_supernet import export
+
+    result = read_search(from_search, run_dir)
+    run = result["settings"]["run"]
+    for name, given in (("mode", mode), ("seed", seed), ("epoch", epoch)):
+        if given is not None and str(given) != str(run[name]):
+            raise ValueError(
+                f"Invalid value for argument `{name}`. The search in "
+                f"{os.fspath(from_search)} scored {run['mode']} seed "
+                f"{run['seed']} at epoch {run['epoch']}: its best path is "
+                f"exported from there. Received {name}={given!r}."
+            )
+    return export.export_path(
+        run_dir,
+        result["best"]["path"],
+        mode=run["mode"],
+        seed=run["seed"],
+        epoch=run["epoch"],
+        **kwargs,
+    )
