@@ -1182,8 +1182,11 @@ def run_search(
             "recalibration_batches": scorer.recalibration_batches,
             "recalibration_batch_size": scorer.recalibration_batch_size,
             "recalibration_data": (
-                None if scorer._batches is None
-                else "given" if recalibration_data is not None else "drawn"
+                None
+                if scorer._batches is None
+                else "given"
+                if recalibration_data is not None
+                else "drawn"
             ),
         }
     else:
@@ -1584,3 +1587,111 @@ def export_best(run_dir, from_search, mode=None, seed=None, epoch=None, **kwargs
         epoch=run["epoch"],
         **kwargs,
     )
+
+
+# === Does the search work? ===
+
+
+def strategy_study(
+    supernet,
+    scores,
+    output_dir,
+    strategies=("random", "evolution"),
+    fractions=(0.01, 0.05, 0.1),
+    seeds=range(5),
+    **kwargs,
+):
+    """Ranks the paths that searches find, against every path's score.
+
+    With `scores` holding every path's score (an exhaustive search's
+    `evaluated`), each search of `strategies` x budgets (`fractions` of the
+    space, at least 1 path) x `seeds` runs `run_search` with a scorer that
+    looks the scores up, and the path it returns as best is ranked among
+    all paths (1 = the best; by val accuracy, then lower val loss).
+
+    Args:
+        supernet: The `Supernet` scored (its space and costs).
+        scores: Every path's score: a list of records with `path`,
+            `val_accuracy`, `val_loss` (search.json's `evaluated`).
+        output_dir: Folder of one sub-folder per search.
+        strategies: Strategies of `run_search` to compare.
+        fractions: Budgets as fractions of the space's size.
+        seeds: Search seeds of each strategy and budget.
+        **kwargs: Other arguments of `run_search`.
+
+    Returns:
+        A dict: `num_paths`, `top1_rank` (the ranks that are in the top
+        1%), `runs` (per search: `strategy`, `budget`, `search_seed`,
+        `path`, `label`, `rank`, `val_accuracy`) and `summary` (per
+        strategy and budget: the ranks, their median, and `top1_hits`, the
+        seeds whose path is in the top 1%).
+
+    Raises:
+        ValueError: `scores` without every path of the space.
+    """
+    space = supernet.space
+    table = {
+        int(r["path"]): {"val_accuracy": r["val_accuracy"], "val_loss": r["val_loss"]}
+        for r in scores
+    }
+    if sorted(table) != list(range(space.num_paths)):
+        raise ValueError(
+            "Invalid value for argument `scores`. Expected the score of every "
+            f"one of the {space.num_paths} paths. Received {len(table)} paths."
+        )
+    order = sorted(
+        table, key=lambda p: (-table[p]["val_accuracy"], table[p]["val_loss"], p)
+    )
+    rank = {p: i + 1 for i, p in enumerate(order)}
+    top1 = max(1, math.ceil(0.01 * space.num_paths))
+    rows, summary = [], []
+    for strategy in strategies:
+        for fraction in fractions:
+            budget = max(1, round(fraction * space.num_paths))
+            ranks = []
+            for seed in seeds:
+                result = run_search(
+                    supernet,
+                    output_dir=os.path.join(
+                        output_dir, f"{strategy}_budget{budget}_seed{seed}"
+                    ),
+                    strategy=strategy,
+                    budget=budget,
+                    search_seed=seed,
+                    scorer=table.__getitem__,
+                    verbose=0,
+                    **kwargs,
+                )
+                best = result["best"]
+                ranks.append(rank[best["path"]])
+                rows.append(
+                    {
+                        "strategy": strategy,
+                        "budget": budget,
+                        "search_seed": seed,
+                        "path": best["path"],
+                        "label": best["label"],
+                        "rank": rank[best["path"]],
+                        "val_accuracy": best["val_accuracy"],
+                        "num_scored": result["num_scored"],
+                    }
+                )
+            summary.append(
+                {
+                    "strategy": strategy,
+                    "budget": budget,
+                    "fraction": fraction,
+                    "ranks": ranks,
+                    "median_rank": float(np.median(ranks)),
+                    "top1_hits": sum(r <= top1 for r in ranks),
+                    "seeds": len(ranks),
+                }
+            )
+    return {
+        "num_paths": space.num_paths,
+        "top1_rank": top1,
+        "best_path": order[0],
+        "best_val_accuracy": table[order[0]]["val_accuracy"],
+        "runs": rows,
+        "summary": summary,
+    }
