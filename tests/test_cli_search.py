@@ -155,6 +155,36 @@ def test_search_honours_a_flops_budget(run_dir, exhaustive, tmp_path):
     assert all(r["flops"] <= limit for r in found["evaluated"])
 
 
+@pytest.mark.slow
+def test_search_under_a_latency_budget_builds_and_reuses_a_table(run_dir, tmp_path):
+    table = tmp_path / "table.json"
+    args = (
+        f"--run_dir={run_dir}",
+        "--strategy=random",
+        "--budget=4",
+        "--max_latency_ms=1000",
+        f"--latency_table={table}",
+        "--build_latency_table",
+        "--num_examples=100",
+        f"--output_dir={tmp_path / 'search'}",
+        "--verbose=0",
+    )
+    result = _run("search", *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    written = table.read_text()
+    with open(tmp_path / "search" / "search.json") as f:
+        found = json.load(f)
+    assert all(0 < r["latency_ms"] <= 1000 for r in found["evaluated"])
+    assert "latency table" in found["settings"]["latency"]
+    # The same command again: the table is reused, the search resumed.
+    again = _run("search", *args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert table.read_text() == written
+    with open(tmp_path / "search" / "search.json") as f:
+        assert json.load(f)["evaluated"] == found["evaluated"]
+
+
 def _bad_inputs(run_dir, tmp_path):
     return {
         "unknown_run_folder": (
