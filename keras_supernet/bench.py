@@ -76,6 +76,8 @@ from keras import ops
 
 from keras_supernet import data as data_lib
 from keras_supernet import presets
+from keras_supernet import runs
+from keras_supernet import training
 from keras_supernet import validation
 from keras_supernet.extract import extract_path
 from keras_supernet.layers import Choice
@@ -94,14 +96,7 @@ GOALS = {"paths": 1.05, "epoch": 1.05, "compile": 60.0, "headline": 0.35}
 # === Search spaces ===
 
 # The report's architecture, and the search spaces of the `scaling` section.
-BASE_SPACE = {
-    "kernel_sizes": ((3, 5), (3, 5)),
-    "filters": (16, 32),
-    "hidden_units": 128,
-    "num_classes": 10,
-    "input_shape": (28, 28, 1),
-    "padding": "valid",
-}
+BASE_SPACE = {k: v for k, v in presets.REPORT.items() if k != "preset"}
 SEARCH_SPACES = {
     "2x2": {},
     "3x3": {"kernel_sizes": ((3, 5, 7), (3, 5, 7))},
@@ -663,7 +658,7 @@ def shared_kernel_supernet(supernet, **kwargs):
 
 
 # Model kinds of `_Models`: supernet keyword arguments, and whether the
-# per-choice step restores what it did not train (`_restoring_updates`).
+# per-choice step restores what it did not train (`Supernet.restoring_updates`).
 _KINDS = {
     "uniform": {"sampling": "uniform"},
     "fixed": {"sampling": "fixed"},
@@ -751,7 +746,7 @@ class _Models:
                 else:
                     model = make_supernet(self.settings, space, **kwargs)
                 # Read when the step is traced: set before the first fit.
-                model._restoring_updates = restoring
+                model.restoring_updates = restoring
             self._models[key] = model
         return self._models[key]
 
@@ -857,7 +852,7 @@ def _space_entry(supernet, train_step=None):
         "num_paths": supernet.num_paths,
         "train_step": train_step or supernet.train_step_mode,
     }
-    if len(labels) > 4 and all(l == labels[0] for l in labels):
+    if len(labels) > 4 and all(other == labels[0] for other in labels):
         entry["candidate_labels"] = list(labels[0])
     return entry
 
@@ -1926,8 +1921,9 @@ def time_to_match(runs, tolerance=0.001):
             None,
         )
 
-        def joint_time(epoch, key="seconds"):
-            row = joint[paths[0]]["history"][(epoch or joint_epochs) - 1]
+        def joint_time(epoch, key="seconds", history=joint[paths[0]]["history"],
+                       last=joint_epochs):
+            row = history[(epoch or last) - 1]
             return row.get(key, row["seconds"])
 
         joint_seconds = joint_time(match_epoch)
@@ -2024,56 +2020,59 @@ def bench_headline(settings, arrays):
     )
     if settings.train_size is not None:
         x_tr, y_tr = x_tr[: settings.train_size], y_tr[: settings.train_size]
-    mean, std = data_lib.normalization_stats(x_tr)
-    val_ds = data_lib.make_dataset(x_val, y_val, settings.batch_size, mean, std)
+    # The experiment's recipe and data pipeline (`keras_supernet.training`);
+    # the test split is not used.
+    data = training.Data(
+        ((x_tr, y_tr), (x_val, y_val), (x_val[:0], y_val[:0])),
+        settings.batch_size,
+    )
     seed = settings.seed
-    keras.utils.set_random_seed(seed)
+    space = dict(presets.REPORT)
 
-    trainings = [("joint", None, make_supernet(settings, sampling="uniform"))]
-    for path in range(trainings[0][2].num_paths):
-        model = make_supernet(settings, sampling="fixed")
+    def build(sampling):
+        return training.build_model(
+            space, settings.learning_rate, sampling, seed
+        )
+
+    trainings = [("joint", None, build("uniform"))]
+    num_paths = trainings[0][2].num_paths
+    for path in range(num_paths):
+        model = build("fixed")
         model.set_path(path)
         trainings.append(("standalone", path, model))
-    num_paths = trainings[0][2].num_paths
-    runs = {}
+    entries = {}
     for mode, path, model in trainings:
         for p in range(num_paths) if mode == "joint" else [path]:
-            runs[(mode, p)] = {
+            entries[(mode, p)] = {
                 "mode": mode, "seed": seed, "path": p,
                 "label": model.path_label(p), "history": [],
             }
     clocks = {(mode, path): {"seconds": 0.0, "wall_seconds": 0.0}
               for mode, path, _ in trainings}
-    first_epoch = data_lib.make_dataset(
-        x_tr, y_tr, settings.batch_size, mean, std, shuffle=True,
-        seed=data_lib.epoch_seed(seed, 0),
-    )
     for _, _, model in trainings:
-        _trace_and_restore(model, first_epoch, val_ds)
+        _trace_and_restore(model, data.train(seed, 0), data.val)
 
-    for epoch in range(max(settings.epochs, settings.joint_epochs)):
+    epochs = max(settings.epochs, settings.joint_epochs)
+    for epoch in range(epochs):
         for mode, path, model in trainings:
             limit = settings.joint_epochs if mode == "joint" else settings.epochs
             if epoch >= limit:
                 continue
             # Every training gets its own pipeline, as in the experiment: the
             # first pass over a dataset also fills its cache.
-            train_ds = data_lib.make_dataset(
-                x_tr, y_tr, settings.batch_size, mean, std, shuffle=True,
-                seed=data_lib.epoch_seed(seed, epoch),
+            _, _, fit_seconds = training.train_epoch(
+                model, data.train(seed, epoch), epoch, epochs
             )
             clock = clocks[(mode, path)]
-            with _Timer() as fit_timer:
-                model.fit(train_ds, epochs=1, verbose=0, shuffle=False)
-            clock["seconds"] += fit_timer.wall
+            clock["seconds"] += fit_seconds
             accuracies = {}
             with _Timer() as eval_timer:
                 for p in range(num_paths) if mode == "joint" else [path]:
                     model.set_path(p)
-                    accuracies[p] = _evaluate_accuracy(model, val_ds)
-            clock["wall_seconds"] += fit_timer.wall + eval_timer.wall
+                    accuracies[p] = _evaluate_accuracy(model, data.val)
+            clock["wall_seconds"] += fit_seconds + eval_timer.wall
             for p, accuracy in accuracies.items():
-                runs[(mode, p)]["history"].append(
+                entries[(mode, p)]["history"].append(
                     {
                         "epoch": epoch + 1,
                         "val_accuracy": accuracy,
@@ -2081,35 +2080,26 @@ def bench_headline(settings, arrays):
                         "wall_seconds": clock["wall_seconds"],
                     }
                 )
-    runs = list(runs.values())
+    entries = list(entries.values())
     return {
         "train_size": int(len(x_tr)),
         "val_size": int(len(x_val)),
         "epochs": settings.epochs,
         "joint_epochs": settings.joint_epochs,
-        "runs": runs,
-        "seeds": time_to_match(runs, settings.tolerance),
+        "runs": entries,
+        "seeds": time_to_match(entries, settings.tolerance),
     }
 
 
 def headline_from_results(run_dir, tolerance=0.001):
-    """`time_to_match` of the runs of an experiment's `results.json`.
+    """`time_to_match` of the runs of an experiment's results.json.
 
     Raises:
-        OSError: the file cannot be read.
-        ValueError: it is not a results file.
+        keras_supernet.runs.RunFolderError: no readable results file.
     """
-    path = os.path.join(os.fspath(run_dir), "results.json")
-    with open(path) as f:
-        try:
-            results = json.load(f)
-        except ValueError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}.") from e
-    if not isinstance(results, dict) or "runs" not in results:
-        raise ValueError(f"{path} holds no `runs`: not a results.json file.")
-    return {"run_dir": os.fspath(run_dir), "seeds": time_to_match(
-        results["runs"], tolerance
-    )}
+    _, entries = runs.RunFolder(run_dir).read_results()
+    return {"run_dir": os.fspath(run_dir),
+            "seeds": time_to_match(entries, tolerance)}
 
 
 def _headline_ratios(entry):
@@ -2440,23 +2430,9 @@ def run_benchmark(
 
 
 def write_json(results, path):
-    """Writes `results` to `path` (atomically: temporary file, rename)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".json", dir=folder)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(results, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    """Writes `results` to `path` with the run folders' atomic writer."""
+    runs.write_json(path, results)
+    return os.fspath(path)
 
 
 def format_table(results):

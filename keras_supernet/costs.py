@@ -857,12 +857,9 @@ class LatencyTable:
             ValueError: if the file cannot be read or is not a table.
         """
         try:
-            with open(path) as f:
-                config = json.load(f)
-        except (OSError, ValueError) as e:
-            raise ValueError(
-                f"Cannot read the latency table {os.fspath(path)}: {e}."
-            ) from None
+            config = runs.read_json(os.fspath(path), "latency table")
+        except runs.RunFolderError as e:
+            raise ValueError(f"Cannot read the latency table: {e}") from None
         return cls.from_config(config)
 
     def __repr__(self):
@@ -901,16 +898,7 @@ def evaluate_latency_table(
     if paths is None:
         num_paths = validation.positive_int("num_paths", num_paths)
         seed = validation.non_negative_int("seed", seed)
-        if space.num_paths <= num_paths:
-            paths = list(range(space.num_paths))
-        else:
-            rng = np.random.default_rng(seed)
-            chosen = []
-            while len(chosen) < num_paths:
-                index = space.index(space.sample(rng))
-                if index not in chosen:
-                    chosen.append(index)
-            paths = chosen
+        paths = space.sample_distinct(num_paths, seed)
     indices = [supernet.resolve_path(p) for p in paths]
     measured = measure_latencies(
         supernet, indices, table.info.get("threads", 1), runs, warmup

@@ -127,12 +127,7 @@ def _select_paths(space, mode, paths, eval_paths, split_seed):
     if count >= space.num_paths:
         return standalone, list(range(space.num_paths))
     # A seeded sample of distinct paths, the same at every resume.
-    rng = np.random.default_rng(split_seed)
-    evaluated = []
-    while len(evaluated) < count:
-        path = space.index(space.sample(rng))
-        if path not in evaluated:
-            evaluated.append(path)
+    evaluated = space.sample_distinct(count, split_seed)
     return standalone, sorted(evaluated)
 
 

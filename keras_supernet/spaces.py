@@ -279,6 +279,21 @@ class SearchSpace:
         paths = [tuple(int(i) for i in row) for row in draws]
         return paths[0] if size is None else paths
 
+    def sample_distinct(self, count, seed):
+        """`count` distinct path indices drawn uniformly, in draw order (the
+        same for the same seed); every index, in order, if `count` covers
+        the space."""
+        if count >= self.num_paths:
+            return list(range(self.num_paths))
+        rng = np.random.default_rng(seed)
+        drawn, seen = [], set()
+        while len(drawn) < count:
+            index = self.index(self.sample(rng))
+            if index not in seen:
+                seen.add(index)
+                drawn.append(index)
+        return drawn
+
     # === Config ===
 
     def get_config(self):

@@ -406,8 +406,9 @@ class Supernet(keras.Model):
         self._check_candidate_shapes()
         # The per-choice step updates the used candidates under a switch; an
         # alternative (what tf.distribute needs) updates every variable and
-        # restores the unused ones. `bin/bench` measures both.
-        self._restoring_updates = False
+        # restores the unused ones. Public so that `bin/bench` can measure
+        # both; read when the step is traced.
+        self.restoring_updates = False
 
     # === Validation ===
 
@@ -781,7 +782,7 @@ class Supernet(keras.Model):
             scaled_loss = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
-        if tf.distribute.has_strategy() or self._restoring_updates:
+        if tf.distribute.has_strategy() or self.restoring_updates:
             distribute.apply_restoring(
                 self.optimizer,
                 lambda g, v: self._apply(self.optimizer, g, v),

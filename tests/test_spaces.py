@@ -77,6 +77,17 @@ def test_uniform_samples_cover_every_candidate():
     assert counts.min() > 70
 
 
+def test_distinct_samples_are_seeded_and_never_repeat():
+    space = SearchSpace([("a", ("x", "y", "z")), ("b", ("x", "y", "z"))])
+    drawn = space.sample_distinct(8, seed=3)
+    assert len(set(drawn)) == 8 and all(0 <= p < 9 for p in drawn)
+    assert drawn == space.sample_distinct(8, seed=3)
+    assert drawn != space.sample_distinct(8, seed=4)
+    # A count that covers the space gives every path, in order.
+    assert space.sample_distinct(9, seed=3) == list(range(9))
+    assert space.sample_distinct(50, seed=3) == list(range(9))
+
+
 def test_config_round_trip():
     config = json.loads(json.dumps(REPORT.get_config()))
     assert SearchSpace.from_config(config) == REPORT
