@@ -99,13 +99,11 @@ def layer_macs(layer, input_shape, output_shape):
             a dense layer or a BatchNormalization (its cost is unknown).
     """
     fmt = getattr(layer, "data_format", "channels_last")
-    if isinstance(layer, (keras.layers.SeparableConv1D,
-                          keras.layers.SeparableConv2D)):
+    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
         out = math.prod(_spatial(output_shape, fmt))
         inner = _channels(input_shape, fmt) * layer.depth_multiplier
         return out * inner * (math.prod(layer.kernel_size) + layer.filters)
-    if isinstance(layer, (keras.layers.DepthwiseConv1D,
-                          keras.layers.DepthwiseConv2D)):
+    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
         out = math.prod(_spatial(output_shape, fmt))
         return (
             out
@@ -113,9 +111,14 @@ def layer_macs(layer, input_shape, output_shape):
             * layer.depth_multiplier
             * math.prod(layer.kernel_size)
         )
-    if isinstance(layer, (keras.layers.Conv1DTranspose,
-                          keras.layers.Conv2DTranspose,
-                          keras.layers.Conv3DTranspose)):
+    if isinstance(
+        layer,
+        (
+            keras.layers.Conv1DTranspose,
+            keras.layers.Conv2DTranspose,
+            keras.layers.Conv3DTranspose,
+        ),
+    ):
         # Every input pixel is spread by the whole kernel.
         return (
             math.prod(_spatial(input_shape, fmt))
@@ -123,8 +126,9 @@ def layer_macs(layer, input_shape, output_shape):
             * math.prod(layer.kernel_size)
             * layer.filters
         )
-    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D,
-                          keras.layers.Conv3D)):
+    if isinstance(
+        layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+    ):
         groups = getattr(layer, "groups", 1)
         return (
             math.prod(_spatial(output_shape, fmt))
@@ -189,10 +193,7 @@ class _Walk:
 
 
 def _batch1_inputs(model):
-    inputs = [
-        keras.KerasTensor((1, *t.shape[1:]), dtype=t.dtype)
-        for t in model.inputs
-    ]
+    inputs = [keras.KerasTensor((1, *t.shape[1:]), dtype=t.dtype) for t in model.inputs]
     return inputs[0] if len(inputs) == 1 else inputs
 
 
@@ -238,9 +239,7 @@ class _PathCosts:
             joined = choice.compute_output_shape(shape) if shape else None
             if not (_full_shape(shape) and outputs and _full_shape(joined)):
                 static = False
-            self.static_inputs.append(
-                tuple(shape[1:]) if _full_shape(shape) else None
-            )
+            self.static_inputs.append(tuple(shape[1:]) if _full_shape(shape) else None)
         self.static = static
         self._parts = None
 
@@ -285,8 +284,7 @@ class _PathCosts:
             result = {
                 "params": fixed_params
                 + sum(row[k][0] for row, k in zip(parts, indices)),
-                "flops": fixed_macs
-                + sum(row[k][1] for row, k in zip(parts, indices)),
+                "flops": fixed_macs + sum(row[k][1] for row, k in zip(parts, indices)),
                 "choice_inputs": tuple(self.static_inputs),
             }
         else:
@@ -415,9 +413,7 @@ def cheapest_path(supernet, cost, latency_table=None):
         index = space.index(indices)
         return index, path_costs_.costs(index)[cost]
     if space.num_paths <= 64:
-        index = min(
-            range(space.num_paths), key=lambda i: path_costs_.costs(i)[cost]
-        )
+        index = min(range(space.num_paths), key=lambda i: path_costs_.costs(i)[cost])
         return index, path_costs_.costs(index)[cost]
     return None
 
@@ -454,9 +450,7 @@ def _write_tflite(model, folder, name, whole):
             ],
         )
         archive.write_out(saved_model, verbose=False)
-    return export.export_tflite(
-        saved_model, os.path.join(folder, name + ".tflite")
-    )
+    return export.export_tflite(saved_model, os.path.join(folder, name + ".tflite"))
 
 
 class _Runner:
@@ -557,16 +551,14 @@ def _architecture_key(layer, input_shape):
                 k: strip(v)
                 for k, v in value.items()
                 if k not in ("name", "build_config", "seed")
-                and not k.endswith(("_initializer", "_regularizer",
-                                    "_constraint"))
+                and not k.endswith(("_initializer", "_regularizer", "_constraint"))
             }
         if isinstance(value, (list, tuple)):
             return [strip(v) for v in value]
         return value
 
     config = keras.saving.serialize_keras_object(layer)
-    return json.dumps([strip(config), list(input_shape)], sort_keys=True,
-                      default=str)
+    return json.dumps([strip(config), list(input_shape)], sort_keys=True, default=str)
 
 
 class LatencyTable:
@@ -652,8 +644,7 @@ class LatencyTable:
             else [0] * len(indices)
         )
         return [
-            choice["ms"][s][k]
-            for choice, s, k in zip(self.choices, shape_ids, indices)
+            choice["ms"][s][k] for choice, s, k in zip(self.choices, shape_ids, indices)
         ]
 
     def predict(self, path):
@@ -673,8 +664,16 @@ class LatencyTable:
     # === Building ===
 
     @classmethod
-    def build(cls, supernet, threads=1, runs=200, warmup=20,
-              calibration_paths=3, seed=0, verbose=0):
+    def build(
+        cls,
+        supernet,
+        threads=1,
+        runs=200,
+        warmup=20,
+        calibration_paths=3,
+        seed=0,
+        verbose=0,
+    ):
         """Measures a latency table for `supernet`.
 
         Args:
@@ -734,9 +733,9 @@ class LatencyTable:
             calibration = sorted(calibration)
 
         with tempfile.TemporaryDirectory(prefix="latency-table-") as folder:
-            blocks = {}          # architecture key -> runner position
+            blocks = {}  # architecture key -> runner position
             runners = []
-            slots = []           # per choice, per shape, per candidate
+            slots = []  # per choice, per shape, per candidate
             for c, choice in enumerate(supernet.choices):
                 per_shape = []
                 for shape in shapes[c]:
@@ -772,9 +771,7 @@ class LatencyTable:
                     )
                 )
                 if verbose:
-                    print(
-                        f"latency table: path {space.label(index)}", flush=True
-                    )
+                    print(f"latency table: path {space.label(index)}", flush=True)
             times = _median_times(runners, runs, warmup)
         choices = [
             {
@@ -847,8 +844,10 @@ class LatencyTable:
 
     def save(self, path):
         """Writes the table as JSON, atomically (`runs.write_json`)."""
-        runs.write_json(os.fspath(path), self.get_config())
-        return os.fspath(path)
+        path = os.fspath(path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        runs.write_json(path, self.get_config())
+        return path
 
     @classmethod
     def load(cls, path):
@@ -864,14 +863,12 @@ class LatencyTable:
         return cls.from_config(config)
 
     def __repr__(self):
-        return (
-            f"LatencyTable({self.space.describe()}, base_ms="
-            f"{self.base_ms:.4f})"
-        )
+        return f"LatencyTable({self.space.describe()}, base_ms={self.base_ms:.4f})"
 
 
-def evaluate_latency_table(supernet, table, paths=None, num_paths=20,
-                           seed=0, runs=100, warmup=10):
+def evaluate_latency_table(
+    supernet, table, paths=None, num_paths=20, seed=0, runs=100, warmup=10
+):
     """How well `table` predicts measured latencies, on a sample of paths.
 
     The paths are measured whole (as `measure_latency` does, interleaved,

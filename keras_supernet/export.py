@@ -940,14 +940,7 @@ def export_path(
         if loaded.recalibrates:
             # The statistics the path was evaluated with during training:
             # the same training batches, recalibrated the same way.
-            splits = data_lib.load_splits(
-                dataset, data_dir, config.val_size, config.train_size,
-                config.split_seed,
-            )
-            batches = training.Data(
-                splits, config.batch_size, (mean, std),
-                bn_batches=config.bn_batches or training.DEFAULT_BN_BATCHES,
-            ).bn()
+            batches = training.run_data(config, data_dir).bn()
             supernet.recalibrate_batchnorm(batches, path=path_index, batches=10**9)
         # Verified below on the real test images rather than a random batch.
         model = extract_path(supernet, path_index, verify=False)

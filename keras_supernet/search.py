@@ -18,10 +18,10 @@ choice is a categorical parameter, a trial proposes one path.
   NNI search after training. Defaults: a population of `budget // 8`
   between 8 and 50 (at least 8 generations; SPOS's 50 x 20 for a budget
   of 1,000), each choice mutated with probability 1 / number of choices,
-  crossover 0.9. On a 1,024-path space with scores precomputed, evolution
-  with 10% of the paths found a top-1% path far more often than random
-  search, and populations near `budget // 8` did better than ones allowing
-  only 3 generations (a study for bin/search will give the numbers).
+  crossover 0.9. Measured on trained supernets of 256 and 625 paths
+  (docs/results/search.md, `strategy_study`, 10 seeds): with 10% of the
+  paths, evolution found a top-1% path in 3/10 and 8/10 seeds, random
+  search in 4/10 and 5/10; not a significant difference.
 
 `budget` is the number of distinct paths scored. A proposal that breaks a
 constraint (`max_params`, `max_flops`, `max_latency_ms`) is not scored and
@@ -61,11 +61,9 @@ result["best"]["label"]
 """
 
 import datetime
-import io
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 
@@ -74,6 +72,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_supernet import costs as costs_lib
+from keras_supernet import runs
 from keras_supernet import validation
 
 STRATEGIES = ("exhaustive", "random", "evolution")
@@ -91,8 +90,11 @@ DIRECTIONS = {
 }
 COSTS = ("params", "flops", "latency_ms")
 _ALIASES = {"accuracy": "val_accuracy", "loss": "val_loss", "latency": "latency_ms"}
-CONSTRAINTS = {"max_params": "params", "max_flops": "flops",
-               "max_latency_ms": "latency_ms"}
+CONSTRAINTS = {
+    "max_params": "params",
+    "max_flops": "flops",
+    "max_latency_ms": "latency_ms",
+}
 # Without `max_proposals`, a search stops after this many proposals per unit
 # of budget, however few of them it could score.
 PROPOSALS_PER_BUDGET = 50
@@ -100,9 +102,13 @@ SEARCH_FORMAT = "keras_supernet.search"
 # Settings a resumed search may change: they decide when it stops, not what
 # it proposes.
 _RESUMABLE_CHANGES = ("budget", "max_proposals")
-_COST_TITLES = {"params": "parameters", "flops": "FLOPs (multiply-adds)",
-                "latency_ms": "latency (ms)", "val_accuracy": "val accuracy",
-                "val_loss": "val loss"}
+_COST_TITLES = {
+    "params": "parameters",
+    "flops": "FLOPs (multiply-adds)",
+    "latency_ms": "latency (ms)",
+    "val_accuracy": "val accuracy",
+    "val_loss": "val loss",
+}
 
 
 # === Scoring ===
@@ -140,6 +146,10 @@ class PathScorer:
         seed: Non-negative int, the draw of the recalibration images.
         from_logits: Whether the supernet outputs logits (else
             probabilities), for the loss.
+        recalibration_data: Optional iterable of training batches (`x` or
+            `(x, y)`, such as `training.Data(...).bn()`, the batches a run
+            recalibrated its paths on): used, every batch, instead of
+            drawing from `x_train`.
 
     Raises:
         ValueError: for arrays of the wrong shape, or an invalid argument.
@@ -151,9 +161,21 @@ class PathScorer:
     {'val_accuracy': 0.961, 'val_loss': 0.127}
     """
 
-    def __init__(self, supernet, x_val, y_val, x_train=None, *,
-                 num_examples=None, batch_size=256, recalibration_batches=16,
-                 recalibration_batch_size=128, seed=0, from_logits=True):
+    def __init__(
+        self,
+        supernet,
+        x_val,
+        y_val,
+        x_train=None,
+        *,
+        num_examples=None,
+        batch_size=256,
+        recalibration_batches=16,
+        recalibration_batch_size=128,
+        seed=0,
+        from_logits=True,
+        recalibration_data=None,
+    ):
         self.supernet = supernet
         self.num_examples = validation.positive_int(
             "num_examples", num_examples, allow_none=True
@@ -170,8 +192,10 @@ class PathScorer:
         input_shape = tuple(supernet.inputs[0].shape[1:])
         x_val = self._images("x_val", x_val, input_shape)
         y_val = np.asarray(y_val)
-        if y_val.ndim != 1 or len(y_val) != len(x_val) or not np.issubdtype(
-            y_val.dtype, np.integer
+        if (
+            y_val.ndim != 1
+            or len(y_val) != len(x_val)
+            or not np.issubdtype(y_val.dtype, np.integer)
         ):
             raise ValueError(
                 "Invalid value for argument `y_val`. Expected integer class "
@@ -189,7 +213,19 @@ class PathScorer:
         self.x_val, self.y_val = x_val, y_val.astype("int64")
         self.recalibrate = bool(supernet.has_batchnorm and self.recalibration_batches)
         self._batches = None
-        if self.recalibrate:
+        if self.recalibrate and recalibration_data is not None:
+            # The caller's batches (training's own), as they are.
+            self._batches = [
+                np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch)
+                for batch in recalibration_data
+            ]
+            if not self._batches:
+                raise ValueError(
+                    "Invalid value for argument `recalibration_data`. "
+                    "Expected at least one batch of training images. "
+                    "Received an empty dataset."
+                )
+        elif self.recalibrate:
             if x_train is None:
                 raise ValueError(
                     "Invalid value for argument `x_train`. The supernet has "
@@ -358,36 +394,13 @@ def pareto_front(points, objectives):
     values = np.asarray(rows)
     front = []
     for i, row in enumerate(values):
-        dominated = np.any(
-            np.all(values <= row, axis=1) & np.any(values < row, axis=1)
-        )
+        dominated = np.any(np.all(values <= row, axis=1) & np.any(values < row, axis=1))
         if not dominated:
             front.append(points[i])
     return front
 
 
 # === Files ===
-
-
-def _write_atomic(path, content):
-    """Writes bytes to `path` through a synced temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _fmt(value, digits=4):
@@ -420,9 +433,7 @@ def _table(records, limit=None):
 def format_markdown(result):
     """`search.md`: the settings, top paths, Pareto front and convergence."""
     s = result["settings"]
-    constraints = [
-        f"{k}={s[k]:g}" for k in CONSTRAINTS if s.get(k) is not None
-    ]
+    constraints = [f"{k}={s[k]:g}" for k in CONSTRAINTS if s.get(k) is not None]
     lines = [
         "# Search after training",
         "",
@@ -480,13 +491,13 @@ def format_markdown(result):
     best = None
     for n, r in enumerate(result["evaluated"], 1):
         if best is None or (r["val_accuracy"], -r["val_loss"]) > (
-            best["val_accuracy"], -best["val_loss"]
+            best["val_accuracy"],
+            -best["val_loss"],
         ):
             best = r
         best_by_n[n] = best
     marks = sorted(
-        {n for n in best_by_n if n in (1, 2, 5) or _round_mark(n)}
-        | {len(best_by_n)}
+        {n for n in best_by_n if n in (1, 2, 5) or _round_mark(n)} | {len(best_by_n)}
     )
     for n in marks:
         if n in best_by_n:
@@ -530,17 +541,27 @@ def plot_pareto(result, path):
     ax.scatter(
         [r[cost] for r in evaluated],
         [r["val_accuracy"] for r in evaluated],
-        s=14, color="#9aa5b1", alpha=0.6, linewidths=0,
+        s=14,
+        color="#9aa5b1",
+        alpha=0.6,
+        linewidths=0,
         label=f"scored paths ({len(evaluated):,})",
     )
     if front:
         ax.step(
-            [r[cost] for r in front], [r["val_accuracy"] for r in front],
-            where="post", color="#d1495b", linewidth=1.2, alpha=0.8,
+            [r[cost] for r in front],
+            [r["val_accuracy"] for r in front],
+            where="post",
+            color="#d1495b",
+            linewidth=1.2,
+            alpha=0.8,
         )
         ax.scatter(
-            [r[cost] for r in front], [r["val_accuracy"] for r in front],
-            s=36, color="#d1495b", zorder=3,
+            [r[cost] for r in front],
+            [r["val_accuracy"] for r in front],
+            s=36,
+            color="#d1495b",
+            zorder=3,
             label=f"Pareto front ({len(front)})",
         )
         if len(front) <= 12:
@@ -553,21 +574,36 @@ def plot_pareto(result, path):
                 )
             for (x, y), paths in labels.items():
                 ax.annotate(
-                    ", ".join(paths), (x, y), textcoords="offset points",
-                    xytext=(5, -10), fontsize=7, color="#8c2f39",
+                    ", ".join(paths),
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(5, -10),
+                    fontsize=7,
+                    color="#8c2f39",
                 )
     best = result["best"]
     if best.get(cost) is not None:
         ax.scatter(
-            [best[cost]], [best["val_accuracy"]], s=160, marker="*",
-            color="#edae49", edgecolors="black", linewidths=0.6, zorder=4,
+            [best[cost]],
+            [best["val_accuracy"]],
+            s=160,
+            marker="*",
+            color="#edae49",
+            edgecolors="black",
+            linewidths=0.6,
+            zorder=4,
             label=f"best: {_short(best['label'])}",
         )
     limit_name = {v: k for k, v in CONSTRAINTS.items()}.get(cost)
     limit = result["settings"].get(limit_name) if limit_name else None
     if limit is not None:
-        ax.axvline(limit, color="black", linestyle="--", linewidth=1,
-                   label=f"{limit_name} = {limit:g}")
+        ax.axvline(
+            limit,
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label=f"{limit_name} = {limit:g}",
+        )
     values = [r[cost] for r in evaluated]
     if values and min(values) > 0 and max(values) / min(values) > 20:
         ax.set_xscale("log")
@@ -584,12 +620,11 @@ def plot_pareto(result, path):
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8, framealpha=0.9)
     fig.tight_layout()
-    content = io.BytesIO()
     try:
-        fig.savefig(content, dpi=120, format="png")
+        with runs.atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
     finally:
         plt.close(fig)
-    _write_atomic(path, content.getvalue())
 
 
 def _short(label, width=40):
@@ -639,9 +674,7 @@ def _storage(url, output_dir):
             with warnings.catch_warnings():
                 # Optuna calls heartbeats experimental; they are the
                 # documented way to fail the trials of a dead worker.
-                warnings.simplefilter(
-                    "ignore", optuna.exceptions.ExperimentalWarning
-                )
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return url, optuna.storages.RDBStorage(
                     url,
                     engine_kwargs=engine_kwargs,
@@ -651,8 +684,7 @@ def _storage(url, output_dir):
                     heartbeat_interval=30,
                     grace_period=120,
                 )
-        except (sqlalchemy.exc.OperationalError,
-                sqlalchemy.exc.IntegrityError):
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
             # Workers started together race to create the tables of a new
             # database; the loser finds them on its next try.
             if attempt == 9:
@@ -688,8 +720,15 @@ def _records(study, space):
 
 
 def _public(record):
-    keys = ("path", "label", "val_accuracy", "val_loss", "params", "flops",
-            "latency_ms")
+    keys = (
+        "path",
+        "label",
+        "val_accuracy",
+        "val_loss",
+        "params",
+        "flops",
+        "latency_ms",
+    )
     return {k: record[k] for k in keys if record.get(k) is not None}
 
 
@@ -713,8 +752,7 @@ def _infeasible_error(constraints, minima, proposed=None, num_proposals=0):
                 f"the smallest {cost} proposed is {_cost_text(cost, r[cost])} "
                 f"(path {r['path']}, {_short(r['label'], 60)})"
                 + (
-                    f", of any path {_cost_text(cost, known[1])} (path "
-                    f"{known[0]})"
+                    f", of any path {_cost_text(cost, known[1])} (path {known[0]})"
                     if known
                     else ""
                 )
@@ -806,8 +844,16 @@ def _check_feasible(supernet, constraints, latency_table):
     return minima
 
 
-def _open_study(storage, storage_url, study_name, settings, space, objectives,
-                enumerate_all, samplers_lib):
+def _open_study(
+    storage,
+    storage_url,
+    study_name,
+    settings,
+    space,
+    objectives,
+    enumerate_all,
+    samplers_lib,
+):
     """Loads the study (checking its settings) or creates it, with the
     sampler of `settings`; fills in the default population."""
     import optuna
@@ -835,7 +881,8 @@ def _open_study(storage, storage_url, study_name, settings, space, objectives,
 
     try:
         study = optuna.load_study(
-            study_name=study_name, storage=storage,
+            study_name=study_name,
+            storage=storage,
             sampler=optuna.samplers.RandomSampler(),
         )
         stored = study.user_attrs.get("settings")
@@ -885,8 +932,18 @@ def _open_study(storage, storage_url, study_name, settings, space, objectives,
     return study
 
 
-def _result(space, settings, objectives, constraints, scored, infeasible,
-            duplicate, stopped, storage, study_name):
+def _result(
+    space,
+    settings,
+    objectives,
+    constraints,
+    scored,
+    infeasible,
+    duplicate,
+    stopped,
+    storage,
+    study_name,
+):
     """The content of search.json."""
     evaluated = [_public(r) for r in scored]
     best = min(evaluated, key=lambda r: (-r["val_accuracy"], r["val_loss"], r["path"]))
@@ -959,6 +1016,7 @@ def run_search(
     batch_size=256,
     recalibration_batches=16,
     recalibration_batch_size=128,
+    recalibration_data=None,
     population_size=None,
     mutation_prob=None,
     crossover_prob=0.9,
@@ -966,6 +1024,7 @@ def run_search(
     storage=None,
     study_name="search",
     scorer=None,
+    run=None,
     verbose=1,
 ):
     """Searches the paths of a trained supernet; writes and returns the result.
@@ -1000,6 +1059,8 @@ def run_search(
         batch_size: Positive int, validation batch size.
         recalibration_batches: Non-negative int (see `PathScorer`).
         recalibration_batch_size: Positive int.
+        recalibration_data: Optional training batches to recalibrate on
+            instead of a draw from `x_train` (see `PathScorer`).
         population_size: Evolution: individuals per generation. Default:
             `budget // 8`, between 8 and 50.
         mutation_prob: Evolution: per-choice probability of a random
@@ -1015,6 +1076,10 @@ def run_search(
         scorer: Optional callable taking a path index and returning a dict
             with `val_accuracy` and `val_loss`, used instead of a
             `PathScorer` of the arrays (then not needed).
+        run: Optional JSON-able dict naming where the supernet comes from
+            (`search_run` gives the run folder, mode, seed and epoch);
+            kept in the settings, so a search resumes only on the same
+            run and `bin/export --from_search` can check it.
         verbose: 0 (silent) or 1 (a progress bar).
 
     Returns:
@@ -1084,9 +1149,7 @@ def run_search(
             f"{latency_table.info.get('threads', '?')})"
         )
     elif latency_needed:
-        latency_source = (
-            f"measured per path with LiteRT, {latency_threads} thread(s)"
-        )
+        latency_source = f"measured per path with LiteRT, {latency_threads} thread(s)"
 
     # Constraints below the cheapest path: one clear error before searching.
     minima = _check_feasible(supernet, constraints, latency_table)
@@ -1100,11 +1163,15 @@ def run_search(
                 f"{'None' if y_val is None else 'an array'}."
             )
         scorer = PathScorer(
-            supernet, x_val, y_val, x_train,
+            supernet,
+            x_val,
+            y_val,
+            x_train,
             num_examples=num_examples,
             batch_size=batch_size,
             recalibration_batches=recalibration_batches,
             recalibration_batch_size=recalibration_batch_size,
+            recalibration_data=recalibration_data,
         )
         scorer_settings = {
             "scorer": "PathScorer",
@@ -1114,6 +1181,13 @@ def run_search(
             "recalibrated": scorer.recalibrate,
             "recalibration_batches": scorer.recalibration_batches,
             "recalibration_batch_size": scorer.recalibration_batch_size,
+            "recalibration_data": (
+                None
+                if scorer._batches is None
+                else "given"
+                if recalibration_data is not None
+                else "drawn"
+            ),
         }
     else:
         scorer_settings = {"scorer": "custom"}
@@ -1123,8 +1197,10 @@ def run_search(
         "sampler": (
             "every path in index order"
             if enumerate_all
-            else {"random": "optuna RandomSampler",
-                  "evolution": "optuna NSGAIISampler"}[strategy]
+            else {
+                "random": "optuna RandomSampler",
+                "evolution": "optuna NSGAIISampler",
+            }[strategy]
         ),
         "budget": budget,
         "search_seed": search_seed,
@@ -1144,6 +1220,8 @@ def run_search(
         "space_config": space.get_config(),
         **scorer_settings,
     }
+    if run is not None:
+        settings["run"] = dict(run)
 
     # === The study ===
     import optuna
@@ -1157,16 +1235,33 @@ def run_search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = _open_study(
-            storage_obj, storage_url, study_name, settings, space, objectives,
-            enumerate_all, samplers_lib,
+            storage_obj,
+            storage_url,
+            study_name,
+            settings,
+            space,
+            objectives,
+            enumerate_all,
+            samplers_lib,
         )
         for number in samplers_lib.stale_trials(study):
             study.tell(number, state=TrialState.FAIL)
 
         stopped = _optimize(
-            study, space, supernet, scorer, objectives, constraints,
-            latency_table, latency_needed, latency_threads, budget,
-            max_proposals, enumerate_all, verbose, samplers_lib,
+            study,
+            space,
+            supernet,
+            scorer,
+            objectives,
+            constraints,
+            latency_table,
+            latency_needed,
+            latency_threads,
+            budget,
+            max_proposals,
+            enumerate_all,
+            verbose,
+            samplers_lib,
         )
         scored, infeasible, duplicate = _records(study, space)
     finally:
@@ -1177,29 +1272,42 @@ def run_search(
             raise _infeasible_error(
                 constraints, minima, infeasible, len(infeasible) + len(duplicate)
             )
-        raise ValueError(
-            f"The search scored no path in {max_proposals:,} proposals."
-        )
+        raise ValueError(f"The search scored no path in {max_proposals:,} proposals.")
 
     result = _result(
-        space, settings, objectives, constraints, scored, infeasible,
-        duplicate, stopped, storage_url if storage is not None else "search.db",
+        space,
+        settings,
+        objectives,
+        constraints,
+        scored,
+        infeasible,
+        duplicate,
+        stopped,
+        storage_url if storage is not None else "search.db",
         study_name,
     )
-    _write_atomic(
-        os.path.join(output_dir, "search.json"),
-        (json.dumps(result, indent=1) + "\n").encode(),
-    )
-    _write_atomic(
-        os.path.join(output_dir, "search.md"), format_markdown(result).encode()
-    )
+    runs.write_json(os.path.join(output_dir, "search.json"), result)
+    runs.write_text(os.path.join(output_dir, "search.md"), format_markdown(result))
     plot_pareto(result, os.path.join(output_dir, "pareto.png"))
     return result
 
 
-def _optimize(study, space, supernet, scorer, objectives, constraints,
-              latency_table, latency_needed, latency_threads, budget,
-              max_proposals, enumerate_all, verbose, samplers_lib):
+def _optimize(
+    study,
+    space,
+    supernet,
+    scorer,
+    objectives,
+    constraints,
+    latency_table,
+    latency_needed,
+    latency_threads,
+    budget,
+    max_proposals,
+    enumerate_all,
+    verbose,
+    samplers_lib,
+):
     """Runs Optuna's loop until the budget is scored; returns why it
     stopped."""
     import optuna
@@ -1210,9 +1318,12 @@ def _optimize(study, space, supernet, scorer, objectives, constraints,
 
     def counts():
         scored, infeasible, duplicate = _records(study, space)
-        return len(scored), len(scored) + len(infeasible) + len(duplicate), (
-            len(scored) + len(infeasible)
-        ), scored
+        return (
+            len(scored),
+            len(scored) + len(infeasible) + len(duplicate),
+            (len(scored) + len(infeasible)),
+            scored,
+        )
 
     def reason():
         num_scored, num_proposals, num_done, _ = counts()
@@ -1273,7 +1384,8 @@ def _optimize(study, space, supernet, scorer, objectives, constraints,
     progress = None
     if verbose:
         progress = keras.utils.Progbar(
-            budget, unit_name="path",
+            budget,
+            unit_name="path",
             stateful_metrics=["best_val_accuracy", "proposals"],
         )
 
@@ -1283,9 +1395,7 @@ def _optimize(study, space, supernet, scorer, objectives, constraints,
         num_scored, num_proposals, _, scored = counts()
         values = [("proposals", num_proposals)]
         if scored:
-            values.append(
-                ("best_val_accuracy", max(r["val_accuracy"] for r in scored))
-            )
+            values.append(("best_val_accuracy", max(r["val_accuracy"] for r in scored)))
         progress.update(min(num_scored, budget), values=values)
 
     def callback(study_, trial):
@@ -1297,3 +1407,291 @@ def _optimize(study, space, supernet, scorer, objectives, constraints,
     if reason() is None:
         study.optimize(objective, callbacks=[callback], gc_after_trial=False)
     return reason() or "stopped"
+
+
+# === Run folders: bin/search and bin/export --from_search ===
+
+
+def search_run(
+    run_dir,
+    *,
+    mode="joint",
+    seed=0,
+    epoch="best",
+    output_dir=None,
+    data_dir=None,
+    latency_table=None,
+    build_latency_table=False,
+    **kwargs,
+):
+    """Searches the paths of a training run's supernet (`bin/search`).
+
+    The run and epoch are picked as `bin/export` picks them
+    (`runs.RunFolder.load`; `epoch="best"` is the epoch where the mean
+    validation accuracy of the paths the run evaluated peaked). Paths are
+    scored on the run's validation split (or its first `num_examples`);
+    a supernet with BatchNorm is recalibrated per path on the training
+    batches the run recalibrated its evaluations on
+    (`training.run_data(config).bn()`).
+
+    Args:
+        run_dir: A run folder written by `bin/train`.
+        mode: `"joint"`: only a jointly trained supernet has weights
+            shared by every path.
+        seed: The run's seed.
+        epoch: `"best"`, `"last"` or an epoch number whose checkpoint was
+            kept.
+        output_dir: Default `<run_dir>/search`.
+        data_dir: Folder of the dataset's IDX files; default the run's.
+        latency_table: Optional `costs.LatencyTable` or the path of its
+            JSON file, to predict latencies with (see `run_search`).
+        build_latency_table: With `latency_table` a path to a file that
+            does not exist yet: measure the table first
+            (`costs.LatencyTable.build`, with `latency_threads`) and save
+            it there. An existing file is used as it is, so a rerun
+            resumes the same search.
+        **kwargs: Other arguments of `run_search` (`strategy`, `budget`,
+            `max_flops`, `latency_threads`, ...).
+
+    Returns:
+        The content of `search.json` (see `run_search`); its
+        `settings["run"]` names the run folder, mode, seed and epoch.
+
+    Raises:
+        ValueError: an unknown run folder, seed or epoch, a standalone
+            mode, or any error of `run_search`.
+    """
+    from keras_supernet import training
+
+    if mode != "joint":
+        raise ValueError(
+            "Invalid value for argument `mode`. A search scores paths with "
+            "the weights a joint run's paths share; a standalone run trained "
+            f"one path. Expected 'joint'. Received mode={mode!r}."
+        )
+    folder = runs.RunFolder(run_dir)
+    loaded = folder.load(mode, seed, None, epoch)
+    if build_latency_table:
+        if not isinstance(latency_table, (str, os.PathLike)):
+            raise ValueError(
+                "Invalid value for argument `latency_table`. Building a "
+                "latency table needs the path of the JSON file to write. "
+                f"Received latency_table={latency_table!r}."
+            )
+        if not os.path.exists(latency_table):
+            costs_lib.LatencyTable.build(
+                loaded.supernet, threads=kwargs.get("latency_threads", 1)
+            ).save(latency_table)
+    data = training.run_data(loaded.config, data_dir)
+    x_val = np.concatenate([x for x, _ in data.val.as_numpy_iterator()])
+    y_val = np.concatenate([y for _, y in data.val.as_numpy_iterator()])
+    if output_dir is None:
+        output_dir = os.path.join(folder.path, "search")
+    run = {
+        "run_dir": os.path.realpath(folder.path),
+        "mode": mode,
+        "seed": loaded.seed,
+        "epoch": loaded.epoch,
+    }
+    return run_search(
+        loaded.supernet,
+        x_val,
+        y_val,
+        output_dir=output_dir,
+        recalibration_data=data.bn() if loaded.recalibrates else None,
+        latency_table=latency_table,
+        run=run,
+        **kwargs,
+    )
+
+
+def read_search(search_dir, run_dir=None):
+    """The `search.json` of a search folder, checked against a run folder.
+
+    Args:
+        search_dir: A folder written by `search_run` / `bin/search` (or the
+            path of its search.json).
+        run_dir: Optional run folder the search must belong to.
+
+    Raises:
+        ValueError: no readable search.json there, or a search of another
+            run folder (or of no run folder).
+    """
+    search_dir = os.fspath(search_dir)
+    path = search_dir
+    if os.path.isdir(search_dir):
+        path = os.path.join(search_dir, "search.json")
+    if not os.path.isfile(path):
+        raise ValueError(
+            "Invalid value for argument `from_search`. Expected a folder "
+            f"written by bin/search, with a search.json. Received "
+            f"from_search={search_dir!r}."
+        )
+    result = runs.read_json(path, "search result")
+    if not isinstance(result, dict) or result.get("format") != SEARCH_FORMAT:
+        raise ValueError(
+            f"Invalid value for argument `from_search`. {path} is not a "
+            f"search result (format {SEARCH_FORMAT!r}). Received "
+            f"from_search={search_dir!r}."
+        )
+    if run_dir is not None:
+        run = result.get("settings", {}).get("run")
+        if not run or os.path.realpath(run["run_dir"]) != os.path.realpath(run_dir):
+            where = run["run_dir"] if run else "no run folder (a library search)"
+            raise ValueError(
+                f"Invalid value for argument `from_search`. The search in "
+                f"{search_dir} scored the supernet of {where}, not of "
+                f"run_dir={os.fspath(run_dir)!r}."
+            )
+    return result
+
+
+def export_best(run_dir, from_search, mode=None, seed=None, epoch=None, **kwargs):
+    """Exports the best path of a search (`bin/export --from_search`).
+
+    The path is exported from the run, seed and epoch the search scored,
+    like any path (`export.export_path`).
+
+    Args:
+        run_dir: The run folder the search belongs to.
+        from_search: The search's folder (see `read_search`).
+        mode, seed, epoch: None for the search's; given values must be
+            the search's.
+        **kwargs: Other arguments of `export.export_path` (`export_dir`,
+            `name`, `formats`, `quantize`, `data_dir`).
+
+    Returns:
+        `export.export_path`'s report.
+
+    Raises:
+        ValueError: see `read_search`; a mode, seed or epoch other than
+            the search's.
+    """
+    from keras_supernet import export
+
+    result = read_search(from_search, run_dir)
+    run = result["settings"]["run"]
+    for name, given in (("mode", mode), ("seed", seed), ("epoch", epoch)):
+        if given is not None and str(given) != str(run[name]):
+            raise ValueError(
+                f"Invalid value for argument `{name}`. The search in "
+                f"{os.fspath(from_search)} scored {run['mode']} seed "
+                f"{run['seed']} at epoch {run['epoch']}: its best path is "
+                f"exported from there. Received {name}={given!r}."
+            )
+    return export.export_path(
+        run_dir,
+        result["best"]["path"],
+        mode=run["mode"],
+        seed=run["seed"],
+        epoch=run["epoch"],
+        **kwargs,
+    )
+
+
+# === Does the search work? ===
+
+
+def strategy_study(
+    supernet,
+    scores,
+    output_dir,
+    strategies=("random", "evolution"),
+    fractions=(0.01, 0.05, 0.1),
+    seeds=range(5),
+    **kwargs,
+):
+    """Ranks the paths that searches find, against every path's score.
+
+    With `scores` holding every path's score (an exhaustive search's
+    `evaluated`), each search of `strategies` x budgets (`fractions` of the
+    space, at least 1 path) x `seeds` runs `run_search` with a scorer that
+    looks the scores up, and the path it returns as best is ranked among
+    all paths (1 = the best; by val accuracy, then lower val loss).
+
+    Args:
+        supernet: The `Supernet` scored (its space and costs).
+        scores: Every path's score: a list of records with `path`,
+            `val_accuracy`, `val_loss` (search.json's `evaluated`).
+        output_dir: Folder of one sub-folder per search.
+        strategies: Strategies of `run_search` to compare.
+        fractions: Budgets as fractions of the space's size.
+        seeds: Search seeds of each strategy and budget.
+        **kwargs: Other arguments of `run_search`.
+
+    Returns:
+        A dict: `num_paths`, `top1_rank` (the ranks that are in the top
+        1%), `runs` (per search: `strategy`, `budget`, `search_seed`,
+        `path`, `label`, `rank`, `val_accuracy`) and `summary` (per
+        strategy and budget: the ranks, their median, and `top1_hits`, the
+        seeds whose path is in the top 1%).
+
+    Raises:
+        ValueError: `scores` without every path of the space.
+    """
+    space = supernet.space
+    table = {
+        int(r["path"]): {"val_accuracy": r["val_accuracy"], "val_loss": r["val_loss"]}
+        for r in scores
+    }
+    if sorted(table) != list(range(space.num_paths)):
+        raise ValueError(
+            "Invalid value for argument `scores`. Expected the score of every "
+            f"one of the {space.num_paths} paths. Received {len(table)} paths."
+        )
+    order = sorted(
+        table, key=lambda p: (-table[p]["val_accuracy"], table[p]["val_loss"], p)
+    )
+    rank = {p: i + 1 for i, p in enumerate(order)}
+    top1 = max(1, math.ceil(0.01 * space.num_paths))
+    rows, summary = [], []
+    for strategy in strategies:
+        for fraction in fractions:
+            budget = max(1, round(fraction * space.num_paths))
+            ranks = []
+            for seed in seeds:
+                result = run_search(
+                    supernet,
+                    output_dir=os.path.join(
+                        output_dir, f"{strategy}_budget{budget}_seed{seed}"
+                    ),
+                    strategy=strategy,
+                    budget=budget,
+                    search_seed=seed,
+                    scorer=table.__getitem__,
+                    verbose=0,
+                    **kwargs,
+                )
+                best = result["best"]
+                ranks.append(rank[best["path"]])
+                rows.append(
+                    {
+                        "strategy": strategy,
+                        "budget": budget,
+                        "search_seed": seed,
+                        "path": best["path"],
+                        "label": best["label"],
+                        "rank": rank[best["path"]],
+                        "val_accuracy": best["val_accuracy"],
+                        "num_scored": result["num_scored"],
+                    }
+                )
+            summary.append(
+                {
+                    "strategy": strategy,
+                    "budget": budget,
+                    "fraction": fraction,
+                    "ranks": ranks,
+                    "median_rank": float(np.median(ranks)),
+                    "top1_hits": sum(r <= top1 for r in ranks),
+                    "seeds": len(ranks),
+                }
+            )
+    return {
+        "num_paths": space.num_paths,
+        "top1_rank": top1,
+        "best_path": order[0],
+        "best_val_accuracy": table[order[0]]["val_accuracy"],
+        "runs": rows,
+        "summary": summary,
+    }

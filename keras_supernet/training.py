@@ -120,6 +120,33 @@ class Data:
         return self._bn
 
 
+def run_data(config, data_dir=None):
+    """The `Data` of a run folder's `RunConfig`: its splits, normalisation
+    and BatchNorm recalibration batches, as training used them.
+
+    Args:
+        config: A `keras_supernet.runs.RunConfig`.
+        data_dir: Folder of the dataset's IDX files; default the run's own.
+
+    Raises:
+        ValueError, keras_supernet.data.DataError: data that cannot be
+            read or does not fit the run's split sizes.
+    """
+    splits = data_lib.load_splits(
+        config.dataset,
+        config.data_dir if data_dir is None else data_dir,
+        config.val_size,
+        config.train_size,
+        config.split_seed,
+    )
+    return Data(
+        splits,
+        config.batch_size,
+        (config.normalization["mean"], config.normalization["std"]),
+        bn_batches=config.bn_batches or DEFAULT_BN_BATCHES,
+    )
+
+
 class _StopAfterOneEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.model.stop_training = True

@@ -59,6 +59,9 @@ def test_flag_choices_follow_the_library():
     assert set(_cli.SAMPLINGS) == set(sampling.SAMPLING_NAMES) - {"fixed"}
     assert _cli.DATASETS == data.DATASETS
     assert _cli.STRATEGIES == distribute.STRATEGIES
+    from keras_supernet import search
+
+    assert _cli.SEARCH_STRATEGIES == search.STRATEGIES
     from keras_supernet import layers
 
     assert _cli.AGGREGATIONS == ("none",) + layers.AGGREGATIONS

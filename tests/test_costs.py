@@ -6,8 +6,8 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import choice_space
 
+from conftest import choice_space
 from keras_supernet import candidates
 from keras_supernet import costs
 from keras_supernet.extract import extract_path

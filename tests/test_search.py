@@ -9,10 +9,10 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+
 from conftest import ROOT
 from conftest import choice_space
 from conftest import learnable_batch
-
 from keras_supernet import costs
 from keras_supernet import search
 from keras_supernet.search import PathScorer
@@ -486,3 +486,27 @@ def test_latency_is_measured_without_a_table(tmp_path):
     assert _paths(result) == [0, 1, 2, 3]
     assert all(r["latency_ms"] > 0 for r in result["evaluated"])
     assert "measured" in result["settings"]["latency"]
+
+
+# === The strategy study ===
+
+
+def test_strategy_study_ranks_the_path_each_search_returns(supernet, tmp_path):
+    score = _table_scorer(27, seed=4)
+    scores = [{"path": p, **score(p)} for p in range(27)]
+    study = search.strategy_study(
+        supernet, scores, str(tmp_path), fractions=(0.2, 1.0), seeds=(0, 1)
+    )
+    order = sorted(range(27), key=lambda p: (-scores[p]["val_accuracy"], scores[p]["val_loss"], p))
+    assert study["num_paths"] == 27 and study["top1_rank"] == 1
+    assert study["best_path"] == order[0]
+    assert len(study["runs"]) == 2 * 2 * 2
+    for run in study["runs"]:
+        assert run["rank"] == order.index(run["path"]) + 1
+        assert run["num_scored"] == run["budget"]
+    # A budget covering the space scores every path: the best, every time.
+    full = [r for r in study["summary"] if r["budget"] == 27]
+    assert [r["ranks"] for r in full] == [[1, 1], [1, 1]]
+    assert all(r["top1_hits"] == 2 for r in full)
+    with pytest.raises(ValueError, match="every one of the 27 paths"):
+        search.strategy_study(supernet, scores[:5], str(tmp_path / "x"))
