@@ -38,7 +38,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import keras_supernet
 from keras_supernet import data
 from keras_supernet import distribute
 from keras_supernet import presets
@@ -208,11 +207,7 @@ def _make_config(mode, seeds, paths, space, dataset, data_dir, epochs,
         strategy=strategy_name,
         num_replicas=num_replicas,
         shard=None if shard is None else f"{shard[0]}/{shard[1]}",
-        versions={
-            "keras_supernet": keras_supernet.__version__,
-            "keras": keras.__version__,
-            "tensorflow": tf.__version__,
-        },
+        versions=runs.versions(),
     )
     return config, search_space
 

@@ -147,6 +147,23 @@ def read_json(path, what="file"):
         ) from None
 
 
+def versions(**extra):
+    """The versions a result file records: keras_supernet, Keras,
+    TensorFlow, then `extra` (name: version)."""
+    # Imported here: runs.py is imported by the package itself.
+    import keras
+    import tensorflow as tf
+
+    import keras_supernet
+
+    return {
+        "keras_supernet": keras_supernet.__version__,
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        **extra,
+    }
+
+
 def check_free_space(folder, needed, what):
     """Raises `SaveError` unless `folder` has `needed` bytes free.
 

@@ -648,14 +648,7 @@ def _default_population(budget):
 def _versions():
     import optuna
 
-    import keras_supernet
-
-    return {
-        "keras_supernet": keras_supernet.__version__,
-        "keras": keras.__version__,
-        "tensorflow": tf.__version__,
-        "optuna": optuna.__version__,
-    }
+    return runs.versions(optuna=optuna.__version__)
 
 
 def _storage(url, output_dir):
