@@ -1,6 +1,6 @@
 """Optuna samplers of `keras_supernet.search` (imported only by a search).
 
-Two samplers wrap Optuna's for a search that must resume exactly:
+Three samplers serve a search that must resume exactly:
 
 - `KeyedSampler` runs a fresh Optuna sampler (`RandomSampler`,
   `NSGAIISampler`) for every trial, seeded with a function of the search
@@ -14,6 +14,8 @@ Two samplers wrap Optuna's for a search that must resume exactly:
 - `EnumerationSampler` proposes the paths in index order: the first path
   that no trial has claimed yet (a failed trial's path is free again), so
   that several processes enumerate one space together.
+- `RegularizedEvolutionSampler` is regularized ("aging") evolution, seeded
+  per trial key like `KeyedSampler`, its population read from the storage.
 
 Each trial records which process runs it (`worker`: host and pid) as soon as
 it exists, so that a restarted search can tell its own dead trials from
