@@ -1,6 +1,6 @@
 """Optuna samplers of `keras_supernet.search` (imported only by a search).
 
-Two samplers wrap Optuna's for a search that must resume exactly:
+Three samplers serve a search that must resume exactly:
 
 - `KeyedSampler` runs a fresh Optuna sampler (`RandomSampler`,
   `NSGAIISampler`) for every trial, seeded with a function of the search
@@ -14,6 +14,8 @@ Two samplers wrap Optuna's for a search that must resume exactly:
 - `EnumerationSampler` proposes the paths in index order: the first path
   that no trial has claimed yet (a failed trial's path is free again), so
   that several processes enumerate one space together.
+- `RegularizedEvolutionSampler` is regularized ("aging") evolution, seeded
+  per trial key like `KeyedSampler`, its population read from the storage.
 
 Each trial records which process runs it (`worker`: host and pid) as soon as
 it exists, so that a restarted search can tell its own dead trials from
@@ -23,6 +25,7 @@ those of live processes sharing the study (see `stale_trials`).
 import os
 import socket
 
+import numpy as np
 import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
@@ -180,4 +183,119 @@ class EnumerationSampler(optuna.samplers.BaseSampler):
         raise RuntimeError(
             f"EnumerationSampler proposes every choice; {param_name!r} is "
             "not a choice of the space."
+        )
+
+
+def default_tournament(population_size):
+    """The default tournament size of regularized evolution: a quarter of
+    the population, at least 2."""
+    return max(2, population_size // 4)
+
+
+class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
+    """Regularized ("aging") evolution of Real et al. 2019, one objective.
+
+    The population is the last `population_size` scored paths, by trial
+    number: each new one pushes the oldest out, whatever its score. While
+    fewer paths are scored, a proposal is a uniform draw among the paths no
+    trial has proposed. Then each proposal samples `tournament_size`
+    members of the population (without replacement), takes the best of
+    them by the objective (ties: the older), and mutates exactly one of its
+    choices to another candidate: a choice and a candidate drawn uniformly
+    among the neighbours no trial has proposed yet (all one-choice
+    neighbours of a path, in random order); if every neighbour has been
+    proposed, a uniform draw among the paths no trial has proposed.
+
+    A proposal draws from a fresh generator seeded from (seed, trial key)
+    (see `trial_key`) and reads only the trials in the storage, so that a
+    search restarted after a crash proposes the same paths.
+
+    Args:
+        space: The `SearchSpace`.
+        seed: The search seed.
+        population_size: Int >= 2.
+        tournament_size: Int in [1, population_size]; default
+            `default_tournament(population_size)`.
+    """
+
+    def __init__(self, space, seed, population_size, tournament_size=None):
+        self._space = space
+        self._seed = seed
+        self._distributions = distributions(space)
+        self.population_size = int(population_size)
+        self.tournament_size = min(
+            self.population_size,
+            int(tournament_size or default_tournament(self.population_size)),
+        )
+
+    def before_trial(self, study, trial):
+        _mark_worker(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return dict(self._distributions)
+
+    def _random_unproposed(self, rng, proposed):
+        n = self._space.num_paths
+        if len(proposed) >= n:
+            return int(rng.integers(n))
+        if n <= 4 * len(proposed) + 64:
+            free = [p for p in range(n) if p not in proposed]
+            return int(free[rng.integers(len(free))])
+        while True:
+            index = int(rng.integers(n))
+            if index not in proposed:
+                return index
+
+    def propose(self, study, trial):
+        """The path index that trial `trial` is to score."""
+        rng = np.random.default_rng(
+            sampling.derived_seed(self._seed, trial_key(study, trial))
+        )
+        proposed = set()
+        scored = []
+        for other in study.get_trials(deepcopy=False):
+            if other.number == trial.number or other.state == TrialState.FAIL:
+                continue
+            path = trial_path(self._space, other)
+            if path is None:
+                continue
+            proposed.add(path)
+            if other.state == TrialState.COMPLETE:
+                scored.append((other.number, path, other.values[0]))
+        if len(scored) < self.population_size:
+            return self._random_unproposed(rng, proposed)
+        scored.sort()
+        population = scored[-self.population_size :]
+        picks = rng.choice(len(population), self.tournament_size, replace=False)
+        sign = (
+            1.0
+            if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+            else -1.0
+        )
+        # Best by the objective; ties: the older (earlier in the population).
+        parent = min(
+            (population[int(i)] for i in picks),
+            key=lambda m: (-sign * m[2], m[0]),
+        )[1]
+        choice = list(self._space.resolve(parent))
+        sizes = [len(labels) for labels in self._space.candidate_labels]
+        neighbours = [
+            (c, k) for c, size in enumerate(sizes) for k in range(size) if k != choice[c]
+        ]
+        for j in rng.permutation(len(neighbours)):
+            c, k = neighbours[int(j)]
+            child = list(choice)
+            child[c] = k
+            index = self._space.index(tuple(child))
+            if index not in proposed:
+                return index
+        return self._random_unproposed(rng, proposed)
+
+    def sample_relative(self, study, trial, search_space):
+        return params_of(self._space, self.propose(study, trial))
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        raise RuntimeError(
+            "RegularizedEvolutionSampler proposes every choice; "
+            f"{param_name!r} is not a choice of the space."
         )

@@ -22,6 +22,16 @@ choice is a categorical parameter, a trial proposes one path.
   (docs/results/search.md, `strategy_study`, 10 seeds): with 10% of the
   paths, evolution found a top-1% path in 3/10 and 8/10 seeds, random
   search in 4/10 and 5/10; not a significant difference.
+- `strategy="regularized"`: regularized ("aging") evolution (Real et al.
+  2019, as NNI's `RegularizedEvolution`), one objective only: the
+  population is the last `population_size` scored paths (default
+  `budget // 4`, between 4 and 50; the first ones distinct random draws);
+  each proposal
+  mutates exactly one choice of the best of `tournament_size` members
+  (default `population_size // 4`, at least 2) to an unproposed neighbour.
+  Same study: a top-1% path in 4/10 and 8/10 seeds (best median rank on
+  625 paths, 2.5), not significantly better than random search either, so
+  `"evolution"` stays NSGA-II.
 
 `budget` is the number of distinct paths scored. A proposal that breaks a
 constraint (`max_params`, `max_flops`, `max_latency_ms`) is not scored and
@@ -75,7 +85,7 @@ from keras_supernet import costs as costs_lib
 from keras_supernet import runs
 from keras_supernet import validation
 
-STRATEGIES = ("exhaustive", "random", "evolution")
+STRATEGIES = ("exhaustive", "random", "evolution", "regularized")
 # Exhaustive search (and any budget that covers the whole space) scores every
 # path; at about a second per scored path on a CPU (BatchNorm recalibration
 # plus a few thousand validation images), 4,096 paths is about an hour.
@@ -640,8 +650,11 @@ def _check_constraint(name, value):
     return validation.positive_float(name, value)
 
 
-def _default_population(budget):
-    # At least 8 generations within the budget (see the module docstring).
+def _default_population(budget, strategy="evolution"):
+    # See the module docstring.
+    if strategy == "regularized":
+        return max(4, min(50, budget // 4))
+    # At least 8 generations within the budget.
     return max(8, min(50, budget // 8))
 
 
@@ -881,12 +894,17 @@ def _open_study(
         stored = study.user_attrs.get("settings")
     except KeyError:
         study, stored = None, None
-    if settings["strategy"] == "evolution" and settings["population_size"] is None:
+    evolves = settings["strategy"] in ("evolution", "regularized")
+    if evolves and settings["population_size"] is None:
         # The default depends on the budget; a search resumed with a larger
         # budget keeps the population it started with.
         settings["population_size"] = (stored or {}).get(
             "population_size"
-        ) or _default_population(settings["budget"])
+        ) or _default_population(settings["budget"], settings["strategy"])
+    if settings["strategy"] == "regularized" and settings["tournament_size"] is None:
+        settings["tournament_size"] = samplers_lib.default_tournament(
+            settings["population_size"]
+        )
     if stored is not None:
         check_settings(stored)
     seed = settings["search_seed"]
@@ -895,6 +913,10 @@ def _open_study(
     elif settings["strategy"] == "random":
         sampler = samplers_lib.KeyedSampler(
             lambda s: optuna.samplers.RandomSampler(seed=s), seed
+        )
+    elif settings["strategy"] == "regularized":
+        sampler = samplers_lib.RegularizedEvolutionSampler(
+            space, seed, settings["population_size"], settings["tournament_size"]
         )
     else:
         sampler = samplers_lib.KeyedSampler(
@@ -1011,6 +1033,7 @@ def run_search(
     recalibration_batch_size=128,
     recalibration_data=None,
     population_size=None,
+    tournament_size=None,
     mutation_prob=None,
     crossover_prob=0.9,
     max_proposals=None,
@@ -1030,7 +1053,8 @@ def run_search(
             `PathScorer`).
         output_dir: Folder of `search.json`, `search.md`, `pareto.png` and,
             by default, the study's `search.db`; created if missing.
-        strategy: `"exhaustive"`, `"random"` or `"evolution"`.
+        strategy: `"exhaustive"`, `"random"`, `"evolution"` or
+            `"regularized"` (one objective only).
         budget: Positive int, the distinct paths to score; None (default)
             for exhaustive search, which scores every path.
         search_seed: Non-negative int; the same seed gives the same search.
@@ -1055,7 +1079,12 @@ def run_search(
         recalibration_data: Optional training batches to recalibrate on
             instead of a draw from `x_train` (see `PathScorer`).
         population_size: Evolution: individuals per generation. Default:
-            `budget // 8`, between 8 and 50.
+            `budget // 8`, between 8 and 50. Regularized evolution: the
+            paths kept (the last scored). Default: `budget // 4`, between 4
+            and 50.
+        tournament_size: Regularized evolution: population members sampled
+            per proposal, the best of which is mutated. Default:
+            `population_size // 4`, at least 2.
         mutation_prob: Evolution: per-choice probability of a random
             candidate in a child. Default: 1 / number of choices (Optuna's).
         crossover_prob: Evolution: probability that a child is a uniform
@@ -1122,6 +1151,26 @@ def run_search(
             "Invalid value for argument `population_size`. Expected at "
             f"least 2. Received population_size={population_size}."
         )
+    tournament_size = validation.positive_int(
+        "tournament_size", tournament_size, allow_none=True
+    )
+    if (
+        tournament_size is not None
+        and population_size is not None
+        and tournament_size > population_size
+    ):
+        raise ValueError(
+            "Invalid value for argument `tournament_size`. Expected at most "
+            f"population_size ({population_size}). Received "
+            f"tournament_size={tournament_size}."
+        )
+    if strategy == "regularized" and len(objectives) > 1:
+        raise ValueError(
+            "Invalid value for argument `strategy`. Regularized evolution "
+            "searches one objective; use strategy='evolution' (NSGA-II) for "
+            f"several. Received objectives={list(objectives)}."
+        )
+    evolves = strategy in ("evolution", "regularized")
     if mutation_prob is not None:
         mutation_prob = validation.finite_float(
             "mutation_prob", mutation_prob, low=0.0, high=1.0
@@ -1193,6 +1242,7 @@ def run_search(
             else {
                 "random": "optuna RandomSampler",
                 "evolution": "optuna NSGAIISampler",
+                "regularized": "regularized evolution",
             }[strategy]
         ),
         "budget": budget,
@@ -1205,7 +1255,8 @@ def run_search(
         "latency_table_base_ms": (
             latency_table.base_ms if latency_table is not None else None
         ),
-        "population_size": population_size if strategy == "evolution" else None,
+        "population_size": population_size if evolves else None,
+        "tournament_size": tournament_size if strategy == "regularized" else None,
         "mutation_prob": mutation_prob if strategy == "evolution" else None,
         "crossover_prob": crossover_prob if strategy == "evolution" else None,
         "max_proposals": max_proposals,

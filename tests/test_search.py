@@ -250,7 +250,7 @@ def test_budget_covering_the_space_scores_every_path(supernet, tmp_path):
         assert sorted(_paths(result)) == list(range(27))
 
 
-@pytest.mark.parametrize("strategy", ["random", "evolution"])
+@pytest.mark.parametrize("strategy", ["random", "evolution", "regularized"])
 def test_same_seed_same_search(supernet, tmp_path, strategy):
     def run(name, seed):
         return run_search(
@@ -282,8 +282,11 @@ def test_evolution_converges_on_a_learnable_score(tmp_path):
     assert result["best"]["path"] == 0
 
 
-def test_resume_after_an_interruption_equals_an_uninterrupted_search(supernet, tmp_path):
-    settings = dict(strategy="evolution", budget=14, population_size=4,
+@pytest.mark.parametrize("strategy", ["evolution", "regularized"])
+def test_resume_after_an_interruption_equals_an_uninterrupted_search(
+    supernet, tmp_path, strategy
+):
+    settings = dict(strategy=strategy, budget=14, population_size=4,
                     search_seed=7, max_flops=30_000, verbose=0)
     whole = run_search(supernet, output_dir=tmp_path / "whole",
                        scorer=_table_scorer(27), **settings)
@@ -404,32 +407,34 @@ _WORKER = textwrap.dedent(
         time.sleep(float(sys.argv[3]))
         return {{"val_accuracy": float(accuracy[index]), "val_loss": float(loss[index])}}
 
-    run_search(supernet, output_dir=sys.argv[1], strategy="evolution", budget=14,
+    run_search(supernet, output_dir=sys.argv[1], strategy=sys.argv[4], budget=14,
                population_size=4, search_seed=7, scorer=score, verbose=0)
     """
 )
 
 
-def _worker(tmp_path, output_dir, kill_after, sleep=0.0):
+def _worker(tmp_path, output_dir, kill_after, sleep=0.0, strategy="evolution"):
     script = tmp_path / "worker.py"
     script.write_text(_WORKER.format(tests=os.path.join(ROOT, "tests"), specs=SPECS))
     return subprocess.Popen(
-        [sys.executable, str(script), str(output_dir), str(kill_after), str(sleep)],
+        [sys.executable, str(script), str(output_dir), str(kill_after), str(sleep),
+         strategy],
         env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
     )
 
 
 @pytest.mark.slow
-def test_resume_after_kill_9_equals_an_uninterrupted_search(supernet, tmp_path):
-    whole = run_search(supernet, output_dir=tmp_path / "whole", strategy="evolution",
+@pytest.mark.parametrize("strategy", ["evolution", "regularized"])
+def test_resume_after_kill_9_equals_an_uninterrupted_search(supernet, tmp_path, strategy):
+    whole = run_search(supernet, output_dir=tmp_path / "whole", strategy=strategy,
                        budget=14, population_size=4, search_seed=7,
                        scorer=_table_scorer(27), verbose=0)
-    process = _worker(tmp_path, tmp_path / "killed", kill_after=5)
+    process = _worker(tmp_path, tmp_path / "killed", kill_after=5, strategy=strategy)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == -9, output
     assert not (tmp_path / "killed" / "search.json").exists()
-    resumed = run_search(supernet, output_dir=tmp_path / "killed", strategy="evolution",
+    resumed = run_search(supernet, output_dir=tmp_path / "killed", strategy=strategy,
                          budget=14, population_size=4, search_seed=7,
                          scorer=_table_scorer(27), verbose=0)
     assert resumed["evaluated"] == whole["evaluated"]
@@ -510,3 +515,82 @@ def test_strategy_study_ranks_the_path_each_search_returns(supernet, tmp_path):
     assert all(r["top1_hits"] == 2 for r in full)
     with pytest.raises(ValueError, match="every one of the 27 paths"):
         search.strategy_study(supernet, scores[:5], str(tmp_path / "x"))
+
+
+# === Regularized evolution ===
+
+
+@pytest.fixture(scope="module")
+def space256():
+    """4**4 = 256 paths."""
+    inputs, outputs = choice_space(
+        num_choices=4, specs=("conv3x3", "conv1x1", "bn3x3", "skip")
+    )
+    return Supernet(inputs=inputs, outputs=outputs, seed=0)
+
+
+def _smooth_scores(space, seed=0):
+    """A score per path that is a sum of per-choice, per-candidate values
+    plus a little noise: neighbouring paths score alike."""
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(size=(space.num_choices, 4))
+    noise = rng.normal(scale=0.02, size=space.num_paths)
+    scores = []
+    for p in range(space.num_paths):
+        indices = space.resolve(p)
+        good = sum(values[c, k] for c, k in enumerate(indices)) / space.num_choices
+        scores.append({"path": p, "val_accuracy": float(good + noise[p]),
+                       "val_loss": float(1 - good)})
+    return scores
+
+
+def test_regularized_evolution_mutates_exactly_one_choice(space256, tmp_path):
+    space = space256.space
+    scores = _smooth_scores(space)
+    population = 5
+    result = run_search(
+        space256, output_dir=tmp_path, strategy="regularized", budget=40,
+        population_size=population, tournament_size=2, search_seed=3,
+        scorer=lambda p: scores[p], verbose=0,
+    )
+    assert result["settings"]["population_size"] == population
+    assert result["settings"]["tournament_size"] == 2
+    paths = _paths(result)
+    assert len(set(paths)) == 40
+    for i in range(population, len(paths)):
+        # Each child differs in exactly one choice from a member of the
+        # population it was bred from: the last `population` scored paths.
+        child = space.resolve(paths[i])
+        distances = [
+            sum(a != b for a, b in zip(child, space.resolve(parent)))
+            for parent in paths[i - population : i]
+        ]
+        assert 1 in distances, (i, distances)
+
+
+def test_regularized_evolution_defaults_and_refusals(space256, tmp_path):
+    scores = _smooth_scores(space256.space)
+    result = run_search(space256, output_dir=tmp_path / "a", strategy="regularized",
+                        budget=26, scorer=lambda p: scores[p], verbose=0)
+    population = search._default_population(26, "regularized")
+    assert result["settings"]["population_size"] == population
+    assert result["settings"]["tournament_size"] == max(2, population // 4)
+    assert result["settings"]["sampler"] == "regularized evolution"
+    with pytest.raises(ValueError, match="one objective"):
+        run_search(space256, output_dir=tmp_path / "b", strategy="regularized",
+                   budget=10, objectives="val_accuracy,flops",
+                   scorer=lambda p: scores[p], verbose=0)
+    with pytest.raises(ValueError, match="tournament_size"):
+        run_search(space256, output_dir=tmp_path / "c", strategy="regularized",
+                   budget=10, population_size=4, tournament_size=5,
+                   scorer=lambda p: scores[p], verbose=0)
+
+
+def test_regularized_evolution_beats_random_on_a_smooth_score(space256, tmp_path):
+    study = search.strategy_study(
+        space256, _smooth_scores(space256.space), str(tmp_path),
+        strategies=("random", "regularized"), fractions=(0.1,), seeds=range(6),
+    )
+    rows = {r["strategy"]: r for r in study["summary"]}
+    assert rows["regularized"]["top1_hits"] > rows["random"]["top1_hits"]
+    assert np.mean(rows["regularized"]["ranks"]) < np.mean(rows["random"]["ranks"])
