@@ -5,7 +5,9 @@ scipy, Optuna and KerasTuner are imported by the functions that use them.
 """
 
 from keras_supernet import candidates
+from keras_supernet import costs
 from keras_supernet import sampling
+from keras_supernet.costs import LatencyTable
 from keras_supernet.export import export_path
 from keras_supernet.export import export_saved_model
 from keras_supernet.export import export_tflite
@@ -17,6 +19,9 @@ from keras_supernet.layers import PaddedDense
 from keras_supernet.layers import SupernetLayer
 from keras_supernet.sampling import AdaptiveSamplingCallback
 from keras_supernet.sampling import PathDropoutSchedule
+from keras_supernet.search import PathScorer
+from keras_supernet.search import pareto_front
+from keras_supernet.search import run_search
 from keras_supernet.spaces import SearchSpace
 from keras_supernet.supernet import Supernet
 from keras_supernet.supernet import path_label

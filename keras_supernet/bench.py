@@ -9,17 +9,28 @@ both sides and cancel. Every timing is taken on two clocks: wall time, and
 the CPU time of the process (all its threads), which a busy machine disturbs
 much less; the goals are judged on `Settings.clock`.
 
-Sections (each a function returning a JSON-serialisable dict):
+Sections, each registered once in `REGISTRY` with its measuring function,
+its ratios, its goals and its table:
 
 - `paths`: training step time of a supernet pinned to one path
   (`sampling="fixed"`) against the plain model `extract_path` gives for that
-  path, trained the same way (same optimizer, loss, metrics, batch), per path.
+  path, trained the same way (same optimizer, loss, metrics, batch), per
+  path, on the report's space (every path) and on a space of many choices
+  (`Settings.large_space`, `mnist20`: a few seeded random paths).
 - `epoch`: one `fit` epoch of joint training (`sampling="uniform"`) against
-  the mean of the standalone epochs, on the same `tf.data` pipeline.
+  the mean of the standalone epochs (the plain models of the same paths), on
+  the same `tf.data` pipeline, on both spaces.
 - `sampling`: step time of `per_example`, `fair` and the aggregations
   relative to `uniform`.
 - `scaling`: step time against batch size, and against the size of the search
   space (2x2, 3x3 = kernels (3, 5, 7) twice, 3 layers).
+- `compile`: build and first training step (time and peak memory, each in a
+  fresh process) against the number of paths, `mnist{L}` spaces of L
+  choices of 4 candidates (4 to 4**20 paths), in both compiled step forms.
+- `options`: the joint training step under each way of keeping unsampled
+  candidates untouched: the per-path switch, a switch per choice with
+  switched updates, restoring updates (masks), and a once-for-all style
+  prototype that slices one shared kernel.
 - `inference`: latency at batch 1 and throughput at a large batch of Keras
   `predict`, the exported SavedModel and the TFLite files (float, dynamic,
   int8), when `keras_supernet.export` is available.
@@ -50,23 +61,37 @@ import json
 import math
 import os
 import platform
+import re
+import resource
+import subprocess
+import sys
 import tempfile
 import time
+from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from keras_supernet import data as data_lib
+from keras_supernet import presets
+from keras_supernet import validation
 from keras_supernet.extract import extract_path
+from keras_supernet.layers import Choice
+from keras_supernet.supernet import PER_PATH_LIMIT
 from keras_supernet.supernet import Supernet
 
-SECTIONS = ("paths", "epoch", "sampling", "scaling", "inference", "headline")
 CLOCKS = ("wall", "cpu")
-SCHEMA_VERSION = 1
+# 2: `paths`, `epoch` and `options` results per space, `compile`, goals by
+# name ("paths/2x2", "compile/20_choices").
+SCHEMA_VERSION = 2
 
-# Goals: every ratio is "lower is better".
-GOALS = {"paths": 1.05, "epoch": 1.05, "headline": 0.35}
+# Goals: every figure is "lower is better". Ratios, except `compile`: the
+# seconds from building a 20-choice supernet to the end of its first step.
+GOALS = {"paths": 1.05, "epoch": 1.05, "compile": 60.0, "headline": 0.35}
+
+# === Search spaces ===
 
 # The report's architecture, and the search spaces of the `scaling` section.
 BASE_SPACE = {
@@ -91,12 +116,66 @@ SEARCH_SPACES = {
 # With the aggregation variants of the `sampling` section.
 SEARCH_SPACES_ALL = dict(SEARCH_SPACES, **{"2x2_same": {"padding": "same"}})
 
+# `mnist{L}`: the layout of `presets`' mnist20 with L choices of 4
+# candidates; `mnist{L}_narrow`: the same with 8 and 16 filters.
+_STAGE_SPACE = re.compile(r"^mnist([1-9][0-9]*)(_narrow)?$")
+
 QUICK_DATA_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     "tests",
     "data",
     "mnist_small",
 )
+
+
+def stage_space(num_choices, narrow=False):
+    """The spec of `presets`' `mnist20` layout with `num_choices` choices.
+
+    A stride-2 stem, then `ceil(L / 2)` choices at 16 filters and, after a
+    stride-2 reduction, `floor(L / 2)` at 32 (8 and 16 with `narrow`); every
+    choice among conv3x3, conv5x5, sep3x3 and skip, with BatchNorm.
+    `stage_space(20)` is `presets.load_space("mnist20")`.
+    """
+    num_choices = validation.positive_int("num_choices", num_choices)
+    spec = presets.load_space("mnist20")
+    first, second = spec["stages"]
+    first["blocks"] = math.ceil(num_choices / 2)
+    second["blocks"] = num_choices // 2
+    if narrow:
+        spec["stem"]["filters"] = first["filters"] = 8
+        second["filters"] = 16
+    spec["stages"] = [s for s in (first, second) if s["blocks"]]
+    return spec
+
+
+def space_spec(name):
+    """What builds the bench space `name`.
+
+    Returns:
+        A dict of report preset arguments (`SEARCH_SPACES_ALL` names) or a
+        `presets` stage spec (`mnist{L}`, `mnist{L}_narrow`).
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if name in SEARCH_SPACES_ALL:
+        return dict(BASE_SPACE, **SEARCH_SPACES_ALL[name])
+    match = _STAGE_SPACE.match(name) if isinstance(name, str) else None
+    if match is None:
+        raise ValueError(
+            "Invalid value for argument `space`. Expected one of "
+            f"{list(SEARCH_SPACES_ALL)} or mnist<L>[_narrow] (L choices of 4 "
+            f"candidates). Received space={name!r}."
+        )
+    return stage_space(int(match.group(1)), narrow=bool(match.group(2)))
+
+
+def num_choices(name):
+    """The number of choices of the bench space `name`."""
+    spec = space_spec(name)
+    if "stages" in spec:
+        return sum(s["blocks"] for s in spec["stages"])
+    return len(spec["kernel_sizes"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +191,16 @@ class Settings:
         epoch_rounds: interleaved rounds of the `epoch` section.
         batch_sizes: batch sizes of the `scaling` section.
         spaces: search spaces (keys of `SEARCH_SPACES`) of `scaling`.
+        large_space: the space of many choices of `paths`, `epoch` and
+            `options`, next to the report's (`mnist<L>`).
+        sample_paths: paths measured on `large_space` (every path of the
+            report's space is): seeded random paths in which every
+            candidate of a choice appears equally often.
+        compile_choices: the numbers of choices L of the `mnist<L>` spaces
+            of the `compile` section.
+        compile_spaces: further spaces of `compile` (any bench space name).
+        compile_rounds: fresh processes per configuration in `compile`.
+        compile_timeout: seconds after which a `compile` process is stopped.
         inference_path: the path exported and timed in `inference`.
         inference_calls: batch-1 calls per timed inference block.
         inference_rounds: interleaved rounds of the `inference` section.
@@ -138,6 +227,12 @@ class Settings:
     epoch_rounds: int = 5
     batch_sizes: tuple = (32, 128, 512)
     spaces: tuple = ("2x2", "3x3", "3_layers")
+    large_space: str = "mnist20"
+    sample_paths: int = 4
+    compile_choices: tuple = (1, 2, 3, 4, 5, 10, 15, 20)
+    compile_spaces: tuple = ("2x2", "mnist20_narrow")
+    compile_rounds: int = 1
+    compile_timeout: int = 900
     inference_path: int = 0
     inference_calls: int = 20
     inference_rounds: int = 15
@@ -156,48 +251,36 @@ class Settings:
     def __post_init__(self):
         for name in (
             "batch_size", "steps", "rounds", "epoch_examples", "epoch_rounds",
+            "sample_paths", "compile_rounds", "compile_timeout",
             "inference_calls", "inference_rounds", "throughput_batch",
             "val_size", "epochs", "joint_epochs", "steps_per_execution",
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(
-                    f"Invalid value for argument `{name}`. Expected a positive "
-                    f"integer. Received {name}={value!r}."
-                )
-        if self.train_size is not None and (
-            isinstance(self.train_size, bool)
-            or not isinstance(self.train_size, int)
-            or self.train_size <= 0
-        ):
-            raise ValueError(
-                "Invalid value for argument `train_size`. Expected None or a "
-                f"positive integer. Received train_size={self.train_size!r}."
-            )
-        if not self.batch_sizes or any(
-            isinstance(b, bool) or not isinstance(b, int) or b <= 0
-            for b in self.batch_sizes
-        ):
-            raise ValueError(
-                "Invalid value for argument `batch_sizes`. Expected positive "
-                f"integers. Received batch_sizes={self.batch_sizes!r}."
-            )
-        unknown = [s for s in self.spaces if s not in SEARCH_SPACES]
-        if unknown:
+            validation.positive_int(name, getattr(self, name))
+        for name in ("warmup", "inference_path", "seed"):
+            validation.non_negative_int(name, getattr(self, name))
+        validation.positive_int("train_size", self.train_size, allow_none=True)
+        validation.positive_ints("batch_sizes", self.batch_sizes)
+        validation.positive_ints(
+            "compile_choices", self.compile_choices, allow_empty=True
+        )
+        if any(s not in SEARCH_SPACES for s in self.spaces):
             raise ValueError(
                 "Invalid value for argument `spaces`. Expected names among "
                 f"{list(SEARCH_SPACES)}. Received spaces={self.spaces!r}."
             )
-        if not 0 <= self.tolerance < 1:
+        if not _STAGE_SPACE.match(str(self.large_space)):
             raise ValueError(
-                "Invalid value for argument `tolerance`. Expected a fraction "
-                f"in [0, 1). Received tolerance={self.tolerance!r}."
+                "Invalid value for argument `large_space`. Expected "
+                "mnist<L>[_narrow]. Received "
+                f"large_space={self.large_space!r}."
             )
-        if self.clock not in CLOCKS:
-            raise ValueError(
-                f"Invalid value for argument `clock`. Expected one of "
-                f"{CLOCKS}. Received clock={self.clock!r}."
-            )
+        for name in self.compile_spaces:
+            space_spec(name)
+        validation.finite_float(
+            "tolerance", self.tolerance, low=0.0, high=1.0, high_open=True
+        )
+        validation.positive_float("learning_rate", self.learning_rate)
+        validation.one_of("clock", self.clock, CLOCKS)
 
 
 FULL = Settings()
@@ -206,9 +289,13 @@ QUICK = Settings(
     rounds=5,
     warmup=1,
     epoch_examples=1500,
-    epoch_rounds=6,
+    epoch_rounds=4,
     batch_sizes=(32, 128),
     spaces=("2x2",),
+    large_space="mnist5",
+    sample_paths=2,
+    compile_choices=(1,),
+    compile_spaces=(),
     inference_calls=10,
     inference_rounds=5,
     throughput_batch=128,
@@ -307,9 +394,28 @@ def _mean_samples(samples_list):
     }
 
 
-def _goal(value, goal, strict=False):
+def _goal(value, goal, clock, strict=False):
     met = value < goal if strict else value <= goal
-    return {"value": float(value), "goal": goal, "met": bool(met)}
+    return {
+        "value": float(value), "goal": goal, "met": bool(met),
+        "clock": clock, "strict": strict,
+    }
+
+
+def _peak_rss_mb():
+    """The peak resident memory of this process so far, in MiB.
+
+    Linux's `VmHWM`, which starts afresh in a new program; `ru_maxrss`
+    (the fallback elsewhere) keeps the parent's peak across `exec`.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # === Models and steps ===
@@ -326,17 +432,67 @@ def _compile(model, settings):
     return model
 
 
-def make_supernet(settings, space=None, **kwargs):
-    """A compiled `Supernet` of `BASE_SPACE` updated with `space`, `kwargs`."""
-    config = dict(BASE_SPACE, **(space or {}))
+def build_supernet(settings, space=None, **kwargs):
+    """An uncompiled `Supernet` of a bench space.
+
+    Args:
+        settings: a `Settings` (its seed seeds weights and sampling).
+        space: a bench space name (`space_spec`), a dict of report preset
+            arguments that update `BASE_SPACE`, or None for `"2x2"`.
+        **kwargs: `Supernet` arguments (`sampling`, `train_step`...).
+    """
+    if space is None or isinstance(space, dict):
+        config = dict(BASE_SPACE, **(space or {}))
+    else:
+        config = space_spec(space)
+    if "stages" in config:
+        return presets.build_supernet(config, seed=settings.seed, **kwargs)
     config.update(kwargs)
     config.setdefault("seed", settings.seed)
-    return _compile(Supernet(**config), settings)
+    return Supernet(**config)
+
+
+def make_supernet(settings, space=None, **kwargs):
+    """A compiled `build_supernet(settings, space, **kwargs)`."""
+    return _compile(build_supernet(settings, space, **kwargs), settings)
 
 
 def make_plain(supernet, path, settings):
     """The compiled plain model of `path` (`extract_path`, same weights)."""
     return _compile(extract_path(supernet, path), settings)
+
+
+def balanced_paths(space, count, seed=0):
+    """`count` seeded random paths of a `SearchSpace`, every path if fewer.
+
+    Per choice, the candidates are dealt in random order, each as often as
+    `count` allows: with `count` a multiple of every choice's candidate
+    count, each candidate is on the same number of paths, so the mean of a
+    per-choice cost over these paths is its mean over the uniform
+    distribution of paths (a joint training's expectation).
+    """
+    if space.num_paths <= count:
+        return list(range(space.num_paths))
+    rng = np.random.default_rng(seed)
+    columns = [
+        np.concatenate(
+            [rng.permutation(n) for _ in range(math.ceil(count / n))]
+        )[:count]
+        for n in space.candidate_counts
+    ]
+    return [
+        space.index(tuple(int(column[j]) for column in columns))
+        for j in range(count)
+    ]
+
+
+def path_key(supernet, path):
+    """A short name of `path`: its label, or for more than four choices its
+    candidate indices as digits (`"0312..."`)."""
+    indices = supernet.path_indices(path)
+    if len(indices) <= 4:
+        return supernet.path_label(path)
+    return "".join(str(k) for k in indices)
 
 
 def synthetic_batch(batch_size, input_shape=(28, 28, 1), num_classes=10,
@@ -348,27 +504,37 @@ def synthetic_batch(batch_size, input_shape=(28, 28, 1), num_classes=10,
     return x, y
 
 
-def train_step_runner(model, batch, steps):
-    """A callable timing `steps` training steps of `model` on `batch`.
-
-    Calls the model's compiled train function directly on an iterator over
-    the repeated batch: the per-step work of `fit` without its Python
-    callbacks. One `fit` step on the same dataset builds the optimizer,
-    metrics and train function first. The callable returns seconds per step.
-    """
+def _repeated(batch):
+    """An endless dataset of `batch`, without background threads."""
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
     # No background prefetch thread: an unfinished iterator that has one
     # takes seconds to free, and the batch is already in memory.
     options = tf.data.Options()
     options.autotune.enabled = False
     options.experimental_optimization.inject_prefetch = False
-    dataset = dataset.with_options(options)
+    return dataset.with_options(options)
+
+
+def _first_fit(model, dataset):
+    """One `fit` step: builds the optimizer and metrics, traces the step."""
     model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)
+
+
+def _step_timer(model, dataset, steps, before=None):
+    """A callable timing `steps` training steps of a model already fit once.
+
+    Calls the model's compiled train function directly on an iterator over
+    `dataset`: the per-step work of `fit` without its Python callbacks.
+    `before()`, if given, runs before each timed block, off the clock. The
+    callable returns seconds per step.
+    """
     iterator = iter(dataset)
     calls = max(1, math.ceil(steps / model.steps_per_execution))
     steps = calls * model.steps_per_execution
 
     def run():
+        if before is not None:
+            before()
         with _Timer() as timer:
             for _ in range(calls):
                 logs = model.train_function(iterator)
@@ -376,6 +542,20 @@ def train_step_runner(model, batch, steps):
         return timer.per(steps)
 
     return run
+
+
+def train_step_runner(model, batch, steps, before=None):
+    """A callable timing `steps` training steps of `model` on `batch`.
+
+    One `fit` step on the repeated batch first builds the optimizer, metrics
+    and train function; then each call runs `before()` (if given, off the
+    clock) and times the compiled train function on an iterator over the
+    repeated batch, the per-step work of `fit` without its Python callbacks.
+    The callable returns seconds per step.
+    """
+    dataset = _repeated(batch)
+    _first_fit(model, dataset)
+    return _step_timer(model, dataset, steps, before)
 
 
 def _epoch_runner(model, dataset):
@@ -389,14 +569,117 @@ def _epoch_runner(model, dataset):
     return run
 
 
-# Model kinds of `_Models`: supernet keyword arguments.
+class _SharedKernelChoice(Choice):
+    """A bench-only prototype: a choice whose square convolution blocks
+    share one kernel, once-for-all style.
+
+    Candidates that are blocks `Conv2D -> ...` of one filter count and
+    stride share the largest block: a block of kernel size k runs the
+    largest block with the centre k x k slice of its kernel (and its bias,
+    BatchNorm and activation). It changes what is shared between
+    candidates, so it is a different supernet, not an optimisation of this
+    one: it exists to time the idea. Each step still updates only the
+    candidates of the sampled path (a shared block when any of its sizes
+    was sampled, its whole kernel then, as once-for-all does).
+    """
+
+    def __init__(self, candidates, **kwargs):
+        super().__init__(candidates, **kwargs)
+        convs = {}
+        for k, candidate in enumerate(self.candidates):
+            conv = _first_conv(candidate)
+            if conv is not None:
+                key = (conv.filters, conv.strides, conv.padding, conv.use_bias)
+                convs.setdefault(key, []).append((conv.kernel_size[0], k))
+        # Candidate index -> (index of the largest block, kernel size).
+        self._owner = {}
+        for sizes in convs.values():
+            largest = max(sizes)[1]
+            for size, k in sizes:
+                if k != largest:
+                    self._owner[k] = (largest, size)
+
+    def candidate_groups(self):
+        groups = super().candidate_groups()
+        for k, (largest, _) in self._owner.items():
+            groups[k] = groups[largest]
+        return groups
+
+    def candidate_output(self, index, inputs, training=None):
+        if index not in self._owner:
+            return super().candidate_output(index, inputs, training)
+        largest, size = self._owner[index]
+        block = self.candidates[largest]
+        conv = block.layers[0]
+        start = (conv.kernel_size[0] - size) // 2
+        kernel = conv.kernel[start : start + size, start : start + size]
+        x = ops.conv(
+            inputs, kernel, strides=conv.strides, padding=conv.padding
+        )
+        if conv.use_bias:
+            x = ops.add(x, conv.bias)
+        x = conv.activation(x)
+        for layer in block.layers[1:]:
+            x = layer(x, training=training)
+        return ops.cast(x, self.compute_dtype)
+
+
+def _first_conv(candidate):
+    """The leading square `Conv2D` of a `Sequential` block, or None."""
+    if not isinstance(candidate, keras.Sequential) or not candidate.layers:
+        return None
+    conv = candidate.layers[0]
+    if (
+        type(conv) is not keras.layers.Conv2D
+        or conv.kernel_size[0] != conv.kernel_size[1]
+        or conv.groups != 1
+        or tuple(conv.dilation_rate) != (1, 1)
+    ):
+        return None
+    return conv
+
+
+def shared_kernel_supernet(supernet, **kwargs):
+    """The bench's once-for-all style prototype of `supernet`'s graph.
+
+    The same graph and layers, each `Choice` replaced by a
+    `_SharedKernelChoice` of the same candidates (see there).
+
+    Args:
+        supernet: a `Supernet`, whose layers the prototype shares.
+        **kwargs: `Supernet` arguments of the prototype.
+    """
+
+    def clone(layer):
+        if isinstance(layer, Choice):
+            return _SharedKernelChoice(
+                layer.candidates, labels=layer.labels, name=layer.name
+            )
+        return layer
+
+    graph = keras.Model(supernet.input, supernet.output)
+    graph = keras.models.clone_model(graph, clone_function=clone)
+    return Supernet(inputs=graph.input, outputs=graph.output, **kwargs)
+
+
+# Model kinds of `_Models`: supernet keyword arguments, and whether the
+# per-choice step restores what it did not train (`_restoring_updates`).
 _KINDS = {
     "uniform": {"sampling": "uniform"},
+    "fixed": {"sampling": "fixed"},
     "per_example": {"sampling": "per_example"},
     "fair": {"sampling": "fair"},
     "aggregation_sum": {"sampling": "uniform", "aggregation": "sum"},
     "aggregation_concat_1x1": {
         "sampling": "uniform", "aggregation": "concat_1x1",
+    },
+    "per_path": {"sampling": "uniform", "train_step": "per_path"},
+    "per_choice": {"sampling": "uniform", "train_step": "per_choice"},
+    "restoring": {
+        "sampling": "uniform", "train_step": "per_choice", "restoring": True,
+    },
+    "shared_kernel": {
+        "sampling": "uniform", "train_step": "per_choice", "prototype": True,
     },
 }
 
@@ -404,10 +687,13 @@ _KINDS = {
 class _Models:
     """Every model and train-step runner, built once and shared by sections.
 
-    Tracing a train function costs seconds, measuring it milliseconds: the
-    sections measure the same models, each traced once per batch size.
-    Kinds: the keys of `_KINDS`, `"fixed/<path>"` (a supernet pinned to the
-    path) and `"plain/<path>"` (the extracted model of the path).
+    Tracing a train function costs seconds (a minute for 20 choices),
+    measuring it milliseconds: the sections measure the same models, each
+    traced once per batch size. Kinds: the keys of `_KINDS` (`"fixed"`: a
+    supernet pinned to a path, the runner's), `"reference"` (an untrained
+    supernet, the source of plain models) and `"plain/<path>"` (the
+    extracted model of the path). `"per_path"` and `"per_choice"` are
+    `"uniform"` where that is the space's default step.
     `build_seconds[(space, kind, batch_size)]` is the time a runner took to
     build: one `fit` step of a fresh model, which traces its train function.
     """
@@ -422,79 +708,268 @@ class _Models:
         """An untrained supernet of `space`, the source of plain models."""
         return self.model(space, "reference")
 
-    def model(self, space, kind):
-        key = (space, kind)
-        if key not in self._models:
-            space_kwargs = dict(SEARCH_SPACES_ALL[space])
-            if kind == "reference":
-                model = make_supernet(self.settings, space_kwargs)
-            elif kind.startswith("plain/"):
-                path = int(kind.split("/")[1])
-                model = make_plain(self.reference(space), path, self.settings)
-            elif kind.startswith("fixed/"):
-                model = make_supernet(
-                    self.settings, space_kwargs, sampling="fixed"
-                )
-                model.set_path(int(kind.split("/")[1]))
-            else:
-                model = make_supernet(
-                    self.settings, space_kwargs, **_KINDS[kind]
-                )
-            self._models[key] = model
-        return self._models[key]
-
     def num_paths(self, space):
         return self.reference(space).num_paths
 
-    def runner(self, space, kind, batch_size):
-        key = (space, kind, batch_size)
+    def paths(self, space):
+        """The paths measured on `space`: `sample_paths` `balanced_paths`
+        of the large space, every path of the others."""
+        reference = self.reference(space)
+        if space != self.settings.large_space:
+            return list(range(reference.num_paths))
+        return balanced_paths(
+            reference.space, self.settings.sample_paths, self.settings.seed
+        )
+
+    def _canonical(self, space, kind):
+        if kind in ("per_path", "per_choice"):
+            if self.reference(space).train_step_mode == kind:
+                return "uniform"
+        return kind
+
+    def model(self, space, kind):
+        kind = self._canonical(space, kind) if kind != "reference" else kind
+        key = (space, kind)
+        if key not in self._models:
+            if kind == "reference":
+                model = build_supernet(self.settings, space)
+            elif kind.startswith("plain/"):
+                path = int(kind.split("/")[1])
+                model = make_plain(self.reference(space), path, self.settings)
+            else:
+                kwargs = dict(_KINDS[kind])
+                restoring = kwargs.pop("restoring", False)
+                if kwargs.pop("prototype", False):
+                    model = _compile(
+                        shared_kernel_supernet(
+                            build_supernet(self.settings, space),
+                            seed=self.settings.seed,
+                            **kwargs,
+                        ),
+                        self.settings,
+                    )
+                else:
+                    model = make_supernet(self.settings, space, **kwargs)
+                # Read when the step is traced: set before the first fit.
+                model._restoring_updates = restoring
+            self._models[key] = model
+        return self._models[key]
+
+    def prepare(self, space, kinds):
+        """Builds the models of `kinds` on `space` before any is traced.
+
+        Building a stage space's supernet seeds Keras's global generator
+        (`presets.build_supernet`), and `tf.random.set_seed` clears the
+        eager kernel cache: every step traced before is instantiated again
+        on its next call, which costs about as much as tracing it (a
+        minute for a 64-path per-path step). A section builds everything
+        first, then traces.
+        """
+        for kind in kinds:
+            self.model(space, kind)
+
+    def runner(self, space, kind, batch_size, path=None):
+        """A step runner; with `path`, the model is set to it before each
+        timed block (a pinned supernet serves every path)."""
+        key = (space, self._canonical(space, kind), batch_size, path)
         if key not in self._runners:
-            batch = synthetic_batch(batch_size, seed=self.settings.seed)
             model = self.model(space, kind)
+            before = None if path is None else (lambda: model.set_path(path))
+            if before is not None:
+                before()
+            batch = synthetic_batch(batch_size, seed=self.settings.seed)
             start = time.perf_counter()
             self._runners[key] = train_step_runner(
-                model, batch, self.settings.steps
+                model, batch, self.settings.steps, before
             )
-            self.build_seconds[key] = time.perf_counter() - start
+            self.build_seconds[key[:3]] = self.build_seconds.get(
+                key[:3], time.perf_counter() - start
+            )
         return self._runners[key]
 
 
-# === Sections: training speed ===
+def _spaces(settings):
+    """The spaces of `paths`, `epoch` and `options`: the report's and the
+    large one."""
+    return ("2x2", settings.large_space)
+
+
+# === Plain-text tables ===
+
+
+def _fmt_summary(summary, digits=2):
+    return (
+        f"{summary['median']:.{digits}f} "
+        f"[{summary['q25']:.{digits}f}-{summary['q75']:.{digits}f}]"
+    )
+
+
+def _table(header, rows):
+    widths = [
+        max(len(str(cell)) for cell in column)
+        for column in zip(header, *rows)
+    ]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip(),
+        "  ".join("-" * w for w in widths),
+    ]
+    lines += [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
+        for row in rows
+    ]
+    return lines
+
+
+def _verdict(goal):
+    return "met" if goal["met"] else "MISSED"
+
+
+def _goal_line(goal, what):
+    return (
+        f"{what} {goal['value']:.3f} on the {goal['clock']} clock, goal "
+        f"{'<' if goal['strict'] else '<='} {goal['goal']}: {_verdict(goal)}"
+    )
+
+
+def _space_title(name, entry):
+    return (
+        f"{name} ({entry['num_choices']} choices, {entry['num_paths']:.3g} "
+        f"paths, {entry['train_step']} step)"
+    )
+
+
+def _legend(entry):
+    """For spaces whose paths are written as digits: what a digit means."""
+    labels = entry.get("candidate_labels")
+    if not labels:
+        return []
+    return [
+        "paths as candidate indices per choice: "
+        + ", ".join(f"{k}={label}" for k, label in enumerate(labels))
+    ]
+
+
+def _space_entry(supernet, train_step=None):
+    """What a section records about the space of `supernet`."""
+    labels = supernet.space.candidate_labels
+    entry = {
+        "num_choices": supernet.space.num_choices,
+        "num_paths": supernet.num_paths,
+        "train_step": train_step or supernet.train_step_mode,
+    }
+    if len(labels) > 4 and all(l == labels[0] for l in labels):
+        entry["candidate_labels"] = list(labels[0])
+    return entry
+
+
+# === Section: paths ===
 
 
 def bench_paths(settings, models=None):
-    """Per path: fixed-path supernet step time against the plain model's."""
+    """Per path: pinned supernet step time against the plain model's.
+
+    On the report's space every path, on `settings.large_space` the
+    `balanced_paths`. One supernet per space (`sampling="fixed"`) is set to
+    each path before its timed blocks: the path lives in variables, so one
+    traced step serves every path.
+    """
     models = models or _Models(settings)
-    space, batch_size = "2x2", settings.batch_size
-    reference = models.reference(space)
-    runners = {}
-    for path in range(reference.num_paths):
-        for kind in (f"fixed/{path}", f"plain/{path}"):
-            runners[kind] = models.runner(space, kind, batch_size)
-    samples = interleave(runners, settings.rounds, settings.warmup)
-    rows = [
-        {
-            "path": path,
-            "label": reference.path_label(path),
-            "supernet_ms": _ms(samples[f"fixed/{path}"]),
-            "plain_ms": _ms(samples[f"plain/{path}"]),
-            "ratio": paired_ratio(
-                samples[f"fixed/{path}"], samples[f"plain/{path}"]
-            ),
+    batch_size = settings.batch_size
+    spaces = {}
+    for space in _spaces(settings):
+        reference = models.reference(space)
+        paths = models.paths(space)
+        models.prepare(space, ["fixed"] + [f"plain/{p}" for p in paths])
+        runners = {}
+        for path in paths:
+            runners[f"fixed/{path}"] = models.runner(
+                space, "fixed", batch_size, path=path
+            )
+            runners[f"plain/{path}"] = models.runner(
+                space, f"plain/{path}", batch_size
+            )
+        samples = interleave(runners, settings.rounds, settings.warmup)
+        spaces[space] = {
+            **_space_entry(models.model(space, "fixed")),
+            "rows": [
+                {
+                    "path": path,
+                    "key": path_key(reference, path),
+                    "label": reference.path_label(path),
+                    "supernet_ms": _ms(samples[f"fixed/{path}"]),
+                    "plain_ms": _ms(samples[f"plain/{path}"]),
+                    "ratio": paired_ratio(
+                        samples[f"fixed/{path}"], samples[f"plain/{path}"]
+                    ),
+                }
+                for path in paths
+            ],
         }
-        for path in range(reference.num_paths)
-    ]
-    worst = max(row["ratio"][settings.clock]["median"] for row in rows)
     return {
         "batch_size": batch_size,
         "steps_per_block": settings.steps,
-        "rows": rows,
-        "goal": _goal(worst, GOALS["paths"]),
+        "spaces": spaces,
     }
 
 
+def _paths_ratios(section, clock):
+    return {
+        f"{space}/{row['key']}": row["ratio"][clock]["median"]
+        for space, entry in section["spaces"].items()
+        for row in entry["rows"]
+    }
+
+
+def _paths_goals(section, clock):
+    return {
+        space: _goal(
+            max(row["ratio"][clock]["median"] for row in entry["rows"]),
+            GOALS["paths"],
+            clock,
+        )
+        for space, entry in section["spaces"].items()
+    }
+
+
+def _format_paths(section, results):
+    out = []
+    for space, entry in section["spaces"].items():
+        out += [
+            "",
+            f"Training step, supernet pinned to a path (sampling='fixed') vs "
+            f"the extracted plain model, batch {section['batch_size']}, "
+            f"{_space_title(space, entry)}:",
+        ]
+        out += _legend(entry)
+        rows = [
+            [
+                row["key"],
+                _fmt_summary(row["supernet_ms"]["wall"]),
+                _fmt_summary(row["plain_ms"]["wall"]),
+                _fmt_summary(row["ratio"]["wall"], 3),
+                _fmt_summary(row["ratio"]["cpu"], 3),
+            ]
+            for row in entry["rows"]
+        ]
+        out += _table(
+            ["path", "supernet ms", "plain ms", "ratio (wall)", "ratio (cpu)"],
+            rows,
+        )
+        goal = results["goals"].get(f"paths/{space}")
+        if goal:
+            out.append(_goal_line(goal, "worst ratio"))
+    return out
+
+
+# === Section: epoch ===
+
+
 def bench_epoch(settings, train_arrays, models=None):
-    """Joint epoch time against the mean standalone epoch time.
+    """Joint epoch time against the mean standalone epoch time, per space.
+
+    The joint supernet (`uniform`) against the plain models of the paths of
+    `paths` (on the large space, `balanced_paths`: their mean cost is the
+    uniform expectation), one `fit` epoch each on the same pipeline.
 
     Args:
         settings: a `Settings`.
@@ -509,34 +984,94 @@ def bench_epoch(settings, train_arrays, models=None):
     dataset = data_lib.make_dataset(
         x, y, settings.batch_size, mean, std, shuffle=True, seed=settings.seed
     )
-    num_paths = models.num_paths("2x2")
-    runners = {"joint": _epoch_runner(models.model("2x2", "uniform"), dataset)}
-    for path in range(num_paths):
-        runners[f"standalone/{path}"] = _epoch_runner(
-            models.model("2x2", f"fixed/{path}"), dataset
+    spaces = {}
+    for space in _spaces(settings):
+        reference = models.reference(space)
+        paths = models.paths(space)
+        models.prepare(space, ["uniform"] + [f"plain/{p}" for p in paths])
+        joint = models.model(space, "uniform")
+        runners = {"joint": _epoch_runner(joint, dataset)}
+        for path in paths:
+            runners[f"standalone/{path}"] = _epoch_runner(
+                models.model(space, f"plain/{path}"), dataset
+            )
+        samples = interleave(runners, settings.epoch_rounds, warmup=1)
+        standalone_mean = _mean_samples(
+            [samples[f"standalone/{p}"] for p in paths]
         )
-    samples = interleave(runners, settings.epoch_rounds, warmup=1)
-    standalone_mean = _mean_samples(
-        [samples[f"standalone/{p}"] for p in range(num_paths)]
-    )
-    ratio = paired_ratio(samples["joint"], standalone_mean)
-    joint_s = _summaries(samples["joint"])
-    mean_s = _summaries(standalone_mean)
-    reference = models.reference("2x2")
+        joint_s = _summaries(samples["joint"])
+        mean_s = _summaries(standalone_mean)
+        spaces[space] = {
+            **_space_entry(joint),
+            "joint_s": joint_s,
+            "standalone_s": {
+                path_key(reference, p): _summaries(samples[f"standalone/{p}"])
+                for p in paths
+            },
+            "standalone_mean_s": mean_s,
+            "ratio": paired_ratio(samples["joint"], standalone_mean),
+            "joint_examples_per_s": len(x) / joint_s["wall"]["median"],
+            "standalone_examples_per_s": len(x) / mean_s["wall"]["median"],
+        }
     return {
         "examples": int(len(x)),
         "batch_size": settings.batch_size,
-        "joint_s": joint_s,
-        "standalone_s": {
-            reference.path_label(p): _summaries(samples[f"standalone/{p}"])
-            for p in range(num_paths)
-        },
-        "standalone_mean_s": mean_s,
-        "ratio": ratio,
-        "joint_examples_per_s": len(x) / joint_s["wall"]["median"],
-        "standalone_examples_per_s": len(x) / mean_s["wall"]["median"],
-        "goal": _goal(ratio[settings.clock]["median"], GOALS["epoch"]),
+        "spaces": spaces,
     }
+
+
+def _epoch_ratios(section, clock):
+    return {
+        f"{space}/joint_vs_standalone_mean": entry["ratio"][clock]["median"]
+        for space, entry in section["spaces"].items()
+    }
+
+
+def _epoch_goals(section, clock):
+    return {
+        space: _goal(entry["ratio"][clock]["median"], GOALS["epoch"], clock)
+        for space, entry in section["spaces"].items()
+    }
+
+
+def _format_epoch(section, results):
+    out = []
+    for space, entry in section["spaces"].items():
+        out += [
+            "",
+            f"Epoch of {section['examples']} examples, joint (uniform) vs the "
+            f"mean standalone epoch (plain models), "
+            f"{_space_title(space, entry)}:",
+        ]
+        out += _legend(entry)
+        rows = [
+            ["joint", _fmt_summary(entry["joint_s"]["wall"]),
+             f"{entry['joint_examples_per_s']:.0f}"],
+        ]
+        rows += [
+            [f"standalone {key}", _fmt_summary(s["wall"]), ""]
+            for key, s in entry["standalone_s"].items()
+        ]
+        rows.append(
+            ["standalone mean", _fmt_summary(entry["standalone_mean_s"]["wall"]),
+             f"{entry['standalone_examples_per_s']:.0f}"]
+        )
+        out += _table(["run", "seconds", "examples/s"], rows)
+        line = (
+            f"ratio joint/standalone: wall "
+            f"{_fmt_summary(entry['ratio']['wall'], 3)}, cpu "
+            f"{_fmt_summary(entry['ratio']['cpu'], 3)}"
+        )
+        goal = results["goals"].get(f"epoch/{space}")
+        if goal:
+            line += (
+                f"; goal <= {goal['goal']} ({goal['clock']}): {_verdict(goal)}"
+            )
+        out.append(line)
+    return out
+
+
+# === Section: sampling ===
 
 
 def bench_sampling(settings, models=None):
@@ -574,6 +1109,32 @@ def bench_sampling(settings, models=None):
     return {"batch_size": settings.batch_size, "rows": rows}
 
 
+def _sampling_ratios(section, clock):
+    return {
+        row["sampling"]: row["ratio"][clock]["median"] for row in section["rows"]
+    }
+
+
+def _format_sampling(section, results):
+    out = ["", f"Sampling strategies, step time, batch {section['batch_size']}:"]
+    rows = [
+        [
+            row["sampling"],
+            _fmt_summary(row["ms"]["wall"]),
+            row["relative_to"],
+            _fmt_summary(row["ratio"]["wall"], 3),
+            _fmt_summary(row["ratio"]["cpu"], 3),
+        ]
+        for row in section["rows"]
+    ]
+    return out + _table(
+        ["sampling", "ms", "relative to", "ratio (wall)", "ratio (cpu)"], rows
+    )
+
+
+# === Section: scaling ===
+
+
 def _measure_space(settings, models, space, batch_size):
     """Interleaved step times of the samplings and every plain path."""
     samplings = ("uniform", "per_example", "fair")
@@ -604,8 +1165,10 @@ def bench_scaling(settings, models=None):
     `uniform`, `per_example` and `fair` relative to the mean step time of
     the plain models of every path of the space: against batch size on the
     report's space, and against the space at `settings.batch_size`.
-    `first_step_seconds` is the time of the first step of a fresh model
-    (it traces the train function, whose graph holds every path's step).
+    `first_step_seconds` is the time of the first step of each model (it
+    traces the train function; a model traced before at another batch size
+    is traced again at less cost). `compile` measures it from a fresh
+    process.
     """
     models = models or _Models(settings)
     by_batch = []
@@ -618,7 +1181,7 @@ def bench_scaling(settings, models=None):
         for kind in samplings:
             models.runner(space, kind, settings.batch_size)
         first_step = {
-            kind: min(
+            kind: next(
                 seconds
                 for (s, k, _), seconds in models.build_seconds.items()
                 if (s, k) == (space, kind)
@@ -646,6 +1209,412 @@ def bench_scaling(settings, models=None):
         "by_batch_size": by_batch,
         "by_search_space": by_space,
     }
+
+
+def _scaling_ratios(section, clock):
+    ratios = {}
+    for key, rows in (
+        ("batch_size", section["by_batch_size"]),
+        ("space", section["by_search_space"]),
+    ):
+        for row in rows:
+            for name, ratio in row["ratio_to_plain_mean"].items():
+                ratios[f"{key}={row[key]}/{name}"] = ratio[clock]["median"]
+    return ratios
+
+
+def _format_scaling(section, results):
+    clock = results["settings"]["clock"]
+    out = []
+    for title, key, rows in (
+        ("batch size, report's space", "batch_size", section["by_batch_size"]),
+        (f"search space, batch {section['batch_size']}", "space",
+         section["by_search_space"]),
+    ):
+        if not rows:
+            continue
+        out += [
+            "",
+            f"Step time vs {title}: per-step ms of the mean plain path, "
+            f"and each sampling's ratio to it ({clock} clock):",
+        ]
+        table = []
+        for row in rows:
+            ratios = row["ratio_to_plain_mean"]
+            cells = [row[key]]
+            if key == "space":
+                cells.append(row["num_paths"])
+            cells += [
+                _fmt_summary(row["plain_mean_ms"]["wall"]),
+                f"{ratios['uniform'][clock]['median']:.3f}",
+                f"{ratios['per_example'][clock]['median']:.3f}",
+                f"{ratios['fair'][clock]['median']:.3f}",
+            ]
+            if key == "space":
+                cells.append(f"{row['first_step_seconds']['uniform']:.1f}")
+            table.append(cells)
+        header = [key] + (["paths"] if key == "space" else []) + [
+            "plain ms", "uniform", "per_example", "fair"
+        ] + (["first step s"] if key == "space" else [])
+        out += _table(header, table)
+    return out
+
+
+# === Section: compile ===
+
+# What the `compile` child process prints before its JSON result.
+_CHILD_PREFIX = "BENCH_COMPILE_RESULT "
+
+
+def measure_first_step(space, train_step, settings, started=None):
+    """Build and first training step of a fresh supernet, in this process.
+
+    Meant for a fresh process (`bench_compile` starts one per call): the
+    time of the imports, then of building the supernet of `space`
+    (`uniform` sampling, `train_step`), compiling it and running its first
+    `fit` step (which traces the step), the peak resident memory after each,
+    and the step time after that.
+
+    Args:
+        space: a bench space name.
+        train_step: `"per_path"` or `"per_choice"`.
+        settings: a `Settings` (batch size, seed, steps per timed block).
+        started: `(wall, cpu)` clocks at the start of the process, before
+            the imports; None to leave the import time out.
+
+    Returns:
+        A JSON-serialisable dict of seconds (`{"wall": ..., "cpu": ...}`)
+        and MiB.
+    """
+    now = (time.perf_counter(), time.process_time())
+    result = {
+        "import_s": None if started is None else {
+            "wall": now[0] - started[0], "cpu": now[1] - started[1],
+        },
+        "rss_after_import_mb": _peak_rss_mb(),
+        "pid": os.getpid(),
+    }
+    with _Timer() as build:
+        model = make_supernet(
+            settings, space, sampling="uniform", train_step=train_step
+        )
+    result["rss_after_build_mb"] = _peak_rss_mb()
+    dataset = _repeated(synthetic_batch(settings.batch_size, seed=settings.seed))
+    with _Timer() as first:
+        _first_fit(model, dataset)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    run = _step_timer(model, dataset, settings.steps)
+    blocks = [run() for _ in range(3)]
+    result.update(
+        {
+            "num_paths": model.num_paths,
+            "num_choices": model.space.num_choices,
+            "train_step": model.train_step_mode,
+            "build_s": build.per(1),
+            "first_step_s": first.per(1),
+            "to_first_step_s": {
+                c: build.per(1)[c] + first.per(1)[c] for c in CLOCKS
+            },
+            "step_ms": {
+                c: 1e3 * float(np.median([b[c] for b in blocks]))
+                for c in CLOCKS
+            },
+        }
+    )
+    return result
+
+
+def _child_main(request_json, started):
+    """Entry point of a `compile` child process (see `_run_child`)."""
+    request = json.loads(request_json)
+    settings = Settings(**{
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in request["settings"].items()
+    })
+    tf.get_logger().setLevel("ERROR")
+    result = measure_first_step(
+        request["space"], request["train_step"], settings, started
+    )
+    print(_CHILD_PREFIX + json.dumps(result), flush=True)
+
+
+def _run_child(space, train_step, settings):
+    """`measure_first_step` in a fresh Python process; an `error` entry
+    instead if it fails or runs past `settings.compile_timeout`."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    request = json.dumps(
+        {
+            "space": space,
+            "train_step": train_step,
+            "settings": dataclasses.asdict(settings),
+        }
+    )
+    code = (
+        "import time; started = (time.perf_counter(), time.process_time()); "
+        "import sys; from keras_supernet import bench; "
+        "bench._child_main(sys.argv[1], started)"
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p
+    )
+    start = time.perf_counter()
+    try:
+        process = subprocess.run(
+            [sys.executable, "-c", code, request],
+            capture_output=True, text=True, env=env,
+            timeout=settings.compile_timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"stopped after {settings.compile_timeout} s"}
+    elapsed = time.perf_counter() - start
+    for line in reversed(process.stdout.splitlines()):
+        if line.startswith(_CHILD_PREFIX):
+            result = json.loads(line[len(_CHILD_PREFIX):])
+            result["process_wall_s"] = elapsed
+            return result
+    tail = (process.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"exit status {process.returncode}: {tail}"}
+
+
+def _compile_configs(settings):
+    """`(space, train_step)` of every `compile` measurement."""
+    spaces = [f"mnist{n}" for n in settings.compile_choices]
+    spaces += [s for s in settings.compile_spaces if s not in spaces]
+    configs = []
+    for space in spaces:
+        spec = space_spec(space)
+        if "stages" in spec:
+            paths = 4 ** num_choices(space)
+        else:
+            paths = math.prod(len(k) for k in spec["kernel_sizes"])
+        for form in ("per_path", "per_choice"):
+            if form == "per_path" and paths > PER_PATH_LIMIT:
+                continue
+            configs.append((space, form))
+    return configs
+
+
+def bench_compile(settings, models=None, log=None):
+    """Build and first training step against the number of paths.
+
+    Every configuration (`_compile_configs`: the `mnist<L>` spaces of
+    `settings.compile_choices`, then `settings.compile_spaces`, each in
+    both step forms where the per-path form is allowed) runs in a fresh
+    Python process, `settings.compile_rounds` times in alternating order,
+    so that no compile cache or memory is shared. See `measure_first_step`.
+    """
+    del models  # Every measurement runs in a process of its own.
+    log = log or (lambda line: None)
+    configs = _compile_configs(settings)
+    measured = {config: [] for config in configs}
+    for r in range(settings.compile_rounds):
+        for space, form in configs if r % 2 == 0 else reversed(configs):
+            result = _run_child(space, form, settings)
+            measured[(space, form)].append(result)
+            log(
+                f"[bench]   compile {space} {form}: "
+                + (result["error"] if "error" in result else
+                   f"{result['to_first_step_s']['wall']:.1f} s, "
+                   f"{result['peak_rss_mb']:.0f} MiB")
+            )
+    rows = []
+    for (space, form), results in measured.items():
+        row = {"space": space, "train_step": form}
+        good = [r for r in results if "error" not in r]
+        errors = [r["error"] for r in results if "error" in r]
+        if errors:
+            row["errors"] = errors
+        if good:
+            row.update(
+                {
+                    "num_choices": good[0]["num_choices"],
+                    "num_paths": good[0]["num_paths"],
+                    "pids": [r["pid"] for r in good],
+                    **{
+                        key: {
+                            c: summarize([r[key][c] for r in good])
+                            for c in CLOCKS
+                        }
+                        for key in ("build_s", "first_step_s",
+                                    "to_first_step_s", "step_ms")
+                    },
+                    **{
+                        key: summarize([r[key] for r in good])
+                        for key in ("rss_after_import_mb", "peak_rss_mb",
+                                    "process_wall_s")
+                    },
+                }
+            )
+            if good[0]["import_s"] is not None:
+                row["import_s"] = {
+                    c: summarize([r["import_s"][c] for r in good])
+                    for c in CLOCKS
+                }
+        rows.append(row)
+    return {
+        "batch_size": settings.batch_size,
+        "rounds": settings.compile_rounds,
+        "rows": rows,
+    }
+
+
+def _compile_goals(section, clock):
+    # "Builds, compiles and trains its first steps in under 60 s", on the
+    # wall clock whatever `clock` is: the time a user waits.
+    del clock
+    values = [
+        row["to_first_step_s"]["wall"]["median"]
+        for row in section["rows"]
+        if row.get("num_choices") == 20 and "to_first_step_s" in row
+    ]
+    values += [math.inf for row in section["rows"]
+               if row.get("num_choices") == 20 and row.get("errors")]
+    if not values:
+        return {}
+    return {"20_choices": _goal(max(values), GOALS["compile"], "wall",
+                                strict=True)}
+
+
+def _format_compile(section, results):
+    out = [
+        "",
+        "Build + first training step against the number of paths (uniform "
+        f"sampling, batch {section['batch_size']}; each in a fresh process, "
+        f"median of {section['rounds']}): seconds to import TensorFlow and "
+        "keras_supernet, then from nothing built to the end of the first fit "
+        "step (build + compile + trace + step), peak resident memory, and "
+        "the step time after it:",
+    ]
+    header = ["space", "choices", "paths", "step", "imports s", "build s",
+              "to first step s", "(cpu s)", "peak MiB", "(+ over imports)",
+              "step ms", "(cpu ms)"]
+    rows = []
+    for row in section["rows"]:
+        if "to_first_step_s" not in row:
+            error = "error: " + "; ".join(row["errors"])
+            rows.append([row["space"], "", "", row["train_step"], "", "",
+                         error] + [""] * (len(header) - 7))
+            continue
+        imports = row.get("import_s", {}).get("wall", {}).get("median")
+        rows.append(
+            [
+                row["space"],
+                row["num_choices"],
+                f"{row['num_paths']:.3g}",
+                row["train_step"],
+                "" if imports is None else f"{imports:.1f}",
+                f"{row['build_s']['wall']['median']:.1f}",
+                f"{row['to_first_step_s']['wall']['median']:.1f}",
+                f"{row['to_first_step_s']['cpu']['median']:.1f}",
+                f"{row['peak_rss_mb']['median']:.0f}",
+                f"{row['peak_rss_mb']['median'] - row['rss_after_import_mb']['median']:.0f}",
+                f"{row['step_ms']['wall']['median']:.1f}",
+                f"{row['step_ms']['cpu']['median']:.1f}",
+            ]
+        )
+    out += _table(header, rows)
+    goal = results["goals"].get("compile/20_choices")
+    if goal:
+        out.append(_goal_line(goal, "20 choices: seconds to the first step"))
+    return out
+
+
+# === Section: options ===
+
+_OPTIONS = {
+    "per_path": "one switch_case over whole per-path steps",
+    "per_choice": "a switch per choice; per choice a switch updates the "
+                  "sampled candidate",
+    "restoring": "a switch per choice; every variable updated, the unused "
+                 "candidates' weights and slots restored (masks)",
+    "shared_kernel": "prototype: per_choice, convolutions of one block share "
+                     "the largest kernel (sliced, once-for-all style)",
+}
+
+
+def bench_options(settings, models=None):
+    """The joint step under each way of training only the sampled path.
+
+    On the report's space and `settings.large_space`, interleaved: the
+    per-path step (where allowed), the per-choice step with switched
+    updates, the per-choice step with restoring updates (the step
+    `tf.distribute` uses), the `shared_kernel_supernet` prototype, and the
+    plain models of the `paths` of the space (their mean is the baseline).
+    """
+    models = models or _Models(settings)
+    batch_size = settings.batch_size
+    spaces = {}
+    for space in _spaces(settings):
+        paths = models.paths(space)
+        options = [
+            o for o in _OPTIONS
+            if o != "per_path" or models.num_paths(space) <= PER_PATH_LIMIT
+        ]
+        models.prepare(space, options + [f"plain/{p}" for p in paths])
+        runners = {o: models.runner(space, o, batch_size) for o in options}
+        for path in paths:
+            runners[f"plain/{path}"] = models.runner(
+                space, f"plain/{path}", batch_size
+            )
+        samples = interleave(runners, settings.rounds, settings.warmup)
+        plain_mean = _mean_samples([samples[f"plain/{p}"] for p in paths])
+        spaces[space] = {
+            **_space_entry(models.reference(space), train_step="various"),
+            "plain_paths": len(paths),
+            "plain_mean_ms": _ms(plain_mean),
+            "rows": [
+                {
+                    "option": o,
+                    "description": _OPTIONS[o],
+                    "ms": _ms(samples[o]),
+                    "ratio_to_plain_mean": paired_ratio(samples[o], plain_mean),
+                    "ratio_to_per_choice": paired_ratio(
+                        samples[o], samples["per_choice"]
+                    ),
+                }
+                for o in options
+            ],
+        }
+    return {"batch_size": batch_size, "spaces": spaces}
+
+
+def _options_ratios(section, clock):
+    return {
+        f"{space}/{row['option']}": row["ratio_to_plain_mean"][clock]["median"]
+        for space, entry in section["spaces"].items()
+        for row in entry["rows"]
+    }
+
+
+def _format_options(section, results):
+    out = []
+    for space, entry in section["spaces"].items():
+        out += [
+            "",
+            f"Joint (uniform) training step by update option, batch "
+            f"{section['batch_size']}, {space} ({entry['num_choices']} "
+            f"choices, {entry['num_paths']:.3g} paths); baseline: the mean of "
+            f"{entry['plain_paths']} plain paths, "
+            f"{_fmt_summary(entry['plain_mean_ms']['wall'])} ms:",
+        ]
+        rows = [
+            [
+                row["option"],
+                _fmt_summary(row["ms"]["wall"]),
+                _fmt_summary(row["ratio_to_plain_mean"]["wall"], 3),
+                _fmt_summary(row["ratio_to_plain_mean"]["cpu"], 3),
+                f"{row['ratio_to_per_choice']['wall']['median']:.3f}",
+                f"{row['ratio_to_per_choice']['cpu']['median']:.3f}",
+            ]
+            for row in entry["rows"]
+        ]
+        out += _table(
+            ["option", "ms", "/ plain (wall)", "/ plain (cpu)",
+             "/ per_choice (wall)", "(cpu)"],
+            rows,
+        )
+    return out
 
 
 # === Section: inference ===
@@ -833,6 +1802,38 @@ def bench_inference(settings, images, work_dir):
         },
         "rows": rows,
     }
+
+
+def _inference_ratios(section, clock):
+    return {
+        row["runtime"]: row["latency_ratio_to_keras_predict"][clock]["median"]
+        for row in section.get("rows", [])
+    }
+
+
+def _format_inference(section, results):
+    clock = results["settings"]["clock"]
+    if "skipped" in section:
+        return ["", f"Inference: skipped ({section['skipped']})."]
+    out = [
+        "",
+        f"Inference of path {section['path']}: latency at batch 1, "
+        f"throughput at batch {section['throughput_batch']} "
+        f"(TFLite on {section['tflite_threads']} threads):",
+    ]
+    rows = [
+        [
+            row["runtime"],
+            _fmt_summary(row["latency_ms"]["wall"], 3),
+            f"{row['throughput_examples_per_s']['wall']:.0f}",
+            f"{1 / row['latency_ratio_to_keras_predict'][clock]['median']:.1f}x",
+        ]
+        for row in section["rows"]
+    ]
+    return out + _table(
+        ["runtime", "latency ms", "examples/s", "faster than predict (batch 1)"],
+        rows,
+    )
 
 
 # === Section: headline ===
@@ -1111,6 +2112,173 @@ def headline_from_results(run_dir, tolerance=0.001):
     )}
 
 
+def _headline_ratios(entry):
+    ratios = {}
+    for seed in entry["seeds"]:
+        ratios[f"seed{seed['seed']}"] = seed["ratio"]
+        ratios[f"seed{seed['seed']}/to_best"] = seed["ratio_to_best"]
+    return ratios
+
+
+def _headline_goals(section, clock):
+    if not section["seeds"]:
+        return {}
+    goal = _goal(
+        max(s["ratio"] for s in section["seeds"]), GOALS["headline"],
+        "wall", strict=True,
+    )
+    goal["reached"] = all(s["reached"] for s in section["seeds"])
+    return {"": goal}
+
+
+def _format_headline_entry(title, entry, settings, measured):
+    out = [
+        "",
+        f"Headline ({title}): joint training time until every path is "
+        f"within {100 * settings['tolerance']:.1f} pp of its "
+        f"standalone best val accuracy, vs the sum of the standalone "
+        f"trainings (goal < {GOALS['headline']}):",
+    ]
+    if measured:
+        out.append(
+            f"train {entry['train_size']}, val {entry['val_size']}, "
+            f"standalone {entry['epochs']} epochs, joint up to "
+            f"{entry['joint_epochs']} epochs"
+        )
+    rows = []
+    for seed in entry["seeds"]:
+        lower = "" if seed["reached"] else ">"
+        # Older JSON files lack the per-path and same-epoch figures.
+        same = seed.get("same_epoch_match", seed["match_epoch"])
+        same_ratio = seed.get("same_epoch_ratio", seed["ratio"])
+        rows.append(
+            [
+                seed["seed"],
+                f"{seed['standalone_seconds_sum']:.1f}",
+                f"{seed['joint_seconds']:.1f}",
+                " ".join(
+                    "-" if e is None else str(e)
+                    for e in seed.get("path_match_epochs", {}).values()
+                ),
+                f"{seed['match_epoch']}/{seed['joint_epochs']}"
+                if seed["reached"] else f"not in {seed['joint_epochs']}",
+                lower + f"{seed['ratio']:.3f}",
+                lower + f"{seed['ratio_to_best']:.3f}",
+                ("" if same else ">") + f"{same_ratio:.3f}",
+                " ".join(
+                    f"{gap:+.2f}" for gap in seed["joint_best_gap_pp"].values()
+                ),
+            ]
+        )
+    return out + _table(
+        ["seed", "standalone sum s", "joint s", "path match epochs",
+         "match epoch", "ratio", "ratio to best", "same-epoch ratio",
+         "best joint - standalone (pp)"],
+        rows,
+    )
+
+
+def _format_headline(section, results):
+    return _format_headline_entry(
+        "measured", section, results["settings"], measured=True
+    )
+
+
+# === The registry of sections ===
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """One benchmark section: how to measure, judge and print it.
+
+    Attributes:
+        name: the section's name (`--sections=`), its key in the results.
+        measure: `measure(context)` with a `_Context`, returning the
+            section's JSON-serialisable results.
+        format: `format(section, results)`: the lines of its plain-text
+            table (`results["goals"]` holds the goals already).
+        ratios: `ratios(section, clock)`: its headline figures on `clock`,
+            by name (all lower-is-better), or None.
+        goals: `goals(section, clock)`: its goals by name (`_goal` dicts;
+            name "" for the section's only goal), or None.
+        needs_data: whether it needs the image arrays.
+    """
+
+    name: str
+    measure: Callable
+    format: Callable
+    ratios: Callable = None
+    goals: Callable = None
+    needs_data: bool = False
+
+
+@dataclasses.dataclass
+class _Context:
+    """What a section's `measure` gets."""
+
+    settings: Settings
+    models: _Models
+    arrays: dict
+    work_dir: str
+    log: Callable
+
+
+def _measure_inference(context):
+    folder = os.path.join(context.work_dir, "inference")
+    os.makedirs(folder, exist_ok=True)
+    return bench_inference(
+        context.settings, context.arrays["train"][0][:1000], folder
+    )
+
+
+REGISTRY = (
+    Section(
+        "paths",
+        lambda c: bench_paths(c.settings, c.models),
+        _format_paths, _paths_ratios, _paths_goals,
+    ),
+    Section(
+        "epoch",
+        lambda c: bench_epoch(c.settings, c.arrays["train"], c.models),
+        _format_epoch, _epoch_ratios, _epoch_goals, needs_data=True,
+    ),
+    Section(
+        "sampling",
+        lambda c: bench_sampling(c.settings, c.models),
+        _format_sampling, _sampling_ratios,
+    ),
+    Section(
+        "scaling",
+        lambda c: bench_scaling(c.settings, c.models),
+        _format_scaling, _scaling_ratios,
+    ),
+    Section(
+        "compile",
+        lambda c: bench_compile(c.settings, log=c.log),
+        _format_compile, goals=_compile_goals,
+    ),
+    Section(
+        "options",
+        lambda c: bench_options(c.settings, c.models),
+        _format_options, _options_ratios,
+    ),
+    Section(
+        "inference", _measure_inference, _format_inference,
+        _inference_ratios, needs_data=True,
+    ),
+    Section(
+        "headline",
+        lambda c: bench_headline(c.settings, c.arrays),
+        _format_headline,
+        lambda section, clock: _headline_ratios(section),
+        _headline_goals,
+        needs_data=True,
+    ),
+)
+SECTIONS = tuple(section.name for section in REGISTRY)
+_BY_NAME = {section.name: section for section in REGISTRY}
+
+
 # === Whole benchmark ===
 
 
@@ -1154,68 +2322,43 @@ def _check_sections(sections, allow_empty=False):
     return sections
 
 
+def _prefixed(section_name, entries):
+    return {
+        f"{section_name}/{name}" if name else section_name: value
+        for name, value in entries.items()
+    }
+
+
 def flat_ratios(results):
     """Every headline ratio of `results`, by name (all lower-is-better)."""
     clock = results["settings"]["clock"]
     ratios = {}
-    section = results.get("paths")
-    if section:
-        for row in section["rows"]:
-            ratios[f"paths/{row['label']}"] = row["ratio"][clock]["median"]
-    section = results.get("epoch")
-    if section:
-        ratios["epoch/joint_vs_standalone_mean"] = section["ratio"][clock][
-            "median"
-        ]
-    section = results.get("sampling")
-    if section:
-        for row in section["rows"]:
-            ratios[f"sampling/{row['sampling']}"] = row["ratio"][clock]["median"]
-    section = results.get("scaling")
-    if section:
-        for key, rows in (
-            ("batch_size", section["by_batch_size"]),
-            ("space", section["by_search_space"]),
-        ):
-            for row in rows:
-                for name, ratio in row["ratio_to_plain_mean"].items():
-                    ratios[f"scaling/{key}={row[key]}/{name}"] = ratio[clock][
-                        "median"
-                    ]
-    section = results.get("inference")
-    if section and "rows" in section:
-        for row in section["rows"]:
-            ratios[f"inference/{row['runtime']}"] = row[
-                "latency_ratio_to_keras_predict"
-            ][clock]["median"]
-    for key in ("headline", "results"):
-        for entry in (results.get(key) or []) if key == "results" else [
-            results.get(key)
-        ]:
-            if not entry:
-                continue
-            prefix = key if key == "headline" else f"results/{entry['run_dir']}"
-            for seed in entry["seeds"]:
-                ratios[f"{prefix}/seed{seed['seed']}"] = seed["ratio"]
-                ratios[f"{prefix}/seed{seed['seed']}/to_best"] = seed[
-                    "ratio_to_best"
-                ]
+    for section in REGISTRY:
+        if results.get(section.name) and section.ratios is not None:
+            ratios.update(
+                _prefixed(
+                    section.name, section.ratios(results[section.name], clock)
+                )
+            )
+    for entry in results.get("results") or []:
+        ratios.update(
+            _prefixed(f"results/{entry['run_dir']}", _headline_ratios(entry))
+        )
     return ratios
 
 
-def _goals(results):
-    goals = {}
-    for name in ("paths", "epoch"):
-        if results.get(name):
-            goals[name] = results[name]["goal"]
-    headline = results.get("headline")
-    if headline and headline["seeds"]:
-        worst = max(s["ratio"] for s in headline["seeds"])
-        goals["headline"] = _goal(worst, GOALS["headline"], strict=True)
-        goals["headline"]["reached"] = all(
-            s["reached"] for s in headline["seeds"]
-        )
-    return goals
+def goals(results):
+    """Every goal of `results`, by name (`"paths/2x2"`, `"headline"`)."""
+    clock = results["settings"]["clock"]
+    found = {}
+    for section in REGISTRY:
+        if results.get(section.name) and section.goals is not None:
+            found.update(
+                _prefixed(
+                    section.name, section.goals(results[section.name], clock)
+                )
+            )
+    return found
 
 
 def run_benchmark(
@@ -1232,7 +2375,7 @@ def run_benchmark(
 
     Args:
         settings: a `Settings`; default `QUICK` if `quick` else `FULL`.
-        quick: the small version (under two minutes on two cores).
+        quick: the small version (about three minutes on two busy cores).
         sections: names among `SECTIONS`.
         dataset: `"mnist"` or `"fashion_mnist"` (for `epoch`, `inference`,
             `headline`).
@@ -1262,7 +2405,7 @@ def run_benchmark(
     log = log or (lambda line: None)
     headlines = [headline_from_results(d, settings.tolerance) for d in results_dirs]
     arrays = None
-    if {"epoch", "inference", "headline"} & set(sections):
+    if any(_BY_NAME[name].needs_data for name in sections):
         arrays = data_lib.load_arrays(dataset, data_dir)
     started = time.perf_counter()
     results = {
@@ -1280,34 +2423,19 @@ def run_benchmark(
         "section_seconds": {},
         "results": headlines,
     }
-    models = _Models(settings)
     with tempfile.TemporaryDirectory() as tmp:
-        work_dir = work_dir or tmp
+        context = _Context(settings, _Models(settings), arrays, work_dir or tmp, log)
         for name in sections:
             log(f"[bench] {name} ...")
             start = time.perf_counter()
-            if name == "paths":
-                results[name] = bench_paths(settings, models)
-            elif name == "epoch":
-                results[name] = bench_epoch(settings, arrays["train"], models)
-            elif name == "sampling":
-                results[name] = bench_sampling(settings, models)
-            elif name == "scaling":
-                results[name] = bench_scaling(settings, models)
-            elif name == "inference":
-                folder = os.path.join(work_dir, "inference")
-                os.makedirs(folder, exist_ok=True)
-                results[name] = bench_inference(
-                    settings, arrays["train"][0][:1000], folder
-                )
-            elif name == "headline":
-                results[name] = bench_headline(settings, arrays)
+            results[name] = _BY_NAME[name].measure(context)
             results["section_seconds"][name] = time.perf_counter() - start
             log(f"[bench] {name} done in {results['section_seconds'][name]:.1f} s")
     results["total_seconds"] = time.perf_counter() - started
     results["load_average_end"] = _load_average()
+    results["peak_rss_mb"] = _peak_rss_mb()
     results["ratios"] = flat_ratios(results)
-    results["goals"] = _goals(results)
+    results["goals"] = goals(results)
     return results
 
 
@@ -1331,36 +2459,6 @@ def write_json(results, path):
     return path
 
 
-# === Plain-text table ===
-
-
-def _fmt_summary(summary, digits=2):
-    return (
-        f"{summary['median']:.{digits}f} "
-        f"[{summary['q25']:.{digits}f}-{summary['q75']:.{digits}f}]"
-    )
-
-
-def _table(header, rows):
-    widths = [
-        max(len(str(cell)) for cell in column)
-        for column in zip(header, *rows)
-    ]
-    lines = [
-        "  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip(),
-        "  ".join("-" * w for w in widths),
-    ]
-    lines += [
-        "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
-        for row in rows
-    ]
-    return lines
-
-
-def _verdict(goal):
-    return "met" if goal["met"] else "MISSED"
-
-
 def format_table(results):
     """A plain-text report of `results` (medians [quartiles])."""
     clock = results["settings"]["clock"]
@@ -1373,189 +2471,20 @@ def format_table(results):
         f"{results['load_average_end']}; total {results['total_seconds']:.0f} s;"
         f" goals judged on the {clock} clock; figures: median [q25-q75]",
     ]
-    section = results.get("paths")
-    if section:
-        out += [
-            "",
-            f"Training step, supernet pinned to a path (sampling='fixed') vs "
-            f"the extracted plain model, batch {section['batch_size']}:",
-        ]
-        rows = [
-            [
-                row["label"],
-                _fmt_summary(row["supernet_ms"]["wall"]),
-                _fmt_summary(row["plain_ms"]["wall"]),
-                _fmt_summary(row["ratio"]["wall"], 3),
-                _fmt_summary(row["ratio"]["cpu"], 3),
-            ]
-            for row in section["rows"]
-        ]
-        out += _table(
-            ["path", "supernet ms", "plain ms", "ratio (wall)", "ratio (cpu)"],
-            rows,
+    for section in REGISTRY:
+        if results.get(section.name):
+            out += section.format(results[section.name], results)
+    for entry in results.get("results") or []:
+        out += _format_headline_entry(
+            f"from {entry['run_dir']}", entry, results["settings"],
+            measured=False,
         )
-        goal = section["goal"]
-        out.append(
-            f"worst ratio {goal['value']:.3f}, goal <= {goal['goal']}: "
-            f"{_verdict(goal)}"
-        )
-    section = results.get("epoch")
-    if section:
-        out += [
-            "",
-            f"Epoch of {section['examples']} examples, joint (uniform) vs the "
-            f"mean standalone (fixed) epoch:",
-        ]
-        rows = [
-            ["joint", _fmt_summary(section["joint_s"]["wall"]),
-             f"{section['joint_examples_per_s']:.0f}"],
-        ]
-        rows += [
-            [f"standalone {label}", _fmt_summary(s["wall"]), ""]
-            for label, s in section["standalone_s"].items()
-        ]
-        rows.append(
-            ["standalone mean", _fmt_summary(section["standalone_mean_s"]["wall"]),
-             f"{section['standalone_examples_per_s']:.0f}"]
-        )
-        out += _table(["run", "seconds", "examples/s"], rows)
-        goal = section["goal"]
-        out.append(
-            f"ratio joint/standalone: wall "
-            f"{_fmt_summary(section['ratio']['wall'], 3)}, cpu "
-            f"{_fmt_summary(section['ratio']['cpu'], 3)}; goal <= "
-            f"{goal['goal']}: {_verdict(goal)}"
-        )
-    section = results.get("sampling")
-    if section:
-        out += ["", f"Sampling strategies, step time, batch {section['batch_size']}:"]
-        rows = [
-            [
-                row["sampling"],
-                _fmt_summary(row["ms"]["wall"]),
-                row["relative_to"],
-                _fmt_summary(row["ratio"]["wall"], 3),
-                _fmt_summary(row["ratio"]["cpu"], 3),
-            ]
-            for row in section["rows"]
-        ]
-        out += _table(
-            ["sampling", "ms", "relative to", "ratio (wall)", "ratio (cpu)"],
-            rows,
-        )
-    section = results.get("scaling")
-    if section:
-        for title, key, rows in (
-            ("batch size, report's space", "batch_size", section["by_batch_size"]),
-            (f"search space, batch {section['batch_size']}", "space",
-             section["by_search_space"]),
-        ):
-            if not rows:
-                continue
-            out += [
-                "",
-                f"Step time vs {title}: per-step ms of the mean plain path, "
-                f"and each sampling's ratio to it ({clock} clock):",
-            ]
-            table = []
-            for row in rows:
-                ratios = row["ratio_to_plain_mean"]
-                cells = [row[key]]
-                if key == "space":
-                    cells.append(row["num_paths"])
-                cells += [
-                    _fmt_summary(row["plain_mean_ms"]["wall"]),
-                    f"{ratios['uniform'][clock]['median']:.3f}",
-                    f"{ratios['per_example'][clock]['median']:.3f}",
-                    f"{ratios['fair'][clock]['median']:.3f}",
-                ]
-                if key == "space":
-                    cells.append(f"{row['first_step_seconds']['uniform']:.1f}")
-                table.append(cells)
-            header = [key] + (["paths"] if key == "space" else []) + [
-                "plain ms", "uniform", "per_example", "fair"
-            ] + (["first step s"] if key == "space" else [])
-            out += _table(header, table)
-    section = results.get("inference")
-    if section:
-        out += [""]
-        if "skipped" in section:
-            out.append(f"Inference: skipped ({section['skipped']}).")
-        else:
-            out.append(
-                f"Inference of path {section['path']}: latency at batch 1, "
-                f"throughput at batch {section['throughput_batch']} "
-                f"(TFLite on {section['tflite_threads']} threads):"
-            )
-            rows = [
-                [
-                    row["runtime"],
-                    _fmt_summary(row["latency_ms"]["wall"], 3),
-                    f"{row['throughput_examples_per_s']['wall']:.0f}",
-                    f"{1 / row['latency_ratio_to_keras_predict'][clock]['median']:.1f}x",
-                ]
-                for row in section["rows"]
-            ]
-            out += _table(
-                ["runtime", "latency ms", "examples/s",
-                 "faster than predict (batch 1)"],
-                rows,
-            )
-    headline = results.get("headline")
-    entries = ([("measured", headline)] if headline else []) + [
-        (f"from {entry['run_dir']}", entry) for entry in results.get("results") or []
-    ]
-    for title, entry in entries:
-        out += [
-            "",
-            f"Headline ({title}): joint training time until every path is "
-            f"within {100 * results['settings']['tolerance']:.1f} pp of its "
-            f"standalone best val accuracy, vs the sum of the standalone "
-            f"trainings (goal < {GOALS['headline']}):",
-        ]
-        if entry is headline:
-            out.append(
-                f"train {headline['train_size']}, val {headline['val_size']}, "
-                f"standalone {headline['epochs']} epochs, joint up to "
-                f"{headline['joint_epochs']} epochs"
-            )
-        rows = []
-        for seed in entry["seeds"]:
-            lower = "" if seed["reached"] else ">"
-            # Older JSON files lack the per-path and same-epoch figures.
-            same = seed.get("same_epoch_match", seed["match_epoch"])
-            same_ratio = seed.get("same_epoch_ratio", seed["ratio"])
-            rows.append(
-                [
-                    seed["seed"],
-                    f"{seed['standalone_seconds_sum']:.1f}",
-                    f"{seed['joint_seconds']:.1f}",
-                    " ".join(
-                        "-" if e is None else str(e)
-                        for e in seed.get("path_match_epochs", {}).values()
-                    ),
-                    f"{seed['match_epoch']}/{seed['joint_epochs']}"
-                    if seed["reached"] else f"not in {seed['joint_epochs']}",
-                    lower + f"{seed['ratio']:.3f}",
-                    lower + f"{seed['ratio_to_best']:.3f}",
-                    ("" if same else ">") + f"{same_ratio:.3f}",
-                    " ".join(
-                        f"{gap:+.2f}"
-                        for gap in seed["joint_best_gap_pp"].values()
-                    ),
-                ]
-            )
-        out += _table(
-            ["seed", "standalone sum s", "joint s", "path match epochs",
-             "match epoch", "ratio", "ratio to best", "same-epoch ratio",
-             "best joint - standalone (pp)"],
-            rows,
-        )
-    goals = results.get("goals") or {}
-    if goals:
+    found = results.get("goals") or {}
+    if found:
         out += ["", "Goals: " + "; ".join(
-            f"{name} {goal['value']:.3f} (goal {'<' if name == 'headline' else '<='} "
-            f"{goal['goal']}) {_verdict(goal)}"
-            for name, goal in goals.items()
+            f"{name} {goal['value']:.3f} ({goal['clock']}; goal "
+            f"{'<' if goal['strict'] else '<='} {goal['goal']}) "
+            f"{_verdict(goal)}"
+            for name, goal in found.items()
         )]
     return "\n".join(out)

@@ -33,6 +33,8 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
+from keras_supernet import validation
+
 DATASETS = ("mnist", "fashion_mnist")
 NUM_CLASSES = 10
 # The splits of an experiment, in the order of `load_splits`.
@@ -310,11 +312,7 @@ def split_validation(x, y, val_size, seed):
         raise ValueError(
             f"`x` and `y` must have the same length. Received {n} and {len(y)}."
         )
-    if (
-        isinstance(val_size, bool)
-        or not isinstance(val_size, (int, np.integer))
-        or not 0 < val_size < n
-    ):
+    if not validation.is_int(val_size) or not 0 < val_size < n:
         raise ValueError(
             "Invalid value for argument `val_size`. Expected an integer in "
             f"[1, {n - 1}] (the training set has {n} examples). "
@@ -371,15 +369,7 @@ def make_dataset(x, y, batch_size, mean, std, shuffle=False, seed=None):
     Returns:
         A `tf.data.Dataset` of `(float32[b, H, W, 1], int32[b])`.
     """
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size <= 0
-    ):
-        raise ValueError(
-            "Invalid value for argument `batch_size`. Expected a positive "
-            f"integer. Received batch_size={batch_size!r}."
-        )
+    validation.positive_int("batch_size", batch_size)
     if len(x) != len(y):
         raise ValueError(
             f"`x` and `y` must have the same length. Received {len(x)} and {len(y)}."

@@ -47,6 +47,8 @@ import weakref
 
 import tensorflow as tf
 
+from keras_supernet import validation
+
 STRATEGIES = ("default", "mirrored", "multi_worker")
 TF_CONFIG = "TF_CONFIG"
 
@@ -115,8 +117,7 @@ def parse_tf_config(text):
     index = task.get("index")
     if (
         task_type not in ("chief", "worker")
-        or isinstance(index, bool)
-        or not isinstance(index, int)
+        or not validation.is_int(index)
         or not 0 <= index < len(groups[task_type])
     ):
         raise ValueError(
@@ -280,12 +281,7 @@ def reduce_logs(logs, strategy=None):
 
 def _num_steps(dataset, steps):
     if steps is not None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
-            raise ValueError(
-                "Invalid value for argument `steps`. Expected a positive "
-                f"integer. Received steps={steps!r}."
-            )
-        return steps
+        return validation.positive_int("steps", steps)
     cardinality = dataset.cardinality
     cardinality = int(cardinality() if callable(cardinality) else cardinality)
     if cardinality == 0:

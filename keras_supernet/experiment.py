@@ -98,10 +98,12 @@ def _space_spec(space, preset):
     return presets.load_space(space)
 
 
-def _select_paths(space, paths, eval_paths, split_seed):
+def _select_paths(space, mode, paths, eval_paths, split_seed):
     """`(standalone paths, joint evaluation paths)` as index lists."""
     small = space.num_paths <= ALL_PATHS_LIMIT
-    if paths is None:
+    if paths is None and mode == "joint":
+        standalone = []
+    elif paths is None:
         if not small:
             raise ValueError(
                 f"Invalid value for argument `paths`: the space has "
@@ -173,7 +175,7 @@ def _make_config(mode, seeds, paths, space, dataset, data_dir, epochs,
         )
     )
     standalone, evaluated = _select_paths(
-        search_space, paths, eval_paths, split_seed
+        search_space, mode, paths, eval_paths, split_seed
     )
     if bn_batches is None:
         bn_batches = training.DEFAULT_BN_BATCHES if has_batchnorm else 0
@@ -301,7 +303,7 @@ def _run_entry(folder, config, mode, seed, path, history, progress, probe_space)
 def _runs_from_progress(folder, config, progress_by_key, space):
     result = []
     order = {"joint": 0, "standalone": 1}
-    for (mode, seed, path), progress in sorted(
+    for (mode, seed, _), progress in sorted(
         progress_by_key.items(),
         key=lambda kv: (order[kv[0][0]], kv[0][1], -1 if kv[0][2] is None else kv[0][2]),
     ):

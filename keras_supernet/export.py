@@ -774,12 +774,12 @@ def _publish_file(source, target):
         raise FileExistsError(
             f"File {target} already exists; exports never overwrite."
         ) from e
-    except OSError:
+    except OSError as e:
         # File systems without hard links.
         if os.path.lexists(target):
             raise FileExistsError(
                 f"File {target} already exists; exports never overwrite."
-            )
+            ) from e
         os.rename(source, target)
         return
     os.remove(source)

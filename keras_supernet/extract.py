@@ -30,8 +30,10 @@ def _model_name(label):
     ).strip("_")
 
 
-def _plain_graph(supernet, path, name=None):
-    """The plain functional model of `path` and its weight copiers."""
+def plain_graph(supernet, path, name=None):
+    """The plain functional model of `path` (fresh weights) and its weight
+    copiers; `keras_supernet.costs` counts a path's costs on it without
+    copying weights."""
     indices = supernet.space.resolve(path)
     positions = {id(c): i for i, c in enumerate(supernet.choices)}
     copies = []
@@ -75,7 +77,7 @@ def path_config(supernet, path):
         which `build_path_model` builds.
     """
     index = supernet.resolve_path(path)
-    plain, _ = _plain_graph(supernet, index)
+    plain, _ = plain_graph(supernet, index)
     # Through JSON: plain data, as it is written to files.
     return json.loads(
         json.dumps(
@@ -134,7 +136,7 @@ def extract_path(supernet, path, verify=True, atol=1e-5, name=None):
     >>> plain.save("path_5x5_3x3.keras")
     """
     index = supernet.resolve_path(path)
-    model, copies = _plain_graph(supernet, index, name=name)
+    model, copies = plain_graph(supernet, index, name=name)
     for copy in copies:
         copy()
     if verify:

@@ -146,7 +146,7 @@ class Choice(keras.layers.Layer):
         labels = list(labels) if not isinstance(labels, str) else [labels]
         if (
             len(labels) != len(candidates)
-            or any(not isinstance(l, str) or not l for l in labels)
+            or any(not isinstance(label, str) or not label for label in labels)
             or len(set(labels)) != len(labels)
         ):
             raise ValueError(
@@ -164,6 +164,7 @@ class Choice(keras.layers.Layer):
                 set_dtype_policy(candidate, self.dtype_policy)
         self.mixer = None
         self._output_shapes = {}
+        self._built_for = None
         # Created here rather than in build(): it does not depend on the
         # input, and a candidate may be chosen before the first call. Written
         # in replica context under tf.distribute, where every replica agrees
@@ -201,6 +202,7 @@ class Choice(keras.layers.Layer):
         input_shape = tuple(input_shape)
         # First, so that a candidate that cannot take the input is named.
         shapes = self.candidate_output_shapes(input_shape)
+        self._built_for = input_shape
         for candidate in self.candidates:
             if not candidate.built:
                 # A symbolic call builds any layer, whatever its build()
@@ -265,7 +267,7 @@ class Choice(keras.layers.Layer):
                     f"The candidates of choice '{self.name}' give outputs of "
                     "different ranks, which no layer can join: "
                     + ", ".join(
-                        f"{l}: {s}" for l, s in zip(self.labels, shapes)
+                        f"{label}: {shape}" for label, shape in zip(self.labels, shapes)
                     )
                     + "."
                 )
@@ -274,6 +276,19 @@ class Choice(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return _join_shapes(self.candidate_output_shapes(input_shape))
+
+    @property
+    def built_input_shape(self):
+        """The input shape the choice was built for (None before)."""
+        return self._built_for
+
+    @property
+    def built_output_shapes(self):
+        """Each candidate's output shape for the input the choice was built
+        for (None before it is built)."""
+        if self._built_for is None:
+            return None
+        return self.candidate_output_shapes(self._built_for)
 
     # === Forward ===
 
@@ -774,22 +789,30 @@ class PaddedDense(keras.layers.Layer):
 
         return layer, copy_weights
 
+    def assign_dense_weights(self, kernel, bias):
+        """Sets the weights from a full `(max(widths), units)` kernel and a
+        bias, as a `Dense` layer of the full width holds them.
+
+        Raises:
+            ValueError: if the kernel has another shape.
+        """
+        if tuple(kernel.shape) != (self.full_width, self.units):
+            raise ValueError(
+                f"Layer '{self.name}' expected a saved kernel of shape "
+                f"{(self.full_width, self.units)}. Received "
+                f"{tuple(kernel.shape)}."
+            )
+        start = 0
+        for stop, block in zip(self.widths, self.kernel_blocks):
+            block.assign(kernel[start:stop])
+            start = stop
+        self.bias.assign(bias)
+
     def load_own_variables(self, store):
         # Weights saved before the kernel was split (keras_supernet 0.1.0):
         # one full kernel and the bias, as a Dense layer saves them.
         if len(self.kernel_blocks) > 1 and len(store.keys()) == 2:
-            kernel = store["0"]
-            if tuple(kernel.shape) != (self.full_width, self.units):
-                raise ValueError(
-                    f"Layer '{self.name}' expected a saved kernel of shape "
-                    f"{(self.full_width, self.units)}. Received "
-                    f"{tuple(kernel.shape)}."
-                )
-            start = 0
-            for stop, block in zip(self.widths, self.kernel_blocks):
-                block.assign(kernel[start:stop])
-                start = stop
-            self.bias.assign(store["1"])
+            self.assign_dense_weights(store["0"], store["1"])
             return
         super().load_own_variables(store)
 

@@ -70,19 +70,12 @@ def load_legacy_weights(supernet, filepath):
                 choice.active_index.assign(int(_values(group)[0]))
                 if choice.mixer is not None:
                     choice.mixer.set_weights(_values(group["mixer"]))
-            hidden = supernet.hidden
+            # 0.1.0 kept one kernel, 0.2.0 its row blocks: whole, both are
+            # the kernel of a Dense layer of the full width.
             stored = _values(f["hidden"])
-            kernel, bias = np.concatenate(stored[:-1], axis=0), stored[-1]
-            if kernel.shape != (hidden.full_width, hidden.units):
-                raise ValueError(
-                    f"the head's kernel has shape {kernel.shape}, the "
-                    f"supernet's {(hidden.full_width, hidden.units)}"
-                )
-            start = 0
-            for stop, block in zip(hidden.widths, hidden.kernel_blocks):
-                block.assign(kernel[start:stop])
-                start = stop
-            hidden.bias.assign(bias)
+            supernet.hidden.assign_dense_weights(
+                np.concatenate(stored[:-1], axis=0), stored[-1]
+            )
             supernet.get_layer("logits").set_weights(_values(f["classifier"]))
             state = f["vars"].get("path_seed_generator_state")
             if state is not None:

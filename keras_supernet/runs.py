@@ -352,7 +352,7 @@ class RunConfig:
             data.setdefault("space_name", "report")
             labels = data.get("path_labels")
             if isinstance(labels, list):
-                data["path_labels"] = {str(i): l for i, l in enumerate(labels)}
+                data["path_labels"] = {str(i): label for i, label in enumerate(labels)}
             if data.get("eval_paths") is None and isinstance(labels, list):
                 data["eval_paths"] = list(range(len(labels)))
         fields = {f.name for f in dataclasses.fields(cls)}

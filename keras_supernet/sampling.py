@@ -410,7 +410,7 @@ class AdaptiveSampler(PathSampler):
         for position, n in enumerate(self.space.candidate_counts):
             means = np.full(n, np.nan)
             for k in range(n):
-                mine = [l for p, l in zip(paths, losses) if p[position] == k]
+                mine = [loss for p, loss in zip(paths, losses) if p[position] == k]
                 if mine:
                     means[k] = np.mean(mine)
             # A candidate no evaluated path went through gets the worst

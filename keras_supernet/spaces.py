@@ -77,7 +77,7 @@ class SearchSpace:
                 )
             if (
                 not labels
-                or any(not isinstance(l, str) or not l for l in labels)
+                or any(not isinstance(label, str) or not label for label in labels)
                 or len(set(labels)) != len(labels)
             ):
                 raise ValueError(
@@ -244,7 +244,7 @@ class SearchSpace:
                 raise ValueError(
                     f"Unknown path {path!r}: choice '{self._names[position]}' "
                     f"has no candidate {part!r} (its candidates: "
-                    f"{', '.join(f'{i}={l}' for i, l in enumerate(self._labels[position]))}; "
+                    f"{', '.join(f'{i}={label}' for i, label in enumerate(self._labels[position]))}; "
                     f"ints are candidate indices, strings labels). {self._hint()}"
                 )
             indices.append(index)

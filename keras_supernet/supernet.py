@@ -28,6 +28,8 @@ rule:
 behind the limit).
 """
 
+import weakref
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -47,6 +49,10 @@ TRAIN_STEPS = ("auto", "per_path", "per_choice")
 PER_PATH_MAX_PATHS = 16
 # The per-path step holds one branch per path: beyond this it is refused.
 PER_PATH_LIMIT = 256
+
+# Per supernet, the traced forward of `recalibrate_batchnorm`. Kept out of
+# the model's attributes, which a SavedModel export would try to save.
+_RECALIBRATION_FORWARD = weakref.WeakKeyDictionary()
 
 # Arguments of the report's preset (`Supernet(kernel_sizes=...)`).
 _PRESET_DEFAULTS = {
@@ -87,9 +93,9 @@ def _find_choices(model):
     for choice in found:
         for candidate in choice.candidates:
             nested = [
-                l
-                for l in candidate._flatten_layers(include_self=True)
-                if isinstance(l, Choice)
+                layer
+                for layer in candidate._flatten_layers(include_self=True)
+                if isinstance(layer, Choice)
             ]
             if nested:
                 raise ValueError(
@@ -214,7 +220,7 @@ def _preset_graph(preset, seed, dtype):
     image_shape = (None, *preset["input_shape"])
     widths = set()
     shapes = {(): image_shape}
-    for position, choice in enumerate(choices):
+    for choice in choices:
         new_shapes = {}
         for prefix, shape in shapes.items():
             try:
@@ -441,20 +447,11 @@ class Supernet(keras.Model):
         return [
             f"choice '{c.name}'"
             for c in self.choices
-            if len(set(c._output_shapes.get(self._choice_input_shape(c), ())))
-            > 1
+            if len(set(c.built_output_shapes or ())) > 1
         ]
 
     def _routable(self):
         return not self._unequal_choices()
-
-    def _choice_input_shape(self, choice):
-        for node in choice._inbound_nodes:
-            if node.operation is choice:
-                tensors = node.input_tensors
-                if tensors:
-                    return tuple(tensors[0].shape)
-        return None
 
     def _check_candidate_shapes(self):
         """Runs the graph once per candidate whose output shape differs from
@@ -467,7 +464,7 @@ class Supernet(keras.Model):
         if len(inputs) == 1:
             inputs = inputs[0]
         for choice in self.choices:
-            shapes = choice._output_shapes.get(self._choice_input_shape(choice))
+            shapes = choice.built_output_shapes
             if not shapes or len(set(shapes)) < 2:
                 continue
             for k, (label, shape) in enumerate(zip(choice.labels, shapes)):
@@ -951,6 +948,17 @@ class Supernet(keras.Model):
             for layer in self._flatten_layers(include_self=False)
         )
 
+    def _recalibration_forward(self):
+        forward = _RECALIBRATION_FORWARD.get(self)
+        if forward is None:
+            # A weak reference: the cache must not keep the supernet alive.
+            model = weakref.ref(self)
+            forward = tf.function(
+                lambda x: model()(x, training=True), reduce_retracing=True
+            )
+            _RECALIBRATION_FORWARD[self] = forward
+        return forward
+
     def recalibrate_batchnorm(self, data, path=None, batches=200):
         """Re-estimates the BatchNorm statistics a path uses, on `data`.
 
@@ -983,7 +991,12 @@ class Supernet(keras.Model):
         layers = self._path_batchnorms()
         if not layers:
             return 0
-        momenta = [layer.momentum for layer in layers]
+        every = [
+            layer
+            for layer in self._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.BatchNormalization)
+        ]
+        momenta = [layer.momentum for layer in every]
         sums = [
             [np.zeros(layer.moving_mean.shape, "float64"),
              np.zeros(layer.moving_variance.shape, "float64")]
@@ -992,10 +1005,14 @@ class Supernet(keras.Model):
         used = 0
         try:
             # With momentum 0, a training-mode call leaves exactly the
-            # batch's mean and variance in the moving statistics.
-            for layer in layers:
+            # batch's mean and variance in the moving statistics. A trace
+            # freezes the momentum, so every BatchNorm (not only the path's)
+            # has momentum 0 whenever the shared forward runs or is traced:
+            # one trace then serves every path (the path lives in the
+            # choices' index variables), instead of one trace per call.
+            for layer in every:
                 layer.momentum = 0.0
-            forward = tf.function(lambda x: self(x, training=True))
+            forward = self._recalibration_forward()
             for batch in data:
                 if used >= batches:
                     break
@@ -1006,7 +1023,7 @@ class Supernet(keras.Model):
                     variance += ops.convert_to_numpy(layer.moving_variance)
                 used += 1
         finally:
-            for layer, momentum in zip(layers, momenta):
+            for layer, momentum in zip(every, momenta):
                 layer.momentum = momentum
         if not used:
             raise ValueError(

@@ -414,7 +414,7 @@ def _search(mode, index, labels, splits, architecture, epochs, seed, trials,
         tuner.search(verbose=0)
     except keras_tuner.errors.FatalError as e:
         if tuner.error is not None:
-            raise tuner.error
+            raise tuner.error from None
         raise ValueError(f"The search in {output_dir} failed: {e}") from e
 
     completed = [

@@ -12,9 +12,13 @@ import os
 import subprocess
 import sys
 
+import keras
+import numpy as np
 import pytest
 
 from keras_supernet import bench
+from keras_supernet import presets
+from keras_supernet.spaces import SearchSpace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.path.join(ROOT, "tests", "data", "mnist_small")
@@ -29,6 +33,10 @@ TINY = dataclasses.replace(
     epoch_rounds=1,
     batch_sizes=(8, 16),
     spaces=("2x2",),
+    large_space="mnist5",
+    sample_paths=2,
+    compile_choices=(1,),
+    compile_spaces=(),
     inference_calls=1,
     inference_rounds=1,
     throughput_batch=8,
@@ -86,15 +94,16 @@ class TestRunBenchmark:
 
     def test_every_ratio_is_positive_and_finite(self, results):
         ratios = results["ratios"]
-        # 4 paths, epoch, 6 samplings, 2 batch sizes and 1 space x 3
-        # samplings, 7 inference runtimes, 2 headline ratios.
-        assert len(ratios) == 4 + 1 + 6 + 9 + 7 + 2
+        # 4 + 2 paths, 2 epochs, 6 samplings, 2 batch sizes and 1 space x 3
+        # samplings, 4 + 3 options (no per-path step for 4**5 paths), 7
+        # inference runtimes, 2 headline ratios.
+        assert len(ratios) == 6 + 2 + 6 + 9 + 7 + 7 + 2
         for name, value in ratios.items():
             assert isinstance(value, float), name
             assert math.isfinite(value) and value > 0, (name, value)
 
     def test_summaries_have_both_clocks(self, results):
-        for row in results["paths"]["rows"]:
+        for row in results["paths"]["spaces"]["mnist5"]["rows"]:
             for key in ("supernet_ms", "plain_ms", "ratio"):
                 for clock in bench.CLOCKS:
                     summary = row[key][clock]
@@ -106,13 +115,69 @@ class TestRunBenchmark:
 
     def test_goals(self, results):
         goals = results["goals"]
-        assert set(goals) == {"paths", "epoch", "headline"}
+        assert set(goals) == {
+            "paths/2x2", "paths/mnist5", "epoch/2x2", "epoch/mnist5",
+            "headline",
+        }
         for name, goal in goals.items():
-            assert goal["goal"] == bench.GOALS[name]
+            assert goal["goal"] == bench.GOALS[name.split("/")[0]]
+            assert goal["strict"] == (name == "headline")
             assert goal["met"] == (
-                goal["value"] < goal["goal"] if name == "headline"
+                goal["value"] < goal["goal"] if goal["strict"]
                 else goal["value"] <= goal["goal"]
             )
+        worst = max(
+            row["ratio"][TINY.clock]["median"]
+            for row in results["paths"]["spaces"]["2x2"]["rows"]
+        )
+        assert goals["paths/2x2"]["value"] == worst
+
+    def test_paths_and_epoch_per_space(self, results):
+        for section in ("paths", "epoch"):
+            spaces = results[section]["spaces"]
+            assert list(spaces) == ["2x2", "mnist5"]
+            assert spaces["2x2"]["train_step"] == "per_path"
+            assert spaces["mnist5"]["train_step"] == "per_choice"
+            assert spaces["mnist5"]["num_paths"] == 4**5
+        assert len(results["paths"]["spaces"]["2x2"]["rows"]) == 4
+        rows = results["paths"]["spaces"]["mnist5"]["rows"]
+        assert len(rows) == TINY.sample_paths
+        assert len({row["path"] for row in rows}) == TINY.sample_paths
+        standalone = results["epoch"]["spaces"]["mnist5"]["standalone_s"]
+        assert list(standalone) == [row["key"] for row in rows]
+
+    def test_compile_rows_come_from_fresh_processes(self, results):
+        rows = results["compile"]["rows"]
+        assert [(r["space"], r["train_step"]) for r in rows] == [
+            ("mnist1", "per_path"), ("mnist1", "per_choice"),
+        ]
+        pids = set()
+        for row in rows:
+            assert "errors" not in row, row.get("errors")
+            assert row["num_paths"] == 4 and row["num_choices"] == 1
+            pids.update(row["pids"])
+            for clock in bench.CLOCKS:
+                total = row["to_first_step_s"][clock]["median"]
+                parts = (row["build_s"][clock]["median"]
+                         + row["first_step_s"][clock]["median"])
+                assert total == pytest.approx(parts)
+            assert row["peak_rss_mb"]["median"] >= (
+                row["rss_after_import_mb"]["median"]
+            )
+        assert len(pids) == 2 and os.getpid() not in pids
+
+    def test_options(self, results):
+        spaces = results["options"]["spaces"]
+        assert [r["option"] for r in spaces["2x2"]["rows"]] == [
+            "per_path", "per_choice", "restoring", "shared_kernel",
+        ]
+        # 4**5 paths: more than the per-path step takes.
+        assert [r["option"] for r in spaces["mnist5"]["rows"]] == [
+            "per_choice", "restoring", "shared_kernel",
+        ]
+        for entry in spaces.values():
+            (row,) = [r for r in entry["rows"] if r["option"] == "per_choice"]
+            assert row["ratio_to_per_choice"]["cpu"]["median"] == 1.0
 
     def test_inference_rows(self, results):
         section = results["inference"]
@@ -143,7 +208,9 @@ class TestRunBenchmark:
             assert json.load(f)["ratios"] == results["ratios"]
         table = bench.format_table(results)
         for title in ("Training step", "Epoch of", "Sampling strategies",
-                      "Step time vs", "Inference of", "Headline", "Goals:"):
+                      "Step time vs", "Build + first training step",
+                      "training step by update option", "Inference of",
+                      "Headline", "Goals:"):
             assert title in table
 
 
@@ -209,6 +276,10 @@ class TestSettings:
             ({"clock": "gpu"}, r"Received clock='gpu'"),
             ({"tolerance": 1.5}, r"Received tolerance=1.5"),
             ({"train_size": -3}, r"Received train_size=-3"),
+            ({"large_space": "report"}, r"Received large_space='report'"),
+            ({"compile_choices": (0, 2)}, r"Received compile_choices=\(0, 2\)"),
+            ({"compile_spaces": ("4x4",)}, r"Received space='4x4'"),
+            ({"sample_paths": True}, r"Received sample_paths=True"),
         ],
     )
     def test_invalid(self, kwargs, message):
@@ -218,6 +289,117 @@ class TestSettings:
     def test_unknown_section(self):
         with pytest.raises(ValueError, match=r"Received sections=\['bogus'\]"):
             bench.run_benchmark(settings=TINY, sections=["bogus"])
+
+
+class TestSpacesAndPaths:
+    def test_stage_space_20_is_the_named_space(self):
+        assert bench.stage_space(20) == presets.load_space("mnist20")
+        assert bench.space_spec("mnist20") == presets.load_space("mnist20")
+
+    @pytest.mark.parametrize("name, choices", [
+        ("mnist1", 1), ("mnist5", 5), ("mnist15_narrow", 15), ("2x2", 2),
+        ("3_layers", 3),
+    ])
+    def test_num_choices(self, name, choices):
+        assert bench.num_choices(name) == choices
+
+    def test_narrow_filters(self):
+        spec = bench.space_spec("mnist3_narrow")
+        assert spec["stem"]["filters"] == 8
+        assert [s["filters"] for s in spec["stages"]] == [8, 16]
+        assert [s["blocks"] for s in spec["stages"]] == [2, 1]
+
+    @pytest.mark.parametrize("name", ["mnist0", "mnist", "4x4", None])
+    def test_unknown_space(self, name):
+        with pytest.raises(ValueError, match="Invalid value for argument `space`"):
+            bench.space_spec(name)
+
+    def test_balanced_paths_deal_every_candidate_equally(self):
+        space = SearchSpace([(f"c{i}", ("a", "b", "c", "d")) for i in range(20)])
+        paths = bench.balanced_paths(space, 8, seed=3)
+        assert len(set(paths)) == 8
+        for choice in range(20):
+            counts = np.bincount(
+                [space.resolve(p)[choice] for p in paths], minlength=4
+            )
+            assert counts.tolist() == [2, 2, 2, 2]
+        assert bench.balanced_paths(space, 8, seed=3) == paths
+        assert bench.balanced_paths(space, 8, seed=4) != paths
+
+    def test_small_spaces_give_every_path(self):
+        space = SearchSpace([("a", ("3x3", "5x5")), ("b", ("3x3", "5x5"))])
+        assert bench.balanced_paths(space, 4) == [0, 1, 2, 3]
+
+    def test_compile_configs_stop_the_per_path_step_at_its_limit(self):
+        settings = dataclasses.replace(
+            TINY, compile_choices=(1, 4, 5), compile_spaces=("2x2", "mnist5")
+        )
+        assert bench._compile_configs(settings) == [
+            ("mnist1", "per_path"), ("mnist1", "per_choice"),
+            ("mnist4", "per_path"), ("mnist4", "per_choice"),
+            ("mnist5", "per_choice"),
+            ("2x2", "per_path"), ("2x2", "per_choice"),
+        ]
+
+
+class TestSharedKernelPrototype:
+    def test_small_kernels_are_the_centre_of_the_largest(self):
+        supernet = bench.build_supernet(TINY, "mnist1")
+        prototype = bench.shared_kernel_supernet(supernet, seed=0)
+        (choice,) = prototype.choices
+        labels = list(choice.labels)
+        small, large = labels.index("conv3x3"), labels.index("conv5x5")
+        groups = choice.candidate_groups()
+        assert groups[small] is groups[large]
+        x = np.random.default_rng(0).normal(size=(2, 14, 14, 16)).astype("float32")
+        conv = choice.candidates[large].layers[0]
+        kernel = conv.kernel.numpy()[1:4, 1:4]
+        expected = choice.candidates[large].layers[1](
+            keras.ops.conv(x, kernel, padding="same"), training=False
+        )
+        expected = np.maximum(expected, 0)
+        actual = choice.candidate_output(small, x, training=False)
+        np.testing.assert_allclose(actual, expected, atol=1e-5)
+        # The other candidates are the supernet's own.
+        sep = labels.index("sep3x3")
+        np.testing.assert_allclose(
+            choice.candidate_output(sep, x, training=False),
+            choice.candidates[sep](x, training=False),
+        )
+
+
+class TestRegistry:
+    def test_every_section_is_registered_once(self):
+        assert bench.SECTIONS == (
+            "paths", "epoch", "sampling", "scaling", "compile", "options",
+            "inference", "headline",
+        )
+        for section in bench.REGISTRY:
+            assert callable(section.measure) and callable(section.format)
+
+    def test_a_failed_compile_row_keeps_the_other_rows_whole(self):
+        seconds = {c: bench.summarize([2.0]) for c in bench.CLOCKS}
+        good = {
+            "space": "mnist1", "train_step": "per_choice", "num_choices": 1,
+            "num_paths": 4, "import_s": seconds, "build_s": seconds,
+            "first_step_s": seconds, "to_first_step_s": seconds,
+            "step_ms": seconds, "peak_rss_mb": bench.summarize([900.0]),
+            "rss_after_import_mb": bench.summarize([700.0]),
+        }
+        failed = {"space": "mnist4", "train_step": "per_path",
+                  "errors": ["stopped after 900 s"]}
+        lines = bench._format_compile(
+            {"batch_size": 8, "rounds": 1, "rows": [failed, good]},
+            {"goals": {}},
+        )
+        assert "(cpu ms)" in lines[2] and "stopped after 900 s" in lines[4]
+        assert lines[5].split()[-3:] == ["200", "2.0", "2.0"]
+
+    @pytest.mark.slow
+    def test_a_failing_child_is_an_error_entry(self):
+        result = bench._run_child("mnist1", "bogus", TINY)
+        assert result["error"].startswith("exit status 1")
+        assert "train_step" in result["error"]
 
 
 def _bin_bench(*args):

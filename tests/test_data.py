@@ -381,8 +381,8 @@ def _declared_distributions(pyproject):
     """Canonical names of every distribution `pip install` of `pyproject`
     brings in: its dependencies and theirs, markers and extras evaluated."""
     import importlib.metadata as metadata
-    import tomllib
 
+    import tomllib
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 

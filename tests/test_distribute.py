@@ -102,15 +102,10 @@ def _replica_values(variable, strategy):
 
 
 def _compile(model):
-    import keras
+    # Run as a script, this file's folder (tests/) is first on sys.path.
+    from conftest import compile_model
 
-    model.compile(
-        optimizer=keras.optimizers.Adam(LEARNING_RATE),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.optimizer.build(model.trainable_variables)
-    return model
+    return compile_model(model, LEARNING_RATE)
 
 
 def _build(kind, strategy, sampling):
@@ -138,8 +133,6 @@ def _large(sampling):
     import keras
 
     import keras_supernet as ks
-
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
     from conftest import choice_space
 
     inputs, outputs = choice_space(num_choices=20, size=28)
@@ -243,11 +236,11 @@ def _train(kind, strategy, sampling, x, y, weights_file, loop="fit"):
     return {"steps": steps, "losses": [float(v) for v in losses]}
 
 
-def _run_case(results, name, fn):
+def _run_case(results, name, fn, *args, **kwargs):
     import traceback
 
     try:
-        results[name] = {"ok": True, **fn()}
+        results[name] = {"ok": True, **fn(*args, **kwargs)}
     except Exception as e:  # reported to the test, which shows the message
         where = "".join(traceback.format_tb(e.__traceback__)[-3:])
         message = f"{type(e).__name__}: {str(e)[:600]}"
@@ -277,10 +270,9 @@ def _mirrored_main(output_dir):
             _run_case(
                 results,
                 f"{label}/{name}",
-                lambda: _train(
-                    kind, case_strategy, sampling, x, y,
-                    os.path.join(output_dir, f"{label}_{name}.npz"),
-                ),
+                _train,
+                kind, case_strategy, sampling, x, y,
+                os.path.join(output_dir, f"{label}_{name}.npz"),
             )
     _run_case(
         results,
@@ -329,10 +321,9 @@ def _worker_main(output_dir):
         _run_case(
             results,
             name,
-            lambda: _train(
-                kind, strategy, sampling, x, y,
-                os.path.join(output_dir, f"worker{index}_{name}.npz"), loop,
-            ),
+            _train,
+            kind, strategy, sampling, x, y,
+            os.path.join(output_dir, f"worker{index}_{name}.npz"), loop,
         )
     return results
 
@@ -513,7 +504,7 @@ class TestTrainEpoch:
         history = models[0].fit(dataset, epochs=2, verbose=0, shuffle=False).history
         logs = [distribute.train_epoch(models[1], dataset) for _ in range(2)]
         np.testing.assert_allclose(
-            [l["loss"] for l in logs], history["loss"], rtol=1e-5
+            [epoch["loss"] for epoch in logs], history["loss"], rtol=1e-5
         )
         for a, b in zip(models[0].trainable_variables, models[1].trainable_variables):
             np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
@@ -620,7 +611,10 @@ class TestMirrored:
         reference = _check_case(results, "single/large_uniform")
         assert len(case["steps"]) == NUM_BATCHES * EPOCHS
         for step in case["steps"]:
-            assert step["replicas_identical"]
+            # Keras's BatchNormalization keeps each replica's own moving
+            # statistics unless built with `synchronized=True`: those alone
+            # may differ between replicas.
+            assert [v for v in step["differing"] if "/moving_" not in v] == []
             assert step["changed"] == step["path_candidates"]
         assert [s["path"] for s in case["steps"]] == [
             s["path"] for s in reference["steps"]

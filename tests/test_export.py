@@ -23,9 +23,9 @@ from ai_edge_litert.interpreter import Interpreter
 
 from keras_supernet import data
 from keras_supernet import export
+from keras_supernet import presets
 from keras_supernet.experiment import run_experiment
 from keras_supernet.extract import extract_path
-from keras_supernet import presets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_DIR = os.path.join(ROOT, "tests", "data", "mnist_small")

@@ -3,9 +3,9 @@ import json
 import keras
 import numpy as np
 import pytest
+
 from conftest import compile_model
 from conftest import learnable_batch
-
 from keras_supernet import Choice
 from keras_supernet import Supernet
 from keras_supernet import build_path_model
@@ -86,13 +86,13 @@ def test_random_paths_of_random_spaces_extract_exactly(seed):
         plain = extract_path(model, path)
         assert max_path_difference(model, path, plain, x) <= 1e-5
         assert _keras_only(plain)
-        assert not any(isinstance(l, Choice) for l in plain._flatten_layers())
+        assert not any(isinstance(layer, Choice) for layer in plain._flatten_layers())
 
 
 def test_plain_model_saves_and_loads_without_this_package(tmp_path):
     model, x = _trained(Supernet(hidden_units=32, seed=5, **REPORT_SPACES["report_2x2"]))
     plain = extract_path(model, "5x5->3x3")
-    assert [type(l).__name__ for l in plain.layers] == [
+    assert [type(layer).__name__ for layer in plain.layers] == [
         "InputLayer", "Sequential", "Sequential", "Flatten", "Dense", "Dense"
     ]
     # The zero padding is folded into the first Dense kernel.

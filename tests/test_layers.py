@@ -223,9 +223,9 @@ def test_builders_name_and_shape_their_blocks():
 
 def test_inverted_residual_adds_its_input_when_shapes_allow():
     block = candidates.inverted_residual(4, 3, input_channels=4, expansion=2)
-    assert "residual" in [l.name for l in block.layers]
+    assert "residual" in [layer.name for layer in block.layers]
     other = candidates.inverted_residual(8, 3, input_channels=4, expansion=2)
-    assert "residual" not in [l.name for l in other.layers]
+    assert "residual" not in [layer.name for layer in other.layers]
     inner = block.get_layer("expand")
     block(np.zeros((1, 8, 8, 4), "float32"))
     assert inner.filters == 8

@@ -4,13 +4,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy import stats
+
 from conftest import candidate_state
 from conftest import changed_keys
 from conftest import choice_space
 from conftest import compile_model
 from conftest import learnable_batch
-from scipy import stats
-
 from keras_supernet import Supernet
 from keras_supernet import extract_path
 from keras_supernet import sampling

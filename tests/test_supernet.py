@@ -6,14 +6,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy import stats
+
 from conftest import ROOT
 from conftest import candidate_state
 from conftest import changed_keys
 from conftest import choice_space
 from conftest import compile_model
 from conftest import learnable_batch
-from scipy import stats
-
 from keras_supernet import Choice
 from keras_supernet import Supernet
 from keras_supernet import sampling
@@ -303,6 +303,44 @@ def test_recalibration_sets_the_mean_of_batch_statistics():
     np.testing.assert_array_equal(other.moving_mean.numpy(), 0.0)
     np.testing.assert_array_equal(other.moving_variance.numpy(), 1.0)
     assert bn.momentum == 0.99
+
+
+def test_recalibration_of_one_path_after_another_is_that_paths_own():
+    # One traced forward serves every path: recalibrating path B after
+    # path A must give B's statistics, and leave BatchNorms off B as A left
+    # them.
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(size=(8, 8, 8, 1)).astype("float32") for _ in range(2)]
+    first, second = ("conv1x1", "bn3x3"), ("bn3x3", "conv1x1")
+
+    def statistics(model):
+        return {
+            layer.path: layer.moving_mean.numpy().copy()
+            for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.BatchNormalization)
+        }
+
+    inputs, outputs = choice_space(num_choices=2)
+    model = Supernet(inputs=inputs, outputs=outputs, seed=0)
+    model.recalibrate_batchnorm(batches, path=first)
+    after_first = statistics(model)
+    model.recalibrate_batchnorm(batches, path=second)
+    after_second = statistics(model)
+    inputs, outputs = choice_space(num_choices=2)
+    fresh = Supernet(inputs=inputs, outputs=outputs, seed=0)
+    fresh.recalibrate_batchnorm(batches, path=second)
+    alone = statistics(fresh)
+    # choice_1's bn3x3 is off the second path: kept from the first.
+    off_path = [k for k in after_first if k.startswith("choice_1")]
+    assert off_path
+    for key in after_second:
+        expected = after_first[key] if key in off_path else alone[key]
+        np.testing.assert_allclose(after_second[key], expected, rtol=1e-6, atol=1e-7)
+    assert all(
+        layer.momentum == 0.99
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    )
 
 
 def test_recalibration_without_batchnorm_or_data():

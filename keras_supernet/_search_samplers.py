@@ -1,0 +1,183 @@
+"""Optuna samplers of `keras_supernet.search` (imported only by a search).
+
+Two samplers wrap Optuna's for a search that must resume exactly:
+
+- `KeyedSampler` runs a fresh Optuna sampler (`RandomSampler`,
+  `NSGAIISampler`) for every trial, seeded with a function of the search
+  seed and the trial's *key*: its number, less the failed trials before it.
+  Optuna's own samplers draw from one random stream per process, so a
+  search restarted after a crash would replay the stream from its start;
+  here the draws of a proposal depend only on the seed, its key and the
+  trials finished before it, all of which a restarted search finds again
+  in the storage. A trial interrupted by a crash is marked failed when the
+  search restarts, and the next trial takes its key.
+- `EnumerationSampler` proposes the paths in index order: the first path
+  that no trial has claimed yet (a failed trial's path is free again), so
+  that several processes enumerate one space together.
+
+Each trial records which process runs it (`worker`: host and pid) as soon as
+it exists, so that a restarted search can tell its own dead trials from
+those of live processes sharing the study (see `stale_trials`).
+"""
+
+import os
+import socket
+
+import optuna
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
+
+from keras_supernet import sampling
+
+WORKER_ATTR = "worker"
+
+
+def worker_id():
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _mark_worker(study, trial):
+    # Optuna's own samplers write trial attributes through the storage in
+    # before_trial too; this is the first moment the trial exists.
+    study._storage.set_trial_user_attr(trial._trial_id, WORKER_ATTR, worker_id())
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_trials(study):
+    """Running trials of dead processes of this host.
+
+    A trial whose process was killed (kill -9, a crash, a power cut) stays
+    RUNNING in the storage. Those of this host whose pid is gone, or is
+    this very process (which has not started a trial yet: a previous
+    process had the same pid), are stale. Trials of other hosts are left to
+    Optuna's heartbeat (`grace_period`).
+    """
+    me = worker_id()
+    stale = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER_ATTR)
+        if not isinstance(worker, dict) or worker.get("host") != me["host"]:
+            continue
+        pid = worker.get("pid")
+        if pid == me["pid"] or not _pid_alive(pid):
+            stale.append(trial.number)
+    return stale
+
+
+def trial_key(study, trial):
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    return trial.number - sum(1 for t in failed if t.number < trial.number)
+
+
+def distributions(space):
+    return {
+        name: CategoricalDistribution(list(labels))
+        for name, labels in zip(space.choice_names, space.candidate_labels)
+    }
+
+
+def trial_path(space, trial):
+    """The path index of a trial, or None while its path is not set."""
+    try:
+        return space.index(tuple(trial.params[n] for n in space.choice_names))
+    except KeyError:
+        return None
+
+
+def params_of(space, index):
+    """The Optuna parameters (choice name -> candidate label) of a path."""
+    return {
+        name: labels[k]
+        for name, labels, k in zip(
+            space.choice_names, space.candidate_labels, space.resolve(index)
+        )
+    }
+
+
+class KeyedSampler(optuna.samplers.BaseSampler):
+    """A fresh inner sampler per trial, seeded from (seed, trial key).
+
+    Args:
+        factory: Called with a seed, returns an Optuna sampler. The inner
+            sampler must keep no state between trials other than what it
+            writes in the study (true of `RandomSampler` and
+            `NSGAIISampler`, whose generations live in the storage).
+        seed: The search seed.
+    """
+
+    def __init__(self, factory, seed):
+        self._factory = factory
+        self._seed = seed
+        self._inner = factory(sampling.derived_seed(seed, 0))
+
+    def before_trial(self, study, trial):
+        _mark_worker(study, trial)
+        key = trial_key(study, trial)
+        self._inner = self._factory(sampling.derived_seed(self._seed, key))
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._inner.sample_independent(
+            study, trial, param_name, param_distribution
+        )
+
+    def after_trial(self, study, trial, state, values):
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self):
+        # Seeds come from the trial keys; nothing to reseed.
+        pass
+
+
+class EnumerationSampler(optuna.samplers.BaseSampler):
+    """Proposes the first path, in index order, that no trial has claimed.
+
+    Args:
+        space: The `SearchSpace`.
+    """
+
+    def __init__(self, space):
+        self._space = space
+        self._distributions = distributions(space)
+
+    def before_trial(self, study, trial):
+        _mark_worker(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return dict(self._distributions)
+
+    def sample_relative(self, study, trial, search_space):
+        claimed = set()
+        for other in study.get_trials(deepcopy=False):
+            if other.number == trial.number or other.state == TrialState.FAIL:
+                continue
+            path = trial_path(self._space, other)
+            if path is not None:
+                claimed.add(path)
+        index = 0
+        while index in claimed and index < self._space.num_paths - 1:
+            index += 1
+        # With every path claimed (processes racing at the end), this
+        # proposes a duplicate, which the search skips.
+        return params_of(self._space, index)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        raise RuntimeError(
+            f"EnumerationSampler proposes every choice; {param_name!r} is "
+            "not a choice of the space."
+        )
