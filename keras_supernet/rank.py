@@ -61,9 +61,9 @@ from keras_supernet import data as data_lib
 from keras_supernet import presets
 from keras_supernet import runs
 from keras_supernet import sampling as sampling_lib
+from keras_supernet import stats
 from keras_supernet import training
 from keras_supernet import validation
-from keras_supernet.layers import Choice
 
 STAGES = ("all", "select", "standalone", "supernets", "report")
 ARCHITECTURES_FILE = "architectures.json"
@@ -71,9 +71,6 @@ CONFIG_FILE = "study.json"
 REPORT_JSON = "ranking.json"
 REPORT_MD = "ranking.md"
 REPORT_PNG = "ranking.png"
-TOP_K = 5
-BOOTSTRAP_RESAMPLES = 2000
-CONFIDENCE = 0.95
 # Pool scores are saved after every this many architectures.
 _POOL_CHUNK = 16
 
@@ -105,116 +102,6 @@ class StudyError(ValueError):
 
 
 # === Metrics ===
-
-
-def _pair(x, y):
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if x.ndim != 1 or x.shape != y.shape:
-        raise ValueError(
-            "Invalid scores. Expected two 1-D sequences of the same length. "
-            f"Received shapes {x.shape} and {y.shape}."
-        )
-    return x, y
-
-
-def kendall_tau(x, y):
-    """Kendall's tau-b between two scores of the same items (ties count as
-    in `scipy.stats.kendalltau`); None where undefined (a constant score or
-    fewer than two items)."""
-    from scipy import stats
-
-    x, y = _pair(x, y)
-    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return None
-    return float(stats.kendalltau(x, y).statistic)
-
-
-def spearman_rho(x, y):
-    """Spearman's rho (Pearson's r of the average ranks); None where
-    undefined."""
-    from scipy import stats
-
-    x, y = _pair(x, y)
-    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return None
-    return float(stats.spearmanr(x, y).statistic)
-
-
-def top_k_membership(scores, k=TOP_K):
-    """Per item, the probability that it is among the `k` best (highest
-    scores) when ties are broken uniformly at random.
-
-    Items above a tie group that straddles the k-th place are in for sure;
-    each member of that group gets the places left over, shared equally.
-
-    Example:
-
-    >>> top_k_membership([4, 3, 3, 1], k=2).tolist()
-    [1.0, 0.5, 0.5, 0.0]
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    k = validation.positive_int("k", k)
-    membership = np.zeros(len(scores))
-    left = min(k, len(scores))
-    for value in sorted(set(scores.tolist()), reverse=True):
-        if left <= 0:
-            break
-        group = scores == value
-        size = int(group.sum())
-        membership[group] = min(1.0, left / size)
-        left -= size
-    return membership
-
-
-def top_k_overlap(predicted, truth, k=TOP_K):
-    """How many of the `k` best items by `truth` are among the `k` best by
-    `predicted`: an integer without ties at the k-th place, the expected
-    count under random tie-breaking otherwise."""
-    predicted, truth = _pair(predicted, truth)
-    return float(
-        np.sum(top_k_membership(predicted, k) * top_k_membership(truth, k))
-    )
-
-
-def regret(predicted, truth):
-    """`truth` of the best item minus `truth` of the item `predicted` ranks
-    first (the mean over items tied for first: the expected regret under
-    random tie-breaking). In the units of `truth`."""
-    predicted, truth = _pair(predicted, truth)
-    if not len(predicted):
-        raise ValueError("Cannot compute the regret of no items.")
-    chosen = predicted == predicted.max()
-    return float(truth.max() - truth[chosen].mean())
-
-
-def bootstrap_interval(statistic, n, resamples=BOOTSTRAP_RESAMPLES, seed=0,
-                       confidence=CONFIDENCE):
-    """Percentile bootstrap interval of `statistic` over `n` items.
-
-    Args:
-        statistic: a function of an index array (a resample of `range(n)`,
-            drawn with replacement) returning a number or None (undefined on
-            that resample, e.g. a constant score: left out).
-        n: the number of items.
-        resamples: bootstrap resamples, drawn with `seed`.
-
-    Returns:
-        `(low, high)`, or None if the statistic is undefined on every
-        resample.
-    """
-    n = validation.positive_int("n", n)
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(validation.positive_int("resamples", resamples)):
-        value = statistic(rng.integers(0, n, size=n))
-        if value is not None:
-            values.append(value)
-    if not values:
-        return None
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(values, [alpha, 1 - alpha])
-    return float(low), float(high)
 
 
 def stratified_sample(scores, count, bins, rng):
@@ -280,117 +167,24 @@ def stratified_sample(scores, count, bins, rng):
 # === BatchNorm and scores ===
 
 
-def _batchnorms(layer):
-    """The BatchNormalization layers in `layer`, without entering choices."""
-    found, stack = [], [layer]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, keras.layers.BatchNormalization):
-            found.append(current)
-        elif not isinstance(current, Choice):
-            stack.extend(reversed(getattr(current, "layers", None) or []))
-    return found
-
-
-class Recalibrator:
-    """`Supernet.recalibrate_batchnorm` with one traced forward pass.
-
-    The core method traces a new `tf.function` at every call (about 4 s of
-    CPU per path on the ranking space, more than the recalibration itself);
-    scoring hundreds of paths needs the trace once. The statistics are the
-    same: the BatchNorm layers the active path runs (those outside every
-    choice and those inside the active candidates) get the mean over the
-    batches of each batch's mean and variance; other layers are left alone.
-
-    Args:
-        model: a `Supernet`.
-    """
-
-    def __init__(self, model):
-        self.model = model
-        self.shared = [
-            bn for layer in model.layers for bn in _batchnorms(layer)
-        ]
-        self.inside = [
-            [_batchnorms(candidate) for candidate in choice.candidates]
-            for choice in model.choices
-        ]
-        self._forward = None
-
-    def path_layers(self):
-        """The BatchNorm layers of the active path."""
-        layers = list(self.shared)
-        for choice, candidates in zip(self.model.choices, self.inside):
-            layers += candidates[int(keras.ops.convert_to_numpy(choice.active_index))]
-        return layers
-
-    def __call__(self, data, batches=10**9):
-        """Recalibrates the active path on the first `batches` of `data`;
-        returns the number of batches used."""
-        layers = self.path_layers()
-        if not layers:
-            return 0
-        every = self.shared + [bn for c in self.inside for k in c for bn in k]
-        momenta = [bn.momentum for bn in every]
-        sums = [
-            [np.zeros(bn.moving_mean.shape), np.zeros(bn.moving_variance.shape)]
-            for bn in layers
-        ]
-        used = 0
-        try:
-            # With momentum 0 a training-mode call leaves the batch's own
-            # statistics; the traced function keeps that momentum.
-            for bn in every:
-                bn.momentum = 0.0
-            if self._forward is None:
-                shape = tuple(self.model.inputs[0].shape[1:])
-                self._forward = tf.function(
-                    lambda x: self.model(x, training=True),
-                    input_signature=[tf.TensorSpec((None, *shape), tf.float32)],
-                )
-            for batch in data:
-                if used >= batches:
-                    break
-                self._forward(batch[0] if isinstance(batch, (tuple, list)) else batch)
-                for bn, (mean, variance) in zip(layers, sums):
-                    mean += bn.moving_mean.numpy()
-                    variance += bn.moving_variance.numpy()
-                used += 1
-        finally:
-            for bn, momentum in zip(every, momenta):
-                bn.momentum = momentum
-        if not used:
-            raise ValueError("Cannot recalibrate BatchNorm on an empty dataset.")
-        for bn, (mean, variance) in zip(layers, sums):
-            bn.moving_mean.assign((mean / used).astype("float32"))
-            bn.moving_variance.assign((variance / used).astype("float32"))
-        return used
-
-
-def score_paths(model, paths, dataset, bn_data=None, recalibrator=None):
+def score_paths(model, paths, dataset, bn_data=None):
     """Each path's accuracy and loss on `dataset` with the shared weights.
 
     Args:
         model: a compiled supernet.
         paths: path indices.
         dataset: `(x, y)` batches (the validation split).
-        bn_data: recalibration batches, or None to score with the BatchNorm
-            statistics as they are.
-        recalibrator: a `Recalibrator` of `model` (made if None).
+        bn_data: recalibration batches (`training.Data.bn()`), or None to
+            score with the BatchNorm statistics as they are.
 
     Returns:
         `{path: {"accuracy": ..., "loss": ...}}`.
     """
-    if bn_data is not None and recalibrator is None:
-        recalibrator = Recalibrator(model)
-    result = {}
-    for path in paths:
-        model.set_path(path)
-        if bn_data is not None:
-            recalibrator(bn_data)
-        row = training.evaluate_paths(model, [path], {"val": dataset})[path]
-        result[path] = {"accuracy": row["val_accuracy"], "loss": row["val_loss"]}
-    return result
+    rows = training.evaluate_paths(model, paths, {"val": dataset}, bn_data=bn_data)
+    return {
+        path: {"accuracy": row["val_accuracy"], "loss": row["val_loss"]}
+        for path, row in rows.items()
+    }
 
 
 def _candidate_variables(model):
@@ -605,12 +399,7 @@ def _check_config(space, dataset, data_dir, train_size, val_size, split_seed,
                   few_shot_epochs, warmup_epochs, methods):
     """Checks every setting that needs no data; returns a `StudyConfig`."""
     spec = presets.load_space(space) if isinstance(space, str) else presets.check_spec(space)
-    methods = [methods] if isinstance(methods, str) else list(methods)
-    if not methods or any(m not in METHODS for m in methods) or len(set(methods)) != len(methods):
-        raise ValueError(
-            f"Invalid value for argument `methods`. Expected distinct names among "
-            f"{', '.join(METHODS)}. Received methods={methods!r}."
-        )
+    methods = validation.distinct_choices("methods", methods, tuple(METHODS))
     config = StudyConfig(
         space=spec,
         space_name=space if isinstance(space, str) else spec.get("name", "custom"),
@@ -640,29 +429,16 @@ def _check_config(space, dataset, data_dir, train_size, val_size, split_seed,
         warmup_epochs=validation.non_negative_int("warmup_epochs", warmup_epochs),
         methods=methods,
     )
-    if config.architectures > config.pool_size:
-        raise ValueError(
-            "Invalid value for argument `architectures`. Expected at most "
-            f"pool_size={config.pool_size}. Received architectures={config.architectures}."
-        )
-    if config.average_epochs > config.standalone_epochs:
-        raise ValueError(
-            "Invalid value for argument `average_epochs`. Expected at most "
-            f"standalone_epochs={config.standalone_epochs}. Received "
-            f"average_epochs={config.average_epochs}."
-        )
-    if config.longer_epochs <= config.supernet_epochs:
-        raise ValueError(
-            "Invalid value for argument `longer_epochs`. Expected more than "
-            f"supernet_epochs={config.supernet_epochs}. Received "
-            f"longer_epochs={config.longer_epochs}."
-        )
-    if config.warmup_epochs >= config.supernet_epochs:
-        raise ValueError(
-            "Invalid value for argument `warmup_epochs`. Expected fewer than "
-            f"supernet_epochs={config.supernet_epochs}. Received "
-            f"warmup_epochs={config.warmup_epochs}."
-        )
+    validation.compared("architectures", config.architectures, "<=", "pool_size", config.pool_size)
+    validation.compared(
+        "average_epochs", config.average_epochs, "<=", "standalone_epochs", config.standalone_epochs
+    )
+    validation.compared(
+        "longer_epochs", config.longer_epochs, ">", "supernet_epochs", config.supernet_epochs
+    )
+    validation.compared(
+        "warmup_epochs", config.warmup_epochs, "<", "supernet_epochs", config.supernet_epochs
+    )
     return config
 
 
@@ -695,6 +471,7 @@ class StudyFolder:
         return self.file(*parts)
 
     def scores_path(self, method, seed):
+        os.makedirs(self.file("scores", method), exist_ok=True)
         return self.file("scores", method, f"seed{seed}.json")
 
     def read_config(self):
@@ -714,20 +491,6 @@ class StudyFolder:
             return runs.read_json(path, ARCHITECTURES_FILE)
         except runs.RunFolderError as e:
             raise StudyError(str(e)) from None
-
-
-def _write_json(path, obj):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    runs.write_json(path, obj)
-
-
-def _read_json(path):
-    try:
-        return runs.read_json(path)
-    except runs.RunFolderError as e:
-        raise StudyError(
-            f"{e} Delete it and run the same command again (that part is then redone)."
-        ) from None
 
 
 # === Training ===
@@ -812,7 +575,7 @@ def _read_progress(run_dir, info):
     path = os.path.join(run_dir, "progress.json")
     if not os.path.isfile(path):
         return None
-    progress = _read_json(path)
+    progress = runs.read_json(path)
     if progress.get("info") != info:
         raise StudyError(
             f"{run_dir} holds a run of other settings; use another --output_dir "
@@ -895,14 +658,13 @@ def _select(folder, config, data, verbose):
     )
     pool = _pool(model.space, config.pool_size, config.selection_seed)
     scores_path = os.path.join(run_dir, "pool_scores.json")
-    scored = _read_json(scores_path) if os.path.isfile(scores_path) else {
+    scored = runs.read_json(scores_path) if os.path.isfile(scores_path) else {
         "accuracy": [], "cpu_seconds": 0.0
     }
-    recalibrator = Recalibrator(model)
     while len(scored["accuracy"]) < len(pool):
         chunk_start = time.process_time()
         chunk = pool[len(scored["accuracy"]) : len(scored["accuracy"]) + _POOL_CHUNK]
-        result = score_paths(model, chunk, data.val, data.bn(), recalibrator)
+        result = score_paths(model, chunk, data.val, data.bn())
         scored["accuracy"] += [result[p]["accuracy"] for p in chunk]
         scored["cpu_seconds"] += time.process_time() - chunk_start
         runs.write_json(scores_path, scored)
@@ -951,14 +713,14 @@ def _standalone(folder, config, data, selection, units, verbose):
         if model_seed != seed:
             model = _build(config, "fixed", seed)
             initial, model_seed = _snapshot(model), seed
-            recalibrator = Recalibrator(model)
         else:
             _restore(model, initial)
         model.set_path(path)
 
         def evaluate(model, epoch, path=path):
-            recalibrator(data.bn())
-            row = training.evaluate_paths(model, [path], {"test": data.test})[path]
+            row = training.evaluate_paths(
+                model, [path], {"test": data.test}, bn_data=data.bn()
+            )[path]
             return {"test_accuracy": row["test_accuracy"], "test_loss": row["test_loss"]}
 
         _train_run(
@@ -993,7 +755,7 @@ def _score_record(method, seed, settings, paths, scores, losses, phases, cpu):
         "settings": settings,
         "paths": list(paths),
         "scores": [float(s) for s in scores],
-        "losses": None if losses is None else [float(l) for l in losses],
+        "losses": None if losses is None else [float(v) for v in losses],
         "phases": phases,
         "score_cpu_seconds": cpu,
     }
@@ -1003,7 +765,7 @@ def _existing_scores(folder, method, seed, settings):
     path = folder.scores_path(method, seed)
     if not os.path.isfile(path):
         return None
-    record = _read_json(path)
+    record = runs.read_json(path)
     if record.get("settings") != settings:
         raise StudyError(
             f"{path} holds scores of other settings: use another --output_dir "
@@ -1012,9 +774,9 @@ def _existing_scores(folder, method, seed, settings):
     return record
 
 
-def _scored(model, paths, data, recalibrator):
+def _scored(model, paths, data, recalibrate=True):
     start = time.process_time()
-    result = score_paths(model, paths, data.val, None if recalibrator is None else data.bn(), recalibrator)
+    result = score_paths(model, paths, data.val, data.bn() if recalibrate else None)
     return (
         [result[p]["accuracy"] for p in paths],
         [result[p]["loss"] for p in paths],
@@ -1053,7 +815,6 @@ def _uniform_unit(folder, config, data, selection, seed, methods, verbose):
     paths, epochs = selection["paths"], config.supernet_epochs
     model = _build(config, "uniform", seed)
     initial = [np.array(v.numpy()) for v in model.trainable_variables]
-    recalibrator = Recalibrator(model)
     run_dir = folder.supernet_dir("uniform", seed)
     name = f"uniform seed={seed}"
     info = {"settings": settings, "seed": seed}
@@ -1064,18 +825,18 @@ def _uniform_unit(folder, config, data, selection, seed, methods, verbose):
         )
         phases = [_phase("uniform", progress, epochs)]
         if "no_recalibration" in need:
-            scores, losses, cpu = _scored(model, paths, data, None)
-            _write_json(folder.scores_path("no_recalibration", seed), _score_record(
+            scores, losses, cpu = _scored(model, paths, data, recalibrate=False)
+            runs.write_json(folder.scores_path("no_recalibration", seed), _score_record(
                 "no_recalibration", seed, settings, paths, scores, losses, phases, cpu))
         if "angle" in need:
             start = time.process_time()
             angles = angle_scores(model, initial, paths)
-            _write_json(folder.scores_path("angle", seed), _score_record(
+            runs.write_json(folder.scores_path("angle", seed), _score_record(
                 "angle", seed, settings, paths, [angles[p] for p in paths], None,
                 phases, time.process_time() - start))
         if "uniform" in need:
-            scores, losses, cpu = _scored(model, paths, data, recalibrator)
-            _write_json(folder.scores_path("uniform", seed), _score_record(
+            scores, losses, cpu = _scored(model, paths, data)
+            runs.write_json(folder.scores_path("uniform", seed), _score_record(
                 "uniform", seed, settings, paths, scores, losses, phases, cpu))
         _say(verbose, f"{name}: scored {', '.join(m for m in need if m != 'longer' and m != 'few_shot')}")
     if "longer" in need:
@@ -1083,8 +844,8 @@ def _uniform_unit(folder, config, data, selection, seed, methods, verbose):
             model, run_dir, data, seed, config.longer_epochs, keep=(epochs,),
             info=info, verbose=verbose, name=name,
         )
-        scores, losses, cpu = _scored(model, paths, data, recalibrator)
-        _write_json(folder.scores_path("longer", seed), _score_record(
+        scores, losses, cpu = _scored(model, paths, data)
+        runs.write_json(folder.scores_path("longer", seed), _score_record(
             "longer", seed, settings, paths, scores, losses,
             [_phase("uniform", progress, config.longer_epochs)], cpu))
     if "few_shot" in need:
@@ -1110,7 +871,6 @@ def _few_shot(folder, config, data, selection, seed, settings, parent_state,
     only; a path is scored by its own sub-supernet."""
     split = selection["split_choice"]
     model = _build(config, sampling_lib.AdaptiveSampler(), seed)
-    recalibrator = Recalibrator(model)
     space, paths = model.space, selection["paths"]
     count = space.candidate_counts[split]
     scores, losses = [None] * len(paths), [None] * len(paths)
@@ -1121,7 +881,7 @@ def _few_shot(folder, config, data, selection, seed, settings, parent_state,
         result_path = os.path.join(sub_dir, "scores.json")
         mine = [i for i, p in enumerate(paths) if few_shot_owner(space, p, split) == sub]
         if os.path.isfile(result_path):
-            result = _read_json(result_path)
+            result = runs.read_json(result_path)
             if result.get("info") != info:
                 raise StudyError(f"{result_path} holds scores of other settings.")
         else:
@@ -1132,19 +892,19 @@ def _few_shot(folder, config, data, selection, seed, settings, parent_state,
                 name=f"few_shot seed={seed} sub={sub}",
             )
             sub_scores, sub_losses, sub_cpu = _scored(
-                model, [paths[i] for i in mine], data, recalibrator
+                model, [paths[i] for i in mine], data
             )
             result = {
                 "info": info, "indices": mine, "scores": sub_scores,
                 "losses": sub_losses, "score_cpu_seconds": sub_cpu,
                 "phase": _phase(f"sub{sub}", progress, config.few_shot_epochs),
             }
-            _write_json(result_path, result)
-        for i, s, l in zip(result["indices"], result["scores"], result["losses"]):
-            scores[i], losses[i] = s, l
+            runs.write_json(result_path, result)
+        for i, s, loss in zip(result["indices"], result["scores"], result["losses"]):
+            scores[i], losses[i] = s, loss
         phases.append(result["phase"])
         cpu += result["score_cpu_seconds"]
-    _write_json(folder.scores_path("few_shot", seed), _score_record(
+    runs.write_json(folder.scores_path("few_shot", seed), _score_record(
         "few_shot", seed, settings, paths, scores, losses, phases, cpu))
 
 
@@ -1192,8 +952,8 @@ def _single_unit(folder, config, data, selection, unit, seed, verbose):
         before_epoch=before, info={"settings": settings, "seed": seed},
         verbose=verbose, name=f"{unit} seed={seed}",
     )
-    scores, losses, cpu = _scored(model, paths, data, Recalibrator(model))
-    _write_json(folder.scores_path(unit, seed), _score_record(
+    scores, losses, cpu = _scored(model, paths, data)
+    runs.write_json(folder.scores_path(unit, seed), _score_record(
         unit, seed, settings, paths, scores, losses, [_phase(unit, progress, epochs)], cpu))
 
 
@@ -1473,7 +1233,7 @@ def load_study(run_dirs):
                     "shards must share one selection (--architectures_file)."
                 )
         for path in _scan(["standalone", "seed*", "arch*", "progress.json"], run_dir):
-            progress = _read_json(path)
+            progress = runs.read_json(path)
             key = ("standalone", progress["info"]["seed"], progress["info"]["arch"])
             _claim(seen, key, run_dir, f"Standalone run seed={key[1]} arch={key[2]}")
             merged["standalone"][key[1:]] = progress
@@ -1483,20 +1243,20 @@ def load_study(run_dirs):
         ):
             key = ("supernet", os.path.relpath(path, run_dir))
             _claim(seen, key, run_dir, f"Supernet run {key[1]}")
-            merged["progress"].append(_read_json(path))
+            merged["progress"].append(runs.read_json(path))
         for path in _scan(["scores", "*", "seed*.json"], run_dir):
-            record = _read_json(path)
+            record = runs.read_json(path)
             key = ("scores", record["method"], record["seed"])
             _claim(seen, key, run_dir, f"Scores of {record['method']} seed={record['seed']}")
             merged["scores"][key[1:]] = record
             if record["method"] != "few_shot":
                 merged["score_cpu"] += record["score_cpu_seconds"]
         for path in _scan(["supernets", "few_shot", "seed*", "sub*", "scores.json"], run_dir):
-            merged["score_cpu"] += _read_json(path)["score_cpu_seconds"]
+            merged["score_cpu"] += runs.read_json(path)["score_cpu_seconds"]
         pool = os.path.join(run_dir, "selection", "pool_scores.json")
         if os.path.isfile(pool) and run_dir == merged.get("selection_dir"):
-            merged["score_cpu"] += _read_json(pool)["cpu_seconds"]
-            merged["progress"].append(_read_json(os.path.join(run_dir, "selection", "progress.json")))
+            merged["score_cpu"] += runs.read_json(pool)["cpu_seconds"]
+            merged["progress"].append(runs.read_json(os.path.join(run_dir, "selection", "progress.json")))
     if merged["selection"] is None:
         raise StudyError(f"No {ARCHITECTURES_FILE} in {', '.join(run_dirs)}: run the selection first.")
     return merged
@@ -1536,7 +1296,7 @@ def _complete(accuracies):
 def _seed_tau(accuracies, archs):
     seeds = sorted(accuracies)
     taus = [
-        kendall_tau(accuracies[a][archs], accuracies[b][archs])
+        stats.kendall_tau(accuracies[a][archs], accuracies[b][archs])
         for i, a in enumerate(seeds) for b in seeds[i + 1 :]
     ]
     taus = [t for t in taus if t is not None]
@@ -1559,7 +1319,7 @@ def _nominal_epochs(phases):
     return int(sum(p["epochs"] for p in phases))
 
 
-def analyze(merged, resamples=BOOTSTRAP_RESAMPLES):
+def analyze(merged, resamples=stats.BOOTSTRAP_RESAMPLES):
     """The numbers of the report, as JSON data (see `write_report`)."""
     config, selection = merged["config"], merged["selection"]
     accuracies = standalone_accuracies(merged)
@@ -1617,11 +1377,11 @@ def analyze(merged, resamples=BOOTSTRAP_RESAMPLES):
         entry = {
             "description": METHODS[method],
             "seeds": [r["seed"] for r in records],
-            "kendall_tau": [kendall_tau(s, truth) for s in scores],
-            "spearman": [spearman_rho(s, truth) for s in scores],
-            "top5_overlap": [top_k_overlap(s, truth) for s in scores],
-            "regret_pp": [100 * regret(s, truth) for s in scores],
-            "top_half_kendall_tau": [kendall_tau(s[top_half], truth[top_half]) for s in scores],
+            "kendall_tau": [stats.kendall_tau(s, truth) for s in scores],
+            "spearman": [stats.spearman_rho(s, truth) for s in scores],
+            "top5_overlap": [stats.top_k_overlap(s, truth) for s in scores],
+            "regret_pp": [100 * stats.regret(s, truth) for s in scores],
+            "top_half_kendall_tau": [stats.kendall_tau(s[top_half], truth[top_half]) for s in scores],
             "cost_cpu_seconds": float(np.mean([_median_cost(r["phases"]) for r in records])),
             "epochs": _nominal_epochs(records[0]["phases"]),
             "score_cpu_seconds_per_architecture": float(
@@ -1634,20 +1394,20 @@ def analyze(merged, resamples=BOOTSTRAP_RESAMPLES):
             entry[f"{key}_mean"] = float(np.mean(values)) if values else None
 
         def mean_tau(index, scores=scores):
-            values = [kendall_tau(s[index], truth[index]) for s in scores]
+            values = [stats.kendall_tau(s[index], truth[index]) for s in scores]
             values = [v for v in values if v is not None]
             return float(np.mean(values)) if values else None
 
-        entry["kendall_tau_interval"] = bootstrap_interval(mean_tau, len(archs), resamples, seed=rng_seed)
+        entry["kendall_tau_interval"] = stats.bootstrap_interval(mean_tau, len(archs), resamples, seed=rng_seed)
         if method == "uniform":
             uniform_draws = scores
         elif uniform_draws is not None:
-            def delta(index, scores=scores, mean_tau=mean_tau):
-                mine, base = mean_tau(index), mean_tau(index, uniform_draws)
+            def delta(index, mean_tau=mean_tau, base_scores=uniform_draws):
+                mine, base = mean_tau(index), mean_tau(index, base_scores)
                 return None if mine is None or base is None else mine - base
 
             entry["kendall_tau_delta"] = entry["kendall_tau_mean"] - result["methods"]["uniform"]["kendall_tau_mean"]
-            entry["kendall_tau_delta_interval"] = bootstrap_interval(delta, len(archs), resamples, seed=rng_seed)
+            entry["kendall_tau_delta_interval"] = stats.bootstrap_interval(delta, len(archs), resamples, seed=rng_seed)
         result["methods"][method] = entry
     base = result["methods"].get("uniform")
     for entry in result["methods"].values():
@@ -1836,10 +1596,10 @@ def format_report(analysis, merged, pilot=None):
         f"{config.supernet_epochs} epochs unless the method says otherwise; each scores every architecture by "
         "its validation accuracy with the shared weights.",
         f"- **Metrics** against the ground truth: Kendall's tau-b and Spearman's rho (scipy), the overlap of "
-        f"the top {TOP_K} (expected overlap under random tie-breaking), the regret of the supernet's top-1 "
+        f"the top {stats.TOP_K} (expected overlap under random tie-breaking), the regret of the supernet's top-1 "
         "(the best standalone accuracy minus that of the architecture the supernet ranks first, in percentage "
         "points), and tau within the better half of the architectures (by standalone accuracy), where search "
-        f"decides. Intervals: 95% percentile bootstrap over architectures ({BOOTSTRAP_RESAMPLES} resamples, "
+        f"decides. Intervals: 95% percentile bootstrap over architectures ({stats.BOOTSTRAP_RESAMPLES} resamples, "
         "the same resamples for every method), of the mean tau over seeds.",
         "",
     ]
@@ -1904,7 +1664,7 @@ def format_report(analysis, merged, pilot=None):
             "",
             "Training cost: CPU seconds of training (per group of epochs, the median epoch times the epochs, "
             "so that the one-off graph trace does not count), relative to `uniform`; then the epochs trained "
-            f"(sub-supernets' included). Scoring costs "
+            "(sub-supernets' included). Scoring costs "
             + ", ".join(
                 f"`{m}` {e['score_cpu_seconds_per_architecture']:.2f} s" for m, e in methods.items()
             )
@@ -1947,7 +1707,7 @@ def format_report(analysis, merged, pilot=None):
     return "\n".join(lines)
 
 
-def write_report(run_dirs, output_dir, pilot=None, resamples=BOOTSTRAP_RESAMPLES):
+def write_report(run_dirs, output_dir, pilot=None, resamples=stats.BOOTSTRAP_RESAMPLES):
     """Merges study folders and writes ranking.json, ranking.md and
     ranking.png to `output_dir`; returns their paths.
 
