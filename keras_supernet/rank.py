@@ -1253,12 +1253,11 @@ def load_study(run_dirs):
                 merged["score_cpu"] += record["score_cpu_seconds"]
         for path in _scan(["supernets", "few_shot", "seed*", "sub*", "scores.json"], run_dir):
             merged["score_cpu"] += runs.read_json(path)["score_cpu_seconds"]
-        pool = os.path.join(run_dir, "selection", "pool_scores.json")
-        if os.path.isfile(pool) and run_dir == merged.get("selection_dir"):
-            merged["score_cpu"] += runs.read_json(pool)["cpu_seconds"]
-            merged["progress"].append(runs.read_json(os.path.join(run_dir, "selection", "progress.json")))
     if merged["selection"] is None:
         raise StudyError(f"No {ARCHITECTURES_FILE} in {', '.join(run_dirs)}: run the selection first.")
+    # The selection's training and pool scoring, recorded with it (also in
+    # folders that were given the selection by --architectures_file).
+    merged["score_cpu"] += float(merged["selection"].get("cpu_seconds", 0.0))
     return merged
 
 
@@ -1526,9 +1525,65 @@ def _command_lines(config, output="runs/rank"):
     for key in ("standalone_seeds", "supernet_seeds"):
         if list(getattr(config, key)) != list(getattr(defaults, key)):
             flags.append(f"--{key}={','.join(map(str, getattr(config, key)))}")
+    if list(config.methods) != list(METHODS):
+        flags.append(f"--methods={','.join(config.methods)}")
     if config.space_name != "ranking":
         flags.append(f"--space={config.space_name}")
     return " ".join(flags)
+
+
+# What the issue asks of a study whose conclusions can be trusted.
+TARGET = {
+    "architectures": 30,
+    "standalone_seeds": 2,
+    "noise_ceiling": 0.85,
+    "supernet_seeds": 3,
+    "methods": 6,
+}
+
+
+def _limits_lines(analysis, config):
+    """What this study falls short of (`TARGET`), said plainly."""
+    short = []
+    n, ceiling = analysis["architectures"], analysis["standalone_seed_tau"]
+    if n < TARGET["architectures"]:
+        short.append(f"{n} architectures (target: at least {TARGET['architectures']})")
+    if len(analysis["standalone_seeds"]) < TARGET["standalone_seeds"]:
+        short.append(f"{len(analysis['standalone_seeds'])} standalone seed (target: at least 2)")
+    seeds = max((len(e["seeds"]) for e in analysis["methods"].values()), default=0)
+    if seeds < TARGET["supernet_seeds"]:
+        short.append(f"{seeds} supernet seed(s) per method (target: at least {TARGET['supernet_seeds']})")
+    if len(analysis["methods"]) < TARGET["methods"]:
+        short.append(
+            f"{len(analysis['methods'])} methods: " + ", ".join(f"`{m}`" for m in analysis["methods"])
+            + f" (target: {TARGET['methods']}; not run: "
+            + ", ".join(f"`{m}`" for m in METHODS if m not in analysis["methods"]) + ")"
+        )
+    lines = ["## Limits of this study", ""]
+    if ceiling is None or ceiling < TARGET["noise_ceiling"]:
+        lines.append(
+            f"**The ground truth is noisy: the standalone runs agree with each other at Kendall tau "
+            f"{_fmt(ceiling)}, below the {TARGET['noise_ceiling']} this study aims at.** No supernet can be "
+            "shown to rank better than the ground truth ranks itself; a method's tau above that ceiling is "
+            "noise, and differences between methods smaller than the bootstrap intervals below mean "
+            "nothing. Read the numbers as a protocol check and a rough ordering, not as a verdict."
+        )
+    else:
+        lines.append(
+            f"The standalone runs agree with each other at Kendall tau {_fmt(ceiling)} (target "
+            f"{TARGET['noise_ceiling']}): the ground truth is trustworthy enough to rank against."
+        )
+    lines.append("")
+    if short:
+        lines.append("Short of the full protocol: " + "; ".join(short) + ".")
+        lines.append("")
+    lines.append(
+        f"Training budget: {config.train_size:,} training images, {config.standalone_epochs} standalone "
+        f"epochs, {config.supernet_epochs} supernet epochs (about "
+        f"{analysis['cpu_seconds'] / 60:.0f} CPU-minutes in all)."
+    )
+    lines.append("")
+    return lines
 
 
 def format_report(analysis, merged, pilot=None):
@@ -1559,13 +1614,14 @@ def format_report(analysis, merged, pilot=None):
             )
         )
         lines.append("")
+    lines += _limits_lines(analysis, config)
     lines += ["## The space", ""]
     lines.append(
         f"`{config.space_name}` ({presets.describe(config.space) if config.space_name not in presets.SPACES else 'keras_supernet.presets.SPACES'}): "
         f"{len(selection['labels'][0].split('->'))} choices, "
         f"{len(config.space['stages'][0]['candidates']) if 'stages' in config.space else '?'} candidates each "
-        "(depth through `skip`, kernel sizes 3 to 7, plain, separable and inverted-residual blocks, "
-        "expansion 1 or 3), on MNIST:"
+        "(depth through `skip`; `mbKxK_eE`: an inverted-residual block of kernel K and expansion E), "
+        "on MNIST:"
     )
     lines.append("")
     lines += _space_lines(config.space, selection)

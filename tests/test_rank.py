@@ -243,30 +243,38 @@ def test_interrupted_study_resumes_to_identical_numbers(study, tmp_path, monkeyp
             raise KeyboardInterrupt  # as a kill in the middle of an epoch
         return real(*args, **kwargs)
 
+    two = dict(TINY, methods=("uniform", "fair"))
     monkeypatch.setattr(training, "train_epoch", train_then_die)
     with pytest.raises(KeyboardInterrupt):
-        rank.run_study(folder, **TINY)
+        rank.run_study(folder, **two)
     monkeypatch.setattr(training, "train_epoch", real)
-    rank.run_study(folder, **TINY)
+    rank.run_study(folder, **two)
     assert _accuracies(folder) == _accuracies(study)
-    assert _scores(folder) == _scores(study)
+    reference = _scores(study)
+    assert _scores(folder) == {k: reference[k] for k in [("uniform", 0), ("fair", 0)]}
     assert not glob.glob(os.path.join(folder, "**", ".tmp-*"), recursive=True)
 
 
 @pytest.mark.slow
 def test_shards_merge_into_the_same_report(study, tmp_path):
+    # Two methods of two supernet units: one unit per shard.
+    two = dict(TINY, methods=("uniform", "fair"))
     first = str(tmp_path / "first")
-    rank.run_study(first, stage="select", **TINY)
+    rank.run_study(first, stage="select", **two)
     selection = os.path.join(first, "architectures.json")
     shards = [str(tmp_path / f"shard{i}") for i in range(2)]
     for i, folder in enumerate(shards):
-        rank.run_study(folder, shard=(i, 2), architectures_file=selection, **TINY)
+        rank.run_study(folder, shard=(i, 2), architectures_file=selection, **two)
     merged = {}
     for folder in shards:
         assert set(_accuracies(folder)).isdisjoint(merged)
         merged.update(_accuracies(folder))
     assert merged == _accuracies(study)
-    assert {**_scores(shards[0]), **_scores(shards[1])} == _scores(study)
+    reference = _scores(study)
+    assert set(_scores(shards[0])).isdisjoint(_scores(shards[1]))
+    assert {**_scores(shards[0]), **_scores(shards[1])} == {
+        k: reference[k] for k in [("uniform", 0), ("fair", 0)]
+    }
     out = str(tmp_path / "report")
     rank.write_report([first] + shards, out)
     with open(os.path.join(out, rank.REPORT_JSON)) as f:
@@ -275,8 +283,9 @@ def test_shards_merge_into_the_same_report(study, tmp_path):
         reference = json.load(f)
     for key in ("architectures", "standalone_spread_pp", "standalone_seed_tau"):
         assert report[key] == reference[key]
-    for method, entry in reference["methods"].items():
-        assert report["methods"][method]["kendall_tau"] == entry["kendall_tau"]
+    assert set(report["methods"]) == {"uniform", "fair"}
+    for method, entry in report["methods"].items():
+        assert entry["kendall_tau"] == reference["methods"][method]["kendall_tau"]
     with pytest.raises(rank.StudyError, match="is in both"):
         rank.write_report([shards[0], study], out)
 
@@ -297,11 +306,14 @@ def _rank(*flags, timeout=300):
     )
 
 
-TINY_FLAGS = [
+TINY_FLAGS = [  # TINY's settings
     f"--data_dir={SMALL_DIR}", "--train_size=256", "--val_size=128",
-    "--batch_size=64", "--bn_batches=2", "--selection_epochs=1",
-    "--pool_size=9", "--architectures=6", "--bins=3",
-    "--standalone_epochs=2", "--verbose=1", "--threads=1",
+    "--batch_size=64", "--learning_rate=3e-3", "--supernet_learning_rate=3e-3",
+    "--bn_batches=2", "--selection_seed=7", "--selection_epochs=1",
+    "--pool_size=9", "--architectures=6", "--bins=3", "--standalone_seeds=0,1",
+    "--standalone_epochs=2", "--supernet_seeds=0", "--supernet_epochs=2",
+    "--longer_epochs=3", "--few_shot_epochs=1", "--warmup_epochs=1",
+    "--verbose=1",
 ]
 
 
@@ -332,14 +344,13 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, flags, message):
 
 
 @pytest.mark.slow
-def test_killed_standalone_grid_resumes_to_identical_numbers(tmp_path):
-    reference = str(tmp_path / "reference")
-    done = _rank("--stage=standalone", *TINY_FLAGS, f"--output_dir={reference}")
-    assert done.returncode == 0, done.stderr
-    assert "standalone seed=1 arch=5" in done.stdout
+def test_killed_standalone_grid_resumes_to_identical_numbers(study, tmp_path):
+    space = tmp_path / "tiny.json"
+    space.write_text(json.dumps(TINY_SPACE))
+    flags = [*TINY_FLAGS, f"--space={space}"]
     killed = str(tmp_path / "killed")
     process = subprocess.Popen(
-        [sys.executable, RANK, "--stage=standalone", *TINY_FLAGS, f"--output_dir={killed}"],
+        [sys.executable, RANK, "--stage=standalone", *flags, f"--output_dir={killed}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
     )
     target = os.path.join(killed, "standalone", "seed0", "arch002", "progress.json")
@@ -350,9 +361,10 @@ def test_killed_standalone_grid_resumes_to_identical_numbers(tmp_path):
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the study finished before it could be killed"
     assert len(_accuracies(killed)) < 12
-    done = _rank("--stage=standalone", *TINY_FLAGS, f"--output_dir={killed}")
+    done = _rank("--stage=standalone", *flags, f"--output_dir={killed}")
     assert done.returncode == 0, done.stderr
-    assert _accuracies(killed) == _accuracies(reference)
+    assert "standalone seed=1 arch=5" in done.stdout
+    assert _accuracies(killed) == _accuracies(study)
     # The pilot's report: the ground truth alone, with its noise ceiling.
     out = str(tmp_path / "report")
     done = _rank("--stage=report", f"--run_dir={killed}", f"--output_dir={out}")
