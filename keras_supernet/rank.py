@@ -699,8 +699,11 @@ def _base_settings(config):
     return settings
 
 
-def _standalone(folder, config, data, selection, units, verbose):
-    """Trains the standalone runs `units` (`(seed, arch)` pairs)."""
+def _standalone(folder, config, data, selection, units, verbose, every_epoch=True):
+    """Trains the standalone runs `units` (`(seed, arch)` pairs), evaluated
+    after every epoch, or (`every_epoch=False`) after the last
+    `average_epochs` only (evaluation does not change training: the
+    statistics it recalibrates are not used by training-mode passes)."""
     settings = _base_settings(config)
     model, model_seed = None, None
     for seed, arch in sorted(units):
@@ -718,6 +721,8 @@ def _standalone(folder, config, data, selection, units, verbose):
         model.set_path(path)
 
         def evaluate(model, epoch, path=path):
+            if not every_epoch and epoch < config.standalone_epochs - config.average_epochs:
+                return {}
             row = training.evaluate_paths(
                 model, [path], {"test": data.test}, bn_data=data.bn()
             )[path]
@@ -1038,6 +1043,7 @@ def run_study(
     pilot=None,
     shard=None,
     threads=None,
+    standalone_eval="every",
     verbose=1,
 ):
     """Runs (or resumes) the ranking study in `output_dir`.
@@ -1073,6 +1079,9 @@ def run_study(
         shard: None or `(i, n)`: the i-th of n slices of the work.
         threads: TensorFlow threads (see `set_threads`); None for its
             default.
+        standalone_eval: `"every"` evaluates a standalone run after every
+            epoch (the noise ceiling epoch by epoch), `"last"` after the
+            last `average_epochs` only (the same accuracies, less CPU).
         verbose: 0 silent, 1 a line per epoch.
 
     Returns:
@@ -1086,6 +1095,7 @@ def run_study(
             folder.
     """
     validation.one_of("stage", stage, STAGES[:-1])
+    validation.one_of("standalone_eval", standalone_eval, ("every", "last"))
     # Before anything runs TensorFlow (building a space's candidates does).
     set_threads(threads)
     shard = validation.shard(shard)
@@ -1147,7 +1157,10 @@ def run_study(
         selection = _select(folder, config, data, verbose)
         if stage in ("all", "standalone"):
             grid, selected = standalone_units(current, pilot)
-            _standalone(folder, config, data, selection, _in_shard(grid, selected, shard), verbose)
+            _standalone(
+                folder, config, data, selection, _in_shard(grid, selected, shard), verbose,
+                every_epoch=standalone_eval == "every",
+            )
         if stage in ("all", "supernets"):
             grid = supernet_units(current)
             for unit, seed in _in_shard(grid, grid, shard):
@@ -1280,7 +1293,9 @@ def standalone_accuracies(merged, epochs=None, average=None):
         row = result.setdefault(seed, np.full(count, np.nan))
         history = progress["history"]
         if len(history) >= epochs:
-            row[arch] = float(np.mean([h["test_accuracy"] for h in history[epochs - average : epochs]]))
+            row[arch] = float(np.mean(
+                [h.get("test_accuracy", np.nan) for h in history[epochs - average : epochs]]
+            ))
     return result
 
 
@@ -1355,6 +1370,8 @@ def analyze(merged, resamples=stats.BOOTSTRAP_RESAMPLES):
     for epoch in range(1, common + 1):
         at = standalone_accuracies(merged, epochs=epoch, average=1)
         ok = _complete(at)
+        if len(ok) < 2:  # epochs not evaluated (standalone_eval="last")
+            continue
         row = {"epoch": epoch, "architectures": int(len(ok)), "seed_tau": _seed_tau(at, ok),
                "spread_pp": float(100 * np.ptp(np.mean([at[s][ok] for s in at], axis=0)))}
         if epoch >= 2:

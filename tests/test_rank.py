@@ -215,6 +215,12 @@ def test_study_reports_every_method_and_the_ground_truth(study):
     assert report["methods"]["few_shot"]["epochs"] == 2 + 3 * 1
     text = open(os.path.join(study, rank.REPORT_MD)).read()
     assert "| `few_shot` |" in text and "bin/rank --stage=report" in text
+    # A noise ceiling below the target is said before any method's number.
+    limits = text.index("## Limits of this study")
+    assert limits < text.index("## Methods")
+    if report["standalone_seed_tau"] < rank.TARGET["noise_ceiling"]:
+        assert "The ground truth is noisy" in text[limits:]
+    assert "1 supernet seed(s) per method (target: at least 3)" in text
     assert os.path.getsize(os.path.join(study, rank.REPORT_PNG)) > 10_000
     # Every architecture's score comes from the sub-supernet owning its
     # candidate of the split choice.
