@@ -71,6 +71,7 @@ CONFIG_FILE = "study.json"
 REPORT_JSON = "ranking.json"
 REPORT_MD = "ranking.md"
 REPORT_PNG = "ranking.png"
+COMMANDS_FILE = "commands.sh"
 # Pool scores are saved after every this many architectures.
 _POOL_CHUNK = 16
 
@@ -1603,7 +1604,7 @@ def _limits_lines(analysis, config):
     return lines
 
 
-def format_report(analysis, merged, pilot=None):
+def format_report(analysis, merged, pilot=None, commands=None):
     """The text of ranking.md."""
     config, selection = merged["config"], merged["selection"]
     methods = analysis["methods"]
@@ -1764,8 +1765,8 @@ def format_report(analysis, merged, pilot=None):
                 f"at {entry['relative_cost']:.2f}x the cost."
             )
         lines.append("")
-    lines += ["## Commands", "", "Everything above comes from these commands (about "
-              f"{analysis['cpu_seconds'] / 3600:.1f} CPU-hours in all, summed from the study's files):", "",
+    lines += ["## Commands", "", "To reproduce the study in one folder (it took about "
+              f"{analysis['cpu_seconds'] / 60:.0f} CPU-minutes in all, summed from the study's files):", "",
               "```bash"]
     flags = _command_lines(config)
     data_dir = "--data_dir=../shared/data/mnist"
@@ -1777,6 +1778,8 @@ def format_report(analysis, merged, pilot=None):
               "The study resumes where it stopped when run again, and shards with `--shard=i/n` "
               "(separate folders sharing one `--architectures_file`, merged by `--stage=report`), with the same "
               f"numbers. Folders merged here: {', '.join(f'`{d}`' for d in merged['run_dirs'])}.", ""]
+    if commands:
+        lines += [f"The commands actually run, with their interruptions: [{commands}]({commands}).", ""]
     return "\n".join(lines)
 
 
@@ -1814,6 +1817,8 @@ def write_report(run_dirs, output_dir, pilot=None, resamples=stats.BOOTSTRAP_RES
     os.makedirs(output_dir, exist_ok=True)
     paths = [os.path.join(output_dir, name) for name in (REPORT_JSON, REPORT_MD, REPORT_PNG)]
     runs.write_json(paths[0], analysis)
-    runs.write_text(paths[1], format_report(analysis, merged, pilot))
+    # A record of the commands run, kept beside the report, is linked.
+    commands = COMMANDS_FILE if os.path.isfile(os.path.join(output_dir, COMMANDS_FILE)) else None
+    runs.write_text(paths[1], format_report(analysis, merged, pilot, commands))
     plot_scatter(analysis, paths[2])
     return paths
