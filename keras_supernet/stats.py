@@ -31,6 +31,10 @@ the results out.
   summary also gives the smallest p-value any tau can reach with that many
   paths and the tau needed for significance, since with 4 paths even a
   perfect agreement (p = 2/24 = 0.083) is not significant at 0.05.
+- **Ranking metrics of a study** (`bin/rank`): Kendall's tau-b and Spearman's
+  rho alone (`kendall_tau`, `spearman_rho`), the overlap of two top-k sets and
+  the regret of a top-1 (ties shared as random tie-breaking would),
+  percentile bootstrap intervals over items.
 
 Example:
 
@@ -47,6 +51,8 @@ import math
 import numpy as np
 from scipy import stats as scipy_stats
 
+from keras_supernet import validation
+
 ALPHA = 0.05
 CONFIDENCE = 0.95
 # Welch's t-test needs this many runs in both modes; below, the exact
@@ -59,6 +65,9 @@ MONTE_CARLO_RESAMPLES = 99_999
 # Kendall's tau p-values are exact (no ties) up to this many items, from the
 # normal approximation above, as scipy's "auto" method does.
 KENDALL_EXACT_MAX = 33
+# Ranking metrics: the top-k overlap's k, bootstrap resamples of an interval.
+TOP_K = 5
+BOOTSTRAP_RESAMPLES = 2000
 _MODE_ORDER = ("standalone", "joint")
 _MODE_TITLE = {"joint": "Joint", "standalone": "Standalone"}
 
@@ -373,6 +382,115 @@ def rank_correlation(x, y, alpha=ALPHA):
         spearman_exact=spearman_exact,
     )
     return result
+
+
+# === Ranking metrics of a study (bin/rank) ===
+
+
+def _pair(x, y):
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(
+            "Invalid scores. Expected two 1-D sequences of the same length. "
+            f"Received shapes {x.shape} and {y.shape}."
+        )
+    return x, y
+
+
+def kendall_tau(x, y):
+    """Kendall's tau-b between two scores of the same items (ties count as
+    in `scipy.scipy_stats.kendalltau`); None where undefined (a constant score or
+    fewer than two items)."""
+    x, y = _pair(x, y)
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    return float(scipy_stats.kendalltau(x, y).statistic)
+
+
+def spearman_rho(x, y):
+    """Spearman's rho (Pearson's r of the average ranks); None where
+    undefined."""
+    x, y = _pair(x, y)
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    return float(scipy_stats.spearmanr(x, y).statistic)
+
+
+def top_k_membership(scores, k=TOP_K):
+    """Per item, the probability that it is among the `k` best (highest
+    scores) when ties are broken uniformly at random.
+
+    Items above a tie group that straddles the k-th place are in for sure;
+    each member of that group gets the places left over, shared equally.
+
+    Example:
+
+    >>> top_k_membership([4, 3, 3, 1], k=2).tolist()
+    [1.0, 0.5, 0.5, 0.0]
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    k = validation.positive_int("k", k)
+    membership = np.zeros(len(scores))
+    left = min(k, len(scores))
+    for value in sorted(set(scores.tolist()), reverse=True):
+        if left <= 0:
+            break
+        group = scores == value
+        size = int(group.sum())
+        membership[group] = min(1.0, left / size)
+        left -= size
+    return membership
+
+
+def top_k_overlap(predicted, truth, k=TOP_K):
+    """How many of the `k` best items by `truth` are among the `k` best by
+    `predicted`: an integer without ties at the k-th place, the expected
+    count under random tie-breaking otherwise."""
+    predicted, truth = _pair(predicted, truth)
+    return float(
+        np.sum(top_k_membership(predicted, k) * top_k_membership(truth, k))
+    )
+
+
+def regret(predicted, truth):
+    """`truth` of the best item minus `truth` of the item `predicted` ranks
+    first (the mean over items tied for first: the expected regret under
+    random tie-breaking). In the units of `truth`."""
+    predicted, truth = _pair(predicted, truth)
+    if not len(predicted):
+        raise ValueError("Cannot compute the regret of no items.")
+    chosen = predicted == predicted.max()
+    return float(truth.max() - truth[chosen].mean())
+
+
+def bootstrap_interval(statistic, n, resamples=BOOTSTRAP_RESAMPLES, seed=0,
+                       confidence=CONFIDENCE):
+    """Percentile bootstrap interval of `statistic` over `n` items.
+
+    Args:
+        statistic: a function of an index array (a resample of `range(n)`,
+            drawn with replacement) returning a number or None (undefined on
+            that resample, e.g. a constant score: left out).
+        n: the number of items.
+        resamples: bootstrap resamples, drawn with `seed`.
+
+    Returns:
+        `(low, high)`, or None if the statistic is undefined on every
+        resample.
+    """
+    n = validation.positive_int("n", n)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(validation.positive_int("resamples", resamples)):
+        value = statistic(rng.integers(0, n, size=n))
+        if value is not None:
+            values.append(value)
+    if not values:
+        return None
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(values, [alpha, 1 - alpha])
+    return float(low), float(high)
 
 
 # === Summary of a results.json ===

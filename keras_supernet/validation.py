@@ -116,6 +116,31 @@ def one_of(name, value, choices, allow_none=False):
     return value
 
 
+def distinct_choices(name, values, choices):
+    """`values` (one name or a sequence) as a list of distinct names among
+    `choices`, in the order given."""
+    items = [values] if isinstance(values, str) else list(values)
+    if not items or any(v not in choices for v in items) or len(set(items)) != len(items):
+        raise _error(name, f"distinct names among {', '.join(choices)}", items)
+    return items
+
+
+_RELATIONS = {
+    "<": ("fewer than", lambda a, b: a < b),
+    "<=": ("at most", lambda a, b: a <= b),
+    ">": ("more than", lambda a, b: a > b),
+}
+
+
+def compared(name, value, relation, bound_name, bound):
+    """`value` if `value <relation> bound` (`"<"`, `"<="` or `">"`), where
+    `bound` is another argument's value (named in the message)."""
+    words, holds = _RELATIONS[relation]
+    if not holds(value, bound):
+        raise _error(name, f"{words} {bound_name}={bound!r}", value)
+    return value
+
+
 def seeds(name, values):
     """`values` (an int or a sequence) as a tuple of distinct ints >= 0."""
     if is_int(values):

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from keras_supernet import stats
@@ -266,3 +267,49 @@ def test_stats_markdown_without_runs():
 def test_bad_alpha():
     with pytest.raises(ValueError, match="Received alpha=5"):
         stats.summarize_runs([], alpha=5)
+
+
+# === Ranking metrics of a study, against values computed by hand ===
+
+
+def test_kendall_tau_b_counts_ties_as_scipy_does():
+    # One discordant pair of six.
+    assert stats.kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    # Pairs: 4 concordant, 1 tied in x only, 1 tied in y only:
+    # tau-b = 4 / sqrt((6 - 1) * (6 - 1)) = 0.8.
+    assert stats.kendall_tau([1, 2, 2, 3], [1, 2, 3, 3]) == pytest.approx(0.8)
+    assert stats.kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert stats.kendall_tau([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_spearman_uses_average_ranks():
+    # Ranks (1, 2.5, 2.5, 4) and (1, 2, 3.5, 3.5): Pearson r = 3.75 / 4.5.
+    assert stats.spearman_rho([1, 2, 2, 3], [1, 2, 3, 3]) == pytest.approx(3.75 / 4.5)
+    assert stats.spearman_rho([4, 3, 2, 1], [1, 2, 3, 4]) == pytest.approx(-1.0)
+
+
+def test_top_k_overlap_shares_tied_places():
+    assert stats.top_k_membership([4, 3, 3, 1], k=2).tolist() == [1.0, 0.5, 0.5, 0.0]
+    assert stats.top_k_membership([1, 1, 1, 1], k=2).tolist() == [0.5] * 4
+    truth = [6, 5, 4, 3, 2, 1]
+    # Item 0 is in both top-2s; items 1 and 2 tie for the predicted second
+    # place, and item 1 is in the true top 2: 1 + 0.5.
+    assert stats.top_k_overlap([0.9, 0.8, 0.8, 0.1, 0.5, 0.7], truth, k=2) == 1.5
+    assert stats.top_k_overlap(truth, truth, k=5) == 5
+    assert stats.top_k_overlap([1, 2, 3, 4, 5, 6], truth, k=3) == 0
+
+
+def test_regret_of_the_top_one_averages_ties():
+    truth = [0.99, 0.97, 0.95, 0.90]
+    assert stats.regret([0.9, 0.2, 0.1, 0.0], truth) == 0.0
+    assert stats.regret([0.1, 0.2, 0.3, 0.4], truth) == pytest.approx(0.09)
+    # Items 1 and 2 tie for first: (0.97 + 0.95) / 2 is expected.
+    assert stats.regret([0.2, 0.9, 0.9, 0.1], truth) == pytest.approx(0.03)
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_statistic():
+    values = np.arange(20.0)
+    interval = stats.bootstrap_interval(lambda i: values[i].mean(), 20, resamples=500, seed=3)
+    assert interval == stats.bootstrap_interval(lambda i: values[i].mean(), 20, resamples=500, seed=3)
+    assert interval[0] < 9.5 < interval[1] and interval[1] - interval[0] < 8
+    assert stats.bootstrap_interval(lambda i: None, 5, resamples=10) is None
