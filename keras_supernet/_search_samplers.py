@@ -268,9 +268,7 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
         population = scored[-self.population_size :]
         picks = rng.choice(len(population), self.tournament_size, replace=False)
         sign = (
-            1.0
-            if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-            else -1.0
+            1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1.0
         )
         # Best by the objective; ties: the older (earlier in the population).
         parent = min(
@@ -280,7 +278,10 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
         choice = list(self._space.resolve(parent))
         sizes = [len(labels) for labels in self._space.candidate_labels]
         neighbours = [
-            (c, k) for c, size in enumerate(sizes) for k in range(size) if k != choice[c]
+            (c, k)
+            for c, size in enumerate(sizes)
+            for k in range(size)
+            if k != choice[c]
         ]
         for j in rng.permutation(len(neighbours)):
             c, k = neighbours[int(j)]

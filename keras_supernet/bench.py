@@ -245,10 +245,21 @@ class Settings:
 
     def __post_init__(self):
         for name in (
-            "batch_size", "steps", "rounds", "epoch_examples", "epoch_rounds",
-            "sample_paths", "compile_rounds", "compile_timeout",
-            "inference_calls", "inference_rounds", "throughput_batch",
-            "val_size", "epochs", "joint_epochs", "steps_per_execution",
+            "batch_size",
+            "steps",
+            "rounds",
+            "epoch_examples",
+            "epoch_rounds",
+            "sample_paths",
+            "compile_rounds",
+            "compile_timeout",
+            "inference_calls",
+            "inference_rounds",
+            "throughput_batch",
+            "val_size",
+            "epochs",
+            "joint_epochs",
+            "steps_per_execution",
         ):
             validation.positive_int(name, getattr(self, name))
         for name in ("warmup", "inference_path", "seed"):
@@ -362,9 +373,7 @@ def interleave(runners, rounds, warmup=1):
 
 def _summaries(samples, scale=1.0):
     """Per clock, the summary of `samples[clock]` times `scale`."""
-    return {
-        clock: summarize(np.asarray(samples[clock]) * scale) for clock in CLOCKS
-    }
+    return {clock: summarize(np.asarray(samples[clock]) * scale) for clock in CLOCKS}
 
 
 def _ms(samples):
@@ -374,9 +383,7 @@ def _ms(samples):
 def paired_ratio(numerator, denominator):
     """Per clock, the summary of the per-round ratios of two variants."""
     return {
-        clock: summarize(
-            np.asarray(numerator[clock]) / np.asarray(denominator[clock])
-        )
+        clock: summarize(np.asarray(numerator[clock]) / np.asarray(denominator[clock]))
         for clock in CLOCKS
     }
 
@@ -392,8 +399,11 @@ def _mean_samples(samples_list):
 def _goal(value, goal, clock, strict=False):
     met = value < goal if strict else value <= goal
     return {
-        "value": float(value), "goal": goal, "met": bool(met),
-        "clock": clock, "strict": strict,
+        "value": float(value),
+        "goal": goal,
+        "met": bool(met),
+        "clock": clock,
+        "strict": strict,
     }
 
 
@@ -470,14 +480,13 @@ def balanced_paths(space, count, seed=0):
         return list(range(space.num_paths))
     rng = np.random.default_rng(seed)
     columns = [
-        np.concatenate(
-            [rng.permutation(n) for _ in range(math.ceil(count / n))]
-        )[:count]
+        np.concatenate([rng.permutation(n) for _ in range(math.ceil(count / n))])[
+            :count
+        ]
         for n in space.candidate_counts
     ]
     return [
-        space.index(tuple(int(column[j]) for column in columns))
-        for j in range(count)
+        space.index(tuple(int(column[j]) for column in columns)) for j in range(count)
     ]
 
 
@@ -490,8 +499,7 @@ def path_key(supernet, path):
     return "".join(str(k) for k in indices)
 
 
-def synthetic_batch(batch_size, input_shape=(28, 28, 1), num_classes=10,
-                    seed=0):
+def synthetic_batch(batch_size, input_shape=(28, 28, 1), num_classes=10, seed=0):
     """Normalised-looking float32 images and int32 labels."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(batch_size, *input_shape)).astype("float32")
@@ -608,9 +616,7 @@ class _SharedKernelChoice(Choice):
         conv = block.layers[0]
         start = (conv.kernel_size[0] - size) // 2
         kernel = conv.kernel[start : start + size, start : start + size]
-        x = ops.conv(
-            inputs, kernel, strides=conv.strides, padding=conv.padding
-        )
+        x = ops.conv(inputs, kernel, strides=conv.strides, padding=conv.padding)
         if conv.use_bias:
             x = ops.add(x, conv.bias)
         x = conv.activation(x)
@@ -666,15 +672,20 @@ _KINDS = {
     "fair": {"sampling": "fair"},
     "aggregation_sum": {"sampling": "uniform", "aggregation": "sum"},
     "aggregation_concat_1x1": {
-        "sampling": "uniform", "aggregation": "concat_1x1",
+        "sampling": "uniform",
+        "aggregation": "concat_1x1",
     },
     "per_path": {"sampling": "uniform", "train_step": "per_path"},
     "per_choice": {"sampling": "uniform", "train_step": "per_choice"},
     "restoring": {
-        "sampling": "uniform", "train_step": "per_choice", "restoring": True,
+        "sampling": "uniform",
+        "train_step": "per_choice",
+        "restoring": True,
     },
     "shared_kernel": {
-        "sampling": "uniform", "train_step": "per_choice", "prototype": True,
+        "sampling": "uniform",
+        "train_step": "per_choice",
+        "prototype": True,
     },
 }
 
@@ -800,17 +811,13 @@ def _fmt_summary(summary, digits=2):
 
 
 def _table(header, rows):
-    widths = [
-        max(len(str(cell)) for cell in column)
-        for column in zip(header, *rows)
-    ]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     lines = [
         "  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip(),
         "  ".join("-" * w for w in widths),
     ]
     lines += [
-        "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
-        for row in rows
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows
     ]
     return lines
 
@@ -880,9 +887,7 @@ def bench_paths(settings, models=None):
             runners[f"fixed/{path}"] = models.runner(
                 space, "fixed", batch_size, path=path
             )
-            runners[f"plain/{path}"] = models.runner(
-                space, f"plain/{path}", batch_size
-            )
+            runners[f"plain/{path}"] = models.runner(space, f"plain/{path}", batch_size)
         samples = interleave(runners, settings.rounds, settings.warmup)
         spaces[space] = {
             **_space_entry(models.model(space, "fixed")),
@@ -991,9 +996,7 @@ def bench_epoch(settings, train_arrays, models=None):
                 models.model(space, f"plain/{path}"), dataset
             )
         samples = interleave(runners, settings.epoch_rounds, warmup=1)
-        standalone_mean = _mean_samples(
-            [samples[f"standalone/{p}"] for p in paths]
-        )
+        standalone_mean = _mean_samples([samples[f"standalone/{p}"] for p in paths])
         joint_s = _summaries(samples["joint"])
         mean_s = _summaries(standalone_mean)
         spaces[space] = {
@@ -1040,16 +1043,22 @@ def _format_epoch(section, results):
         ]
         out += _legend(entry)
         rows = [
-            ["joint", _fmt_summary(entry["joint_s"]["wall"]),
-             f"{entry['joint_examples_per_s']:.0f}"],
+            [
+                "joint",
+                _fmt_summary(entry["joint_s"]["wall"]),
+                f"{entry['joint_examples_per_s']:.0f}",
+            ],
         ]
         rows += [
             [f"standalone {key}", _fmt_summary(s["wall"]), ""]
             for key, s in entry["standalone_s"].items()
         ]
         rows.append(
-            ["standalone mean", _fmt_summary(entry["standalone_mean_s"]["wall"]),
-             f"{entry['standalone_examples_per_s']:.0f}"]
+            [
+                "standalone mean",
+                _fmt_summary(entry["standalone_mean_s"]["wall"]),
+                f"{entry['standalone_examples_per_s']:.0f}",
+            ]
         )
         out += _table(["run", "seconds", "examples/s"], rows)
         line = (
@@ -1059,9 +1068,7 @@ def _format_epoch(section, results):
         )
         goal = results["goals"].get(f"epoch/{space}")
         if goal:
-            line += (
-                f"; goal <= {goal['goal']} ({goal['clock']}): {_verdict(goal)}"
-            )
+            line += f"; goal <= {goal['goal']} ({goal['clock']}): {_verdict(goal)}"
         out.append(line)
     return out
 
@@ -1083,7 +1090,9 @@ def bench_sampling(settings, models=None):
         ("uniform/same", "2x2_same", "uniform", "uniform/same"),
         ("aggregation_sum/same", "2x2_same", "aggregation_sum", "uniform/same"),
         (
-            "aggregation_concat_1x1/same", "2x2_same", "aggregation_concat_1x1",
+            "aggregation_concat_1x1/same",
+            "2x2_same",
+            "aggregation_concat_1x1",
             "uniform/same",
         ),
     ]
@@ -1105,9 +1114,7 @@ def bench_sampling(settings, models=None):
 
 
 def _sampling_ratios(section, clock):
-    return {
-        row["sampling"]: row["ratio"][clock]["median"] for row in section["rows"]
-    }
+    return {row["sampling"]: row["ratio"][clock]["median"] for row in section["rows"]}
 
 
 def _format_sampling(section, results):
@@ -1133,18 +1140,12 @@ def _format_sampling(section, results):
 def _measure_space(settings, models, space, batch_size):
     """Interleaved step times of the samplings and every plain path."""
     samplings = ("uniform", "per_example", "fair")
-    runners = {
-        kind: models.runner(space, kind, batch_size) for kind in samplings
-    }
+    runners = {kind: models.runner(space, kind, batch_size) for kind in samplings}
     num_paths = models.num_paths(space)
     for path in range(num_paths):
-        runners[f"plain/{path}"] = models.runner(
-            space, f"plain/{path}", batch_size
-        )
+        runners[f"plain/{path}"] = models.runner(space, f"plain/{path}", batch_size)
     samples = interleave(runners, settings.rounds, settings.warmup)
-    plain_mean = _mean_samples(
-        [samples[f"plain/{p}"] for p in range(num_paths)]
-    )
+    plain_mean = _mean_samples([samples[f"plain/{p}"] for p in range(num_paths)])
     return {
         "ms": {kind: _ms(samples[kind]) for kind in samplings},
         "plain_mean_ms": _ms(plain_mean),
@@ -1223,8 +1224,11 @@ def _format_scaling(section, results):
     out = []
     for title, key, rows in (
         ("batch size, report's space", "batch_size", section["by_batch_size"]),
-        (f"search space, batch {section['batch_size']}", "space",
-         section["by_search_space"]),
+        (
+            f"search space, batch {section['batch_size']}",
+            "space",
+            section["by_search_space"],
+        ),
     ):
         if not rows:
             continue
@@ -1248,9 +1252,12 @@ def _format_scaling(section, results):
             if key == "space":
                 cells.append(f"{row['first_step_seconds']['uniform']:.1f}")
             table.append(cells)
-        header = [key] + (["paths"] if key == "space" else []) + [
-            "plain ms", "uniform", "per_example", "fair"
-        ] + (["first step s"] if key == "space" else [])
+        header = (
+            [key]
+            + (["paths"] if key == "space" else [])
+            + ["plain ms", "uniform", "per_example", "fair"]
+            + (["first step s"] if key == "space" else [])
+        )
         out += _table(header, table)
     return out
 
@@ -1283,8 +1290,11 @@ def measure_first_step(space, train_step, settings, started=None):
     """
     now = (time.perf_counter(), time.process_time())
     result = {
-        "import_s": None if started is None else {
-            "wall": now[0] - started[0], "cpu": now[1] - started[1],
+        "import_s": None
+        if started is None
+        else {
+            "wall": now[0] - started[0],
+            "cpu": now[1] - started[1],
         },
         "rss_after_import_mb": _peak_rss_mb(),
         "pid": os.getpid(),
@@ -1307,12 +1317,9 @@ def measure_first_step(space, train_step, settings, started=None):
             "train_step": model.train_step_mode,
             "build_s": build.per(1),
             "first_step_s": first.per(1),
-            "to_first_step_s": {
-                c: build.per(1)[c] + first.per(1)[c] for c in CLOCKS
-            },
+            "to_first_step_s": {c: build.per(1)[c] + first.per(1)[c] for c in CLOCKS},
             "step_ms": {
-                c: 1e3 * float(np.median([b[c] for b in blocks]))
-                for c in CLOCKS
+                c: 1e3 * float(np.median([b[c] for b in blocks])) for c in CLOCKS
             },
         }
     )
@@ -1322,10 +1329,12 @@ def measure_first_step(space, train_step, settings, started=None):
 def _child_main(request_json, started):
     """Entry point of a `compile` child process (see `_run_child`)."""
     request = json.loads(request_json)
-    settings = Settings(**{
-        k: tuple(v) if isinstance(v, list) else v
-        for k, v in request["settings"].items()
-    })
+    settings = Settings(
+        **{
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in request["settings"].items()
+        }
+    )
     tf.get_logger().setLevel("ERROR")
     result = measure_first_step(
         request["space"], request["train_step"], settings, started
@@ -1357,7 +1366,9 @@ def _run_child(space, train_step, settings):
     try:
         process = subprocess.run(
             [sys.executable, "-c", code, request],
-            capture_output=True, text=True, env=env,
+            capture_output=True,
+            text=True,
+            env=env,
             timeout=settings.compile_timeout,
         )
     except subprocess.TimeoutExpired:
@@ -1365,7 +1376,7 @@ def _run_child(space, train_step, settings):
     elapsed = time.perf_counter() - start
     for line in reversed(process.stdout.splitlines()):
         if line.startswith(_CHILD_PREFIX):
-            result = json.loads(line[len(_CHILD_PREFIX):])
+            result = json.loads(line[len(_CHILD_PREFIX) :])
             result["process_wall_s"] = elapsed
             return result
     tail = (process.stderr.strip().splitlines() or ["no output"])[-1]
@@ -1409,9 +1420,12 @@ def bench_compile(settings, models=None, log=None):
             measured[(space, form)].append(result)
             log(
                 f"[bench]   compile {space} {form}: "
-                + (result["error"] if "error" in result else
-                   f"{result['to_first_step_s']['wall']:.1f} s, "
-                   f"{result['peak_rss_mb']:.0f} MiB")
+                + (
+                    result["error"]
+                    if "error" in result
+                    else f"{result['to_first_step_s']['wall']:.1f} s, "
+                    f"{result['peak_rss_mb']:.0f} MiB"
+                )
             )
     rows = []
     for (space, form), results in measured.items():
@@ -1427,24 +1441,27 @@ def bench_compile(settings, models=None, log=None):
                     "num_paths": good[0]["num_paths"],
                     "pids": [r["pid"] for r in good],
                     **{
-                        key: {
-                            c: summarize([r[key][c] for r in good])
-                            for c in CLOCKS
-                        }
-                        for key in ("build_s", "first_step_s",
-                                    "to_first_step_s", "step_ms")
+                        key: {c: summarize([r[key][c] for r in good]) for c in CLOCKS}
+                        for key in (
+                            "build_s",
+                            "first_step_s",
+                            "to_first_step_s",
+                            "step_ms",
+                        )
                     },
                     **{
                         key: summarize([r[key] for r in good])
-                        for key in ("rss_after_import_mb", "peak_rss_mb",
-                                    "process_wall_s")
+                        for key in (
+                            "rss_after_import_mb",
+                            "peak_rss_mb",
+                            "process_wall_s",
+                        )
                     },
                 }
             )
             if good[0]["import_s"] is not None:
                 row["import_s"] = {
-                    c: summarize([r["import_s"][c] for r in good])
-                    for c in CLOCKS
+                    c: summarize([r["import_s"][c] for r in good]) for c in CLOCKS
                 }
         rows.append(row)
     return {
@@ -1463,12 +1480,14 @@ def _compile_goals(section, clock):
         for row in section["rows"]
         if row.get("num_choices") == 20 and "to_first_step_s" in row
     ]
-    values += [math.inf for row in section["rows"]
-               if row.get("num_choices") == 20 and row.get("errors")]
+    values += [
+        math.inf
+        for row in section["rows"]
+        if row.get("num_choices") == 20 and row.get("errors")
+    ]
     if not values:
         return {}
-    return {"20_choices": _goal(max(values), GOALS["compile"], "wall",
-                                strict=True)}
+    return {"20_choices": _goal(max(values), GOALS["compile"], "wall", strict=True)}
 
 
 def _format_compile(section, results):
@@ -1481,15 +1500,28 @@ def _format_compile(section, results):
         "step (build + compile + trace + step), peak resident memory, and "
         "the step time after it:",
     ]
-    header = ["space", "choices", "paths", "step", "imports s", "build s",
-              "to first step s", "(cpu s)", "peak MiB", "(+ over imports)",
-              "step ms", "(cpu ms)"]
+    header = [
+        "space",
+        "choices",
+        "paths",
+        "step",
+        "imports s",
+        "build s",
+        "to first step s",
+        "(cpu s)",
+        "peak MiB",
+        "(+ over imports)",
+        "step ms",
+        "(cpu ms)",
+    ]
     rows = []
     for row in section["rows"]:
         if "to_first_step_s" not in row:
             error = "error: " + "; ".join(row["errors"])
-            rows.append([row["space"], "", "", row["train_step"], "", "",
-                         error] + [""] * (len(header) - 7))
+            rows.append(
+                [row["space"], "", "", row["train_step"], "", "", error]
+                + [""] * (len(header) - 7)
+            )
             continue
         imports = row.get("import_s", {}).get("wall", {}).get("median")
         rows.append(
@@ -1520,11 +1552,11 @@ def _format_compile(section, results):
 _OPTIONS = {
     "per_path": "one switch_case over whole per-path steps",
     "per_choice": "a switch per choice; per choice a switch updates the "
-                  "sampled candidate",
+    "sampled candidate",
     "restoring": "a switch per choice; every variable updated, the unused "
-                 "candidates' weights and slots restored (masks)",
+    "candidates' weights and slots restored (masks)",
     "shared_kernel": "prototype: per_choice, convolutions of one block share "
-                     "the largest kernel (sliced, once-for-all style)",
+    "the largest kernel (sliced, once-for-all style)",
 }
 
 
@@ -1543,15 +1575,14 @@ def bench_options(settings, models=None):
     for space in _spaces(settings):
         paths = models.paths(space)
         options = [
-            o for o in _OPTIONS
+            o
+            for o in _OPTIONS
             if o != "per_path" or models.num_paths(space) <= PER_PATH_LIMIT
         ]
         models.prepare(space, options + [f"plain/{p}" for p in paths])
         runners = {o: models.runner(space, o, batch_size) for o in options}
         for path in paths:
-            runners[f"plain/{path}"] = models.runner(
-                space, f"plain/{path}", batch_size
-            )
+            runners[f"plain/{path}"] = models.runner(space, f"plain/{path}", batch_size)
         samples = interleave(runners, settings.rounds, settings.warmup)
         plain_mean = _mean_samples([samples[f"plain/{p}"] for p in paths])
         spaces[space] = {
@@ -1605,8 +1636,14 @@ def _format_options(section, results):
             for row in entry["rows"]
         ]
         out += _table(
-            ["option", "ms", "/ plain (wall)", "/ plain (cpu)",
-             "/ per_choice (wall)", "(cpu)"],
+            [
+                "option",
+                "ms",
+                "/ plain (wall)",
+                "/ plain (cpu)",
+                "/ per_choice (wall)",
+                "(cpu)",
+            ],
             rows,
         )
     return out
@@ -1721,9 +1758,7 @@ def bench_inference(settings, images, work_dir):
             quantize=quantize,
             representative_images=images[:200],
         )
-    serve = tf.saved_model.load(saved_model_dir).signatures[
-        export.SIGNATURE_KEY
-    ]
+    serve = tf.saved_model.load(saved_model_dir).signatures[export.SIGNATURE_KEY]
     threads = os.cpu_count() or 1
     names = {
         "keras_predict/supernet": "Keras predict, supernet on the path",
@@ -1745,16 +1780,16 @@ def bench_inference(settings, images, work_dir):
             "keras_predict/supernet": _keras_runner(
                 supernet, normalised, calls, "predict"
             ),
-            "keras_predict/plain": _keras_runner(
-                plain, normalised, calls, "predict"
-            ),
+            "keras_predict/plain": _keras_runner(plain, normalised, calls, "predict"),
             "keras_predict_on_batch/plain": _keras_runner(
                 plain, normalised, calls, "predict_on_batch"
             ),
             "saved_model": _saved_model_runner(serve, raw, calls),
         }
         for quantize, label in (
-            ("none", "float"), ("dynamic", "dynamic"), ("int8", "int8")
+            ("none", "float"),
+            ("dynamic", "dynamic"),
+            ("int8", "int8"),
         ):
             runners[f"tflite/{label}"] = _tflite_runner(
                 tflite[quantize], raw, calls, threads
@@ -1791,7 +1826,9 @@ def bench_inference(settings, images, work_dir):
             **{
                 f"tflite/{label}": os.path.getsize(tflite[q])
                 for q, label in (
-                    ("none", "float"), ("dynamic", "dynamic"), ("int8", "int8")
+                    ("none", "float"),
+                    ("dynamic", "dynamic"),
+                    ("int8", "int8"),
                 )
             },
         },
@@ -1874,9 +1911,7 @@ def time_to_match(runs, tolerance=0.001):
     results = []
     for seed, seed_runs in sorted(by_seed.items()):
         joint = {r["path"]: r for r in seed_runs if r["mode"] == "joint"}
-        standalone = {
-            r["path"]: r for r in seed_runs if r["mode"] == "standalone"
-        }
+        standalone = {r["path"]: r for r in seed_runs if r["mode"] == "standalone"}
         paths = sorted(standalone)
         if not joint or not paths or any(p not in joint for p in paths):
             continue
@@ -1892,9 +1927,7 @@ def time_to_match(runs, tolerance=0.001):
                 "epochs": len(history),
                 "seconds": history[-1]["seconds"],
                 "seconds_to_best": history[epoch]["seconds"],
-                "wall_seconds": history[-1].get(
-                    "wall_seconds", history[-1]["seconds"]
-                ),
+                "wall_seconds": history[-1].get("wall_seconds", history[-1]["seconds"]),
             }
         joint_epochs = min(len(joint[p]["history"]) for p in paths)
         matched = {
@@ -1906,23 +1939,17 @@ def time_to_match(runs, tolerance=0.001):
             for p in paths
         }
         path_match = {
-            p: next((e + 1 for e, m in enumerate(matched[p]) if m), None)
-            for p in paths
+            p: next((e + 1 for e, m in enumerate(matched[p]) if m), None) for p in paths
         }
-        match_epoch = (
-            None if None in path_match.values() else max(path_match.values())
-        )
+        match_epoch = None if None in path_match.values() else max(path_match.values())
         same_epoch_match = next(
-            (
-                e + 1
-                for e in range(joint_epochs)
-                if all(matched[p][e] for p in paths)
-            ),
+            (e + 1 for e in range(joint_epochs) if all(matched[p][e] for p in paths)),
             None,
         )
 
-        def joint_time(epoch, key="seconds", history=joint[paths[0]]["history"],
-                       last=joint_epochs):
+        def joint_time(
+            epoch, key="seconds", history=joint[paths[0]]["history"], last=joint_epochs
+        ):
             row = history[(epoch or last) - 1]
             return row.get(key, row["seconds"])
 
@@ -1932,7 +1959,8 @@ def time_to_match(runs, tolerance=0.001):
         to_best_sum = sum(b["seconds_to_best"] for b in best.values())
         wall_sum = sum(b["wall_seconds"] for b in best.values())
         gaps = {
-            best[p]["label"]: 100 * (
+            best[p]["label"]: 100
+            * (
                 max(r["val_accuracy"] for r in joint[p]["history"][:joint_epochs])
                 - best[p]["best_val_accuracy"]
             )
@@ -1946,17 +1974,14 @@ def time_to_match(runs, tolerance=0.001):
                 "standalone_seconds_sum": standalone_sum,
                 "standalone_seconds_to_best_sum": to_best_sum,
                 "joint_epochs": joint_epochs,
-                "path_match_epochs": {
-                    best[p]["label"]: path_match[p] for p in paths
-                },
+                "path_match_epochs": {best[p]["label"]: path_match[p] for p in paths},
                 "match_epoch": match_epoch,
                 "reached": match_epoch is not None,
                 "joint_seconds": joint_seconds,
                 "joint_best_gap_pp": gaps,
                 "ratio": joint_seconds / standalone_sum,
                 "same_epoch_match": same_epoch_match,
-                "same_epoch_ratio": joint_time(same_epoch_match)
-                / standalone_sum,
+                "same_epoch_ratio": joint_time(same_epoch_match) / standalone_sum,
                 "ratio_to_best": joint_seconds / to_best_sum,
                 "wall_ratio": joint_wall / wall_sum,
             }
@@ -2030,9 +2055,7 @@ def bench_headline(settings, arrays):
     space = dict(presets.REPORT)
 
     def build(sampling):
-        return training.build_model(
-            space, settings.learning_rate, sampling, seed
-        )
+        return training.build_model(space, settings.learning_rate, sampling, seed)
 
     trainings = [("joint", None, build("uniform"))]
     num_paths = trainings[0][2].num_paths
@@ -2044,11 +2067,16 @@ def bench_headline(settings, arrays):
     for mode, path, model in trainings:
         for p in range(num_paths) if mode == "joint" else [path]:
             entries[(mode, p)] = {
-                "mode": mode, "seed": seed, "path": p,
-                "label": model.path_label(p), "history": [],
+                "mode": mode,
+                "seed": seed,
+                "path": p,
+                "label": model.path_label(p),
+                "history": [],
             }
-    clocks = {(mode, path): {"seconds": 0.0, "wall_seconds": 0.0}
-              for mode, path, _ in trainings}
+    clocks = {
+        (mode, path): {"seconds": 0.0, "wall_seconds": 0.0}
+        for mode, path, _ in trainings
+    }
     for _, _, model in trainings:
         _trace_and_restore(model, data.train(seed, 0), data.val)
 
@@ -2098,8 +2126,7 @@ def headline_from_results(run_dir, tolerance=0.001):
         keras_supernet.runs.RunFolderError: no readable results file.
     """
     _, entries = runs.RunFolder(run_dir).read_results()
-    return {"run_dir": os.fspath(run_dir),
-            "seeds": time_to_match(entries, tolerance)}
+    return {"run_dir": os.fspath(run_dir), "seeds": time_to_match(entries, tolerance)}
 
 
 def _headline_ratios(entry):
@@ -2114,8 +2141,10 @@ def _headline_goals(section, clock):
     if not section["seeds"]:
         return {}
     goal = _goal(
-        max(s["ratio"] for s in section["seeds"]), GOALS["headline"],
-        "wall", strict=True,
+        max(s["ratio"] for s in section["seeds"]),
+        GOALS["headline"],
+        "wall",
+        strict=True,
     )
     goal["reached"] = all(s["reached"] for s in section["seeds"])
     return {"": goal}
@@ -2151,19 +2180,26 @@ def _format_headline_entry(title, entry, settings, measured):
                     for e in seed.get("path_match_epochs", {}).values()
                 ),
                 f"{seed['match_epoch']}/{seed['joint_epochs']}"
-                if seed["reached"] else f"not in {seed['joint_epochs']}",
+                if seed["reached"]
+                else f"not in {seed['joint_epochs']}",
                 lower + f"{seed['ratio']:.3f}",
                 lower + f"{seed['ratio_to_best']:.3f}",
                 ("" if same else ">") + f"{same_ratio:.3f}",
-                " ".join(
-                    f"{gap:+.2f}" for gap in seed["joint_best_gap_pp"].values()
-                ),
+                " ".join(f"{gap:+.2f}" for gap in seed["joint_best_gap_pp"].values()),
             ]
         )
     return out + _table(
-        ["seed", "standalone sum s", "joint s", "path match epochs",
-         "match epoch", "ratio", "ratio to best", "same-epoch ratio",
-         "best joint - standalone (pp)"],
+        [
+            "seed",
+            "standalone sum s",
+            "joint s",
+            "path match epochs",
+            "match epoch",
+            "ratio",
+            "ratio to best",
+            "same-epoch ratio",
+            "best joint - standalone (pp)",
+        ],
         rows,
     )
 
@@ -2216,45 +2252,55 @@ class _Context:
 def _measure_inference(context):
     folder = os.path.join(context.work_dir, "inference")
     os.makedirs(folder, exist_ok=True)
-    return bench_inference(
-        context.settings, context.arrays["train"][0][:1000], folder
-    )
+    return bench_inference(context.settings, context.arrays["train"][0][:1000], folder)
 
 
 REGISTRY = (
     Section(
         "paths",
         lambda c: bench_paths(c.settings, c.models),
-        _format_paths, _paths_ratios, _paths_goals,
+        _format_paths,
+        _paths_ratios,
+        _paths_goals,
     ),
     Section(
         "epoch",
         lambda c: bench_epoch(c.settings, c.arrays["train"], c.models),
-        _format_epoch, _epoch_ratios, _epoch_goals, needs_data=True,
+        _format_epoch,
+        _epoch_ratios,
+        _epoch_goals,
+        needs_data=True,
     ),
     Section(
         "sampling",
         lambda c: bench_sampling(c.settings, c.models),
-        _format_sampling, _sampling_ratios,
+        _format_sampling,
+        _sampling_ratios,
     ),
     Section(
         "scaling",
         lambda c: bench_scaling(c.settings, c.models),
-        _format_scaling, _scaling_ratios,
+        _format_scaling,
+        _scaling_ratios,
     ),
     Section(
         "compile",
         lambda c: bench_compile(c.settings, log=c.log),
-        _format_compile, goals=_compile_goals,
+        _format_compile,
+        goals=_compile_goals,
     ),
     Section(
         "options",
         lambda c: bench_options(c.settings, c.models),
-        _format_options, _options_ratios,
+        _format_options,
+        _options_ratios,
     ),
     Section(
-        "inference", _measure_inference, _format_inference,
-        _inference_ratios, needs_data=True,
+        "inference",
+        _measure_inference,
+        _format_inference,
+        _inference_ratios,
+        needs_data=True,
     ),
     Section(
         "headline",
@@ -2326,14 +2372,10 @@ def flat_ratios(results):
     for section in REGISTRY:
         if results.get(section.name) and section.ratios is not None:
             ratios.update(
-                _prefixed(
-                    section.name, section.ratios(results[section.name], clock)
-                )
+                _prefixed(section.name, section.ratios(results[section.name], clock))
             )
     for entry in results.get("results") or []:
-        ratios.update(
-            _prefixed(f"results/{entry['run_dir']}", _headline_ratios(entry))
-        )
+        ratios.update(_prefixed(f"results/{entry['run_dir']}", _headline_ratios(entry)))
     return ratios
 
 
@@ -2344,9 +2386,7 @@ def goals(results):
     for section in REGISTRY:
         if results.get(section.name) and section.goals is not None:
             found.update(
-                _prefixed(
-                    section.name, section.goals(results[section.name], clock)
-                )
+                _prefixed(section.name, section.goals(results[section.name], clock))
             )
     return found
 
@@ -2452,15 +2492,21 @@ def format_table(results):
             out += section.format(results[section.name], results)
     for entry in results.get("results") or []:
         out += _format_headline_entry(
-            f"from {entry['run_dir']}", entry, results["settings"],
+            f"from {entry['run_dir']}",
+            entry,
+            results["settings"],
             measured=False,
         )
     found = results.get("goals") or {}
     if found:
-        out += ["", "Goals: " + "; ".join(
-            f"{name} {goal['value']:.3f} ({goal['clock']}; goal "
-            f"{'<' if goal['strict'] else '<='} {goal['goal']}) "
-            f"{_verdict(goal)}"
-            for name, goal in found.items()
-        )]
+        out += [
+            "",
+            "Goals: "
+            + "; ".join(
+                f"{name} {goal['value']:.3f} ({goal['clock']}; goal "
+                f"{'<' if goal['strict'] else '<='} {goal['goal']}) "
+                f"{_verdict(goal)}"
+                for name, goal in found.items()
+            ),
+        ]
     return "\n".join(out)

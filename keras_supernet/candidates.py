@@ -97,9 +97,7 @@ def conv(
     ]
     layers += _norm(batchnorm, "bn", dtype)
     layers.append(keras.layers.Activation(activation, name="act", dtype=dtype))
-    return keras.Sequential(
-        layers, name=name or f"conv{kernel_size}x{kernel_size}"
-    )
+    return keras.Sequential(layers, name=name or f"conv{kernel_size}x{kernel_size}")
 
 
 def separable(
@@ -143,9 +141,7 @@ def separable(
         *_norm(batchnorm, "bn_pointwise", dtype),
         keras.layers.ReLU(name="relu_pointwise", dtype=dtype),
     ]
-    return keras.Sequential(
-        layers, name=name or f"sep{kernel_size}x{kernel_size}"
-    )
+    return keras.Sequential(layers, name=name or f"sep{kernel_size}x{kernel_size}")
 
 
 def inverted_residual(
@@ -234,8 +230,9 @@ def skip(dtype=None, name="skip"):
     return keras.layers.Identity(name=name, dtype=dtype)
 
 
-def from_spec(spec, filters, strides=1, input_channels=None, batchnorm=True,
-              dtype=None, seed=None):
+def from_spec(
+    spec, filters, strides=1, input_channels=None, batchnorm=True, dtype=None, seed=None
+):
     """One candidate from a short spec.
 
     Args:
@@ -254,9 +251,7 @@ def from_spec(spec, filters, strides=1, input_channels=None, batchnorm=True,
             f"'mb{{k}}x{{k}}_e{{e}}' or 'skip'. Received spec={spec!r}."
         )
     if match.group("skip"):
-        if strides != 1 or (
-            input_channels is not None and input_channels != filters
-        ):
+        if strides != 1 or (input_channels is not None and input_channels != filters):
             raise ValueError(
                 "Invalid candidate spec 'skip': a skip cannot change the "
                 f"shape, and this block has strides={strides}, "
@@ -290,8 +285,16 @@ def from_spec(spec, filters, strides=1, input_channels=None, batchnorm=True,
     )
 
 
-def choice(specs, filters, strides=1, input_channels=None, batchnorm=True,
-           dtype=None, seed=None, name=None):
+def choice(
+    specs,
+    filters,
+    strides=1,
+    input_channels=None,
+    batchnorm=True,
+    dtype=None,
+    seed=None,
+    name=None,
+):
     """A `Choice` of candidates built from short specs (see `from_spec`).
 
     Candidate `i` gets seed `seed + 10 * i` (when a seed is given), so that

@@ -30,9 +30,7 @@ _MODE_TITLE = {"joint": "Joint", "standalone": "Standalone"}
 
 
 COMPARISON_FILE = "comparison.md"
-COMPARISON_TITLE = (
-    "Joint training compared across sampling strategies and batch sizes"
-)
+COMPARISON_TITLE = "Joint training compared across sampling strategies and batch sizes"
 # What defines a variant: the settings that make numbers comparable, the
 # joint training recipe, and `keras_supernet`, the version that trained the
 # runs (results.json records it since 0.2.0; older files come from 0.1.0).
@@ -50,9 +48,7 @@ def _variant_settings(config):
     settings = {key: config.get(key) for key in _SETTINGS}
     if not settings["space"].get("aggregation"):
         settings["path_dropout"] = None
-    settings["branch_learning_rates"] = (
-        settings["branch_learning_rates"] or None
-    )
+    settings["branch_learning_rates"] = settings["branch_learning_rates"] or None
     settings["keras_supernet"] = version_of(config)
     return settings
 
@@ -190,9 +186,7 @@ def summarize_variant(variant):
     for label, members in joint.items():
         for run in members:
             by_seed.setdefault(run["seed"], {})[label] = run
-    full_seeds = sorted(
-        s for s, found in by_seed.items() if len(found) == len(joint)
-    )
+    full_seeds = sorted(s for s, found in by_seed.items() if len(found) == len(joint))
     per_seed = {}
     for seed in full_seeds:
         epochs = [run["best_epoch"] for run in by_seed[seed].values()]
@@ -237,14 +231,10 @@ def summarize_variant(variant):
             "interval": _interval(per_seed.values()) if per_seed else None,
         },
         "seconds_per_epoch": {
-            "train": _interval(
-                [per_epoch(r, "train_seconds") for r in seed_runs]
-            ),
+            "train": _interval([per_epoch(r, "train_seconds") for r in seed_runs]),
             "wall": _interval(wall) if wall else None,
             "standalone": (
-                _interval(
-                    [per_epoch(r, "train_seconds") for r in standalone_runs]
-                )
+                _interval([per_epoch(r, "train_seconds") for r in standalone_runs])
                 if standalone_runs
                 else None
             ),
@@ -266,9 +256,7 @@ def _fmt_number(value, digits=1):
     return f"{value:.{digits}f}"
 
 
-def format_comparison(
-    variants, summaries, title=COMPARISON_TITLE, figure=None
-):
+def format_comparison(variants, summaries, title=COMPARISON_TITLE, figure=None):
     """Returns the text of comparison.md (see `write_comparison`)."""
     confidence = round(stats.CONFIDENCE * 100)
     lines = [f"# {title}", ""]
@@ -291,8 +279,7 @@ def format_comparison(
             "",
             "Common settings: "
             + ", ".join(
-                _setting_text(key, variants[0]["settings"][key])
-                for key in common
+                _setting_text(key, variants[0]["settings"][key]) for key in common
             )
             + ".",
         ]
@@ -338,9 +325,7 @@ def format_comparison(
         "that brings the paths' peaks together has small spreads."
     )
     joint_labels = [
-        label
-        for label in labels
-        if any(label in s["joint"] for s in summaries)
+        label for label in labels if any(label in s["joint"] for s in summaries)
     ]
     lines += [
         "",
@@ -360,8 +345,7 @@ def format_comparison(
             for label in joint_labels
         ]
         per_seed = ", ".join(
-            f"{value} (seed {seed})"
-            for seed, value in spread["per_seed"].items()
+            f"{value} (seed {seed})" for seed, value in spread["per_seed"].items()
         )
         lines.append(
             f"| {summary['label']} | "
@@ -455,9 +439,7 @@ def plot_comparison(variants, summaries, path):
     from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
 
-    variant_colors = [
-        plt.get_cmap("tab10")(i % 10) for i in range(len(variants))
-    ]
+    variant_colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(variants))]
     labels = []
     for summary in summaries:
         labels += [label for label in summary["joint"] if label not in labels]
@@ -465,9 +447,7 @@ def plot_comparison(variants, summaries, path):
         label: plt.get_cmap("Dark2")(i % 8) for i, label in enumerate(labels)
     }
     markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
-    path_markers = {
-        label: markers[i % len(markers)] for i, label in enumerate(labels)
-    }
+    path_markers = {label: markers[i % len(markers)] for i, label in enumerate(labels)}
 
     fig, (ax_acc, ax_best) = plt.subplots(
         1, 2, figsize=(14, max(5.0, 2.0 + 0.9 * len(variants)))
@@ -482,13 +462,9 @@ def plot_comparison(variants, summaries, path):
         length = min(len(c) for c in curves)
         epochs = np.arange(1, length + 1)
         for curve in curves:
-            ax_acc.plot(
-                epochs, curve[:length], color=color, linewidth=0.8, alpha=0.45
-            )
+            ax_acc.plot(epochs, curve[:length], color=color, linewidth=0.8, alpha=0.45)
         mean = np.mean([c[:length] for c in curves], axis=0)
-        ax_acc.plot(
-            epochs, mean, color=color, linewidth=2.4, label=variant["label"]
-        )
+        ax_acc.plot(epochs, mean, color=color, linewidth=2.4, label=variant["label"])
         plotted += [c[1:length] if length > 3 else c[:length] for c in curves]
     values = np.concatenate(plotted)
     low, high = float(values.min()), float(values.max())
@@ -503,9 +479,7 @@ def plot_comparison(variants, summaries, path):
     ax_acc.grid(True, alpha=0.3)
     ax_acc.legend(loc="lower right", fontsize=9)
 
-    offsets = (
-        np.linspace(-0.22, 0.22, len(labels)) if len(labels) > 1 else [0.0]
-    )
+    offsets = np.linspace(-0.22, 0.22, len(labels)) if len(labels) > 1 else [0.0]
     offset = dict(zip(labels, offsets))
     for y, summary in enumerate(summaries):
         spread = summary["spread"]
@@ -553,9 +527,7 @@ def plot_comparison(variants, summaries, path):
     ax_best.set_yticklabels([s["label"] for s in summaries])
     ax_best.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_best.set_xlabel("best epoch (highest validation accuracy)")
-    ax_best.set_title(
-        "Best epoch per path (large: mean over seeds; small: each seed)"
-    )
+    ax_best.set_title("Best epoch per path (large: mean over seeds; small: each seed)")
     ax_best.grid(True, axis="x", alpha=0.3)
     handles = [
         Line2D(

@@ -74,9 +74,7 @@ def _read_bytes(path):
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as e:
-        raise DataError(
-            f"Cannot read IDX file {path}: {e.strerror or e}."
-        ) from e
+        raise DataError(f"Cannot read IDX file {path}: {e.strerror or e}.") from e
     if raw[:2] != _GZIP_MAGIC:
         if path.endswith(".gz"):
             raise DataError(
@@ -123,9 +121,7 @@ def read_idx(path, ndim=None):
             f"(expected 0x000008NN, unsigned bytes)."
         )
     if ndim is not None and file_ndim != ndim:
-        raise DataError(
-            f"IDX file {path} has {file_ndim} dimensions, expected {ndim}."
-        )
+        raise DataError(f"IDX file {path} has {file_ndim} dimensions, expected {ndim}.")
     header_size = 4 + 4 * file_ndim
     if len(data) < header_size:
         raise DataError(
@@ -145,9 +141,7 @@ def read_idx(path, ndim=None):
             f"IDX file {path} has {payload - expected} unexpected trailing bytes "
             f"after the {expected} bytes of data for shape {shape}."
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(
-        shape
-    )
+    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
 
 
 def _load_idx_split(data_dir, split):
@@ -332,9 +326,7 @@ def normalization_stats(x):
     """
     x = np.asarray(x)
     if x.size == 0:
-        raise ValueError(
-            "Cannot compute normalisation statistics of an empty array."
-        )
+        raise ValueError("Cannot compute normalisation statistics of an empty array.")
     scaled = x.astype(np.float64) / 255.0
     mean = float(scaled.mean())
     std = float(scaled.std())
@@ -382,9 +374,7 @@ def make_dataset(x, y, batch_size, mean, std, shuffle=False, seed=None):
         return image[..., tf.newaxis], tf.cast(label, tf.int32)
 
     ds = tf.data.Dataset.from_tensor_slices((np.asarray(x), np.asarray(y)))
-    ds = ds.map(
-        normalise, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
+    ds = ds.map(normalise, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.cache()
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -443,9 +433,7 @@ def load_splits(dataset, data_dir, val_size, train_size, split_seed):
             f"Invalid value for argument `val_size`. Expected fewer than the "
             f"{len(x_all)} training examples. Received val_size={val_size}."
         )
-    (x_tr, y_tr), (x_val, y_val) = split_validation(
-        x_all, y_all, val_size, split_seed
-    )
+    (x_tr, y_tr), (x_val, y_val) = split_validation(x_all, y_all, val_size, split_seed)
     if train_size is not None:
         if train_size > len(x_tr):
             raise ValueError(

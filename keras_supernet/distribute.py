@@ -370,7 +370,9 @@ def assign_all(variables, values):
     def assign(distribution, values):
         for target, value in zip(targets, values):
             distribution.extended.update(
-                target, lambda var, new: var.assign(new), args=(value,),
+                target,
+                lambda var, new: var.assign(new),
+                args=(value,),
                 group=False,
             )
 
@@ -422,10 +424,7 @@ def apply_restoring(optimizer, apply, gradients, variables, recorder):
     apply([g for g, _ in pairs], [v for _, v in pairs])
     assign_all(
         targets,
-        [
-            tf.where(keep, t.value, old)
-            for t, old, keep in zip(targets, before, keeps)
-        ],
+        [tf.where(keep, t.value, old) for t, old, keep in zip(targets, before, keeps)],
     )
 
 

@@ -81,8 +81,10 @@ def _space_spec(space, preset):
         for key, value in preset.items():
             if value is not None:
                 spec[key] = (
-                    [list(v) for v in value] if key == "kernel_sizes"
-                    else list(value) if key == "filters" and not validation.is_int(value)
+                    [list(v) for v in value]
+                    if key == "kernel_sizes"
+                    else list(value)
+                    if key == "filters" and not validation.is_int(value)
                     else value
                 )
         return presets.check_spec(spec)
@@ -130,8 +132,9 @@ def _select_paths(space, mode, paths, eval_paths, split_seed):
     return standalone, sorted(evaluated)
 
 
-def _check_architecture(spec, input_shape, sampling, path_dropout,
-                        branch_learning_rates):
+def _check_architecture(
+    spec, input_shape, sampling, path_dropout, branch_learning_rates
+):
     """Builds the space's supernet once, so that every architecture error
     (a candidate that does not fit, a path that shrinks the input to
     nothing, a sampler the space cannot take) is raised before anything is
@@ -155,18 +158,34 @@ def _check_architecture(spec, input_shape, sampling, path_dropout,
     )
 
 
-def _make_config(mode, seeds, paths, space, dataset, data_dir, epochs,
-                 batch_size, learning_rate, split_seed, sampling, path_dropout,
-                 branch_learning_rates, bn_batches, eval_paths, strategy_name,
-                 num_replicas, shard, preset, splits):
+def _make_config(
+    mode,
+    seeds,
+    paths,
+    space,
+    dataset,
+    data_dir,
+    epochs,
+    batch_size,
+    learning_rate,
+    split_seed,
+    sampling,
+    path_dropout,
+    branch_learning_rates,
+    bn_batches,
+    eval_paths,
+    strategy_name,
+    num_replicas,
+    shard,
+    preset,
+    splits,
+):
     """Checks every setting; returns `(RunConfig, SearchSpace)`."""
     spec = _space_spec(space, preset)
     (x_tr, _), (x_val, _), (x_te, _) = splits
     input_shape = tuple(x_tr.shape[1:]) + (1,)
-    search_space, has_batchnorm, sampling, path_dropout, rates = (
-        _check_architecture(
-            spec, input_shape, sampling, path_dropout, branch_learning_rates
-        )
+    search_space, has_batchnorm, sampling, path_dropout, rates = _check_architecture(
+        spec, input_shape, sampling, path_dropout, branch_learning_rates
     )
     standalone, evaluated = _select_paths(
         search_space, mode, paths, eval_paths, split_seed
@@ -176,9 +195,9 @@ def _make_config(mode, seeds, paths, space, dataset, data_dir, epochs,
     mean, std = data.normalization_stats(x_tr)
     config = runs.RunConfig(
         space=spec,
-        space_name=space if isinstance(space, str) else (
-            "report" if space is None else spec.get("name", "custom")
-        ),
+        space_name=space
+        if isinstance(space, str)
+        else ("report" if space is None else spec.get("name", "custom")),
         dataset=dataset,
         data_dir=os.path.abspath(data_dir) if data_dir is not None else None,
         input_shape=input_shape,
@@ -247,7 +266,11 @@ def _check_existing(folder, config):
             "was trained on, or use another --output_dir."
         )
     trained = max(
-        (len(h) for p in folder.scan_progress().values() for h in p["histories"].values()),
+        (
+            len(h)
+            for p in folder.scan_progress().values()
+            for h in p["histories"].values()
+        ),
         default=0,
     )
     if trained > config.epochs:
@@ -282,7 +305,9 @@ def _run_entry(folder, config, mode, seed, path, history, progress, probe_space)
         "train_seconds": progress["train_seconds"],
         "eval_seconds": progress["eval_seconds"],
         "best_weights": os.path.relpath(
-            folder.weights_path(mode, seed, path if mode == "standalone" else None, best),
+            folder.weights_path(
+                mode, seed, path if mode == "standalone" else None, best
+            ),
             folder.path,
         ),
         "history": history,
@@ -295,12 +320,20 @@ def _runs_from_progress(folder, config, progress_by_key, space):
     order = {"joint": 0, "standalone": 1}
     for (mode, seed, _), progress in sorted(
         progress_by_key.items(),
-        key=lambda kv: (order[kv[0][0]], kv[0][1], -1 if kv[0][2] is None else kv[0][2]),
+        key=lambda kv: (
+            order[kv[0][0]],
+            kv[0][1],
+            -1 if kv[0][2] is None else kv[0][2],
+        ),
     ):
-        for p, history in sorted(progress["histories"].items(), key=lambda kv: int(kv[0])):
+        for p, history in sorted(
+            progress["histories"].items(), key=lambda kv: int(kv[0])
+        ):
             if history:
                 result.append(
-                    _run_entry(folder, config, mode, seed, int(p), history, progress, space)
+                    _run_entry(
+                        folder, config, mode, seed, int(p), history, progress, space
+                    )
                 )
     return result
 
@@ -354,7 +387,11 @@ class _StopOnNonFiniteLoss(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             raise NonFiniteLossError(
                 _non_finite_message(
-                    self._run, "The training loss", float(loss), self._epoch + 1, batch + 1
+                    self._run,
+                    "The training loss",
+                    float(loss),
+                    self._epoch + 1,
+                    batch + 1,
                 )
             )
 
@@ -372,8 +409,18 @@ class _Trainer:
     """Trains (or resumes) one run up to `config.epochs`, saving after every
     epoch; `publish()` rewrites results.json."""
 
-    def __init__(self, folder, config, run, splits, strategy, strategy_name,
-                 progress, publish, verbose):
+    def __init__(
+        self,
+        folder,
+        config,
+        run,
+        splits,
+        strategy,
+        strategy_name,
+        progress,
+        publish,
+        verbose,
+    ):
         self.folder, self.config, self.run = folder, config, run
         self.strategy, self.strategy_name = strategy, strategy_name
         self.progress, self.publish, self.verbose = progress, publish, verbose
@@ -392,10 +439,14 @@ class _Trainer:
         """The epochs done; restores the model's state when resuming."""
         run, progress = self.run, self.progress.get(self.run.key)
         os.makedirs(run.state_dir, exist_ok=True)
-        if progress and not os.path.isfile(os.path.join(run.state_dir, progress["state_file"])):
+        if progress and not os.path.isfile(
+            os.path.join(run.state_dir, progress["state_file"])
+        ):
             # Deleted, as the error for a corrupt state file says: without the
             # optimizer's state the run cannot continue, it starts again.
-            self._say(f"no resume state {progress['state_file']}: training again from epoch 1")
+            self._say(
+                f"no resume state {progress['state_file']}: training again from epoch 1"
+            )
             progress = None
         # A kill can leave temporary files, or the state of the epoch before
         # the last one; only the state that progress.json names is kept.
@@ -447,7 +498,10 @@ class _Trainer:
     def train(self):
         run, config = self.run, self.config
         progress = self.progress.get(run.key)
-        if progress and len(next(iter(progress["histories"].values()))) >= config.epochs:
+        if (
+            progress
+            and len(next(iter(progress["histories"].values()))) >= config.epochs
+        ):
             self._say(f"complete ({config.epochs} epochs), skipped")
             return
         joint = run.mode == "joint"
@@ -479,7 +533,9 @@ class _Trainer:
 
     def _check_space(self, needed, epoch):
         try:
-            runs.check_free_space(self.run.dir, needed, f"epoch {epoch} of {self.run.name}")
+            runs.check_free_space(
+                self.run.dir, needed, f"epoch {epoch} of {self.run.name}"
+            )
         except runs.SaveError as e:
             raise runs.SaveError(f"{e} {_saved_note(epoch)}") from None
 
@@ -509,12 +565,16 @@ class _Trainer:
         progress["train_seconds"] += seconds
         rows = self._evaluate(model, epoch, loss, accuracy)
         for p, row in rows.items():
-            row["wall_seconds"] = round(progress["train_seconds"] + progress["eval_seconds"], 3)
+            row["wall_seconds"] = round(
+                progress["train_seconds"] + progress["eval_seconds"], 3
+            )
             progress["histories"][str(p)].append(row)
         self._log(writers, rows, epoch, loss)
         self._save(model, epoch, needed)
         if self.verbose:
-            accs = " ".join(f"{config.label(p)}={rows[p]['val_accuracy']:.4f}" for p in rows)
+            accs = " ".join(
+                f"{config.label(p)}={rows[p]['val_accuracy']:.4f}" for p in rows
+            )
             self._say(
                 f"epoch {epoch + 1}/{config.epochs} loss={loss:.4f} ({seconds:.1f} s) "
                 f"val_accuracy: {accs}"
@@ -540,8 +600,10 @@ class _Trainer:
                 if not math.isfinite(metrics[name]):
                     raise NonFiniteLossError(
                         _non_finite_message(
-                            run, f"The {name} of path {self.config.label(p)}",
-                            metrics[name], epoch + 1,
+                            run,
+                            f"The {name} of path {self.config.label(p)}",
+                            metrics[name],
+                            epoch + 1,
                         )
                     )
             rows[p] = {
@@ -708,7 +770,9 @@ def run_experiment(
             stay saved.
     """
     validation.one_of("mode", mode, MODES)
-    unknown = set(preset) - set(("kernel_sizes", "filters", "hidden_units", "padding", "aggregation"))
+    unknown = set(preset) - set(
+        ("kernel_sizes", "filters", "hidden_units", "padding", "aggregation")
+    )
     if unknown:
         raise TypeError(f"run_experiment() got unexpected arguments {sorted(unknown)}.")
     epochs = validation.positive_int("epochs", epochs)
@@ -740,14 +804,32 @@ def run_experiment(
     strategy_name = strategy
     strategy = distribute.get_strategy(strategy_name)
     if not distribute.is_chief_task() and strategy_name == "multi_worker":
-        folder = runs.RunFolder(os.path.join(folder.path, ".workers", distribute.task_name()))
+        folder = runs.RunFolder(
+            os.path.join(folder.path, ".workers", distribute.task_name())
+        )
 
     splits = data.load_splits(dataset, data_dir, val_size, train_size, split_seed)
     config, search_space = _make_config(
-        mode, seeds, paths, space, dataset, data_dir, epochs, batch_size,
-        learning_rate, split_seed, sampling, path_dropout,
-        branch_learning_rates, bn_batches, eval_paths, strategy_name,
-        strategy.num_replicas_in_sync, shard, preset, splits,
+        mode,
+        seeds,
+        paths,
+        space,
+        dataset,
+        data_dir,
+        epochs,
+        batch_size,
+        learning_rate,
+        split_seed,
+        sampling,
+        path_dropout,
+        branch_learning_rates,
+        bn_batches,
+        eval_paths,
+        strategy_name,
+        strategy.num_replicas_in_sync,
+        shard,
+        preset,
+        splits,
     )
     _check_existing(folder, config)
 
@@ -782,8 +864,15 @@ def run_experiment(
             grid = grid[shard[0] :: shard[1]]
         for run in grid:
             _Trainer(
-                folder, config, run, splits, strategy, strategy_name,
-                progress, publish, verbose,
+                folder,
+                config,
+                run,
+                splits,
+                strategy,
+                strategy_name,
+                progress,
+                publish,
+                verbose,
             ).train()
         publish()
         return state["results"]

@@ -329,14 +329,10 @@ def _convert_saved_model(saved_model_dir, quantize, representative_images):
         converter.representative_dataset = representative_dataset
         # Integer kernels everywhere; the interface stays float32 (quantize and
         # dequantize ops at both ends) so that clients send the same pixels.
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.TFLITE_BUILTINS_INT8
-        ]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     with warnings.catch_warnings():
         # int8 calibration runs the deprecated tf.lite.Interpreter internally.
-        warnings.filterwarnings(
-            "ignore", message=".*tf.lite.Interpreter is deprecated"
-        )
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
         return converter.convert()
 
 
@@ -492,9 +488,7 @@ def tflite_probabilities(path, images, batch_size=500):
     # Imported here: `import keras_supernet` must not load LiteRT.
     from ai_edge_litert.interpreter import Interpreter
 
-    runner = Interpreter(model_path=os.fspath(path)).get_signature_runner(
-        SIGNATURE_KEY
-    )
+    runner = Interpreter(model_path=os.fspath(path)).get_signature_runner(SIGNATURE_KEY)
     images = np.asarray(images, dtype=np.float32)
     outputs = [
         runner(**{INPUT_NAME: images[start : start + batch_size]})[OUTPUT_NAME]
@@ -504,9 +498,7 @@ def tflite_probabilities(path, images, batch_size=500):
 
 
 def _accuracy(probabilities, labels):
-    return float(
-        np.mean(np.argmax(probabilities, axis=-1) == np.asarray(labels))
-    )
+    return float(np.mean(np.argmax(probabilities, axis=-1) == np.asarray(labels)))
 
 
 def verify_export(
@@ -572,11 +564,7 @@ def verify_export(
     if saved_model_dir is not None:
         runs.append(("saved_model", saved_model_dir, saved_model_probabilities))
     for quantize, path in (tflite_paths or {}).items():
-        key = (
-            "tflite"
-            if _check_quantize(quantize) == "none"
-            else f"tflite_{quantize}"
-        )
+        key = "tflite" if _check_quantize(quantize) == "none" else f"tflite_{quantize}"
         runs.append((key, path, tflite_probabilities))
     failures = []
     for key, path, run in runs:
@@ -647,9 +635,7 @@ def _staging_dir(parent, argument=None, value=None):
                 raise
         except OSError as e:
             _remove_empty(created)
-            raise OSError(
-                f"Cannot write in folder {parent}: {e.strerror or e}."
-            ) from e
+            raise OSError(f"Cannot write in folder {parent}: {e.strerror or e}.") from e
     except OSError as e:
         if argument is None:
             raise
@@ -736,9 +722,7 @@ def _makedirs(path):
             os.mkdir(folder)
         except OSError as e:
             _remove_empty(created)
-            raise OSError(
-                f"Cannot create folder {folder}: {e.strerror or e}."
-            ) from e
+            raise OSError(f"Cannot create folder {folder}: {e.strerror or e}.") from e
         created.append(folder)
     return created
 
@@ -807,11 +791,7 @@ def next_version(model_dir):
 def tflite_filename(version, quantize="none"):
     """`3.tflite`, `3.dynamic.tflite` or `3.int8.tflite`."""
     quantize = _check_quantize(quantize)
-    return (
-        f"{version}.tflite"
-        if quantize == "none"
-        else f"{version}.{quantize}.tflite"
-    )
+    return f"{version}.tflite" if quantize == "none" else f"{version}.{quantize}.tflite"
 
 
 def default_name(mode, seed, path_index, label):
@@ -932,9 +912,7 @@ def export_path(
     dataset = config.dataset
     data_dir = data_dir if data_dir is not None else config.data_dir
 
-    with _staging_dir(
-        model_dir, "export_dir", os.fspath(export_dir)
-    ) as staging:
+    with _staging_dir(model_dir, "export_dir", os.fspath(export_dir)) as staging:
         arrays = data_lib.load_arrays(dataset, data_dir)
         test_images, test_labels = arrays["test"]
         if loaded.recalibrates:
@@ -950,9 +928,7 @@ def export_path(
             _as_image_batch(test_images, input_shape), *_check_stats(mean, std)
         )
         supernet_diff = max(
-            max_path_difference(
-                supernet, path_index, model, normalised[i : i + 1000]
-            )
+            max_path_difference(supernet, path_index, model, normalised[i : i + 1000])
             for i in range(0, len(normalised), 1000)
         )
         if not supernet_diff <= SUPERNET_LOGITS_ATOL:
@@ -978,9 +954,7 @@ def export_path(
             "signature": {
                 "name": SIGNATURE_KEY,
                 "inputs": {INPUT_NAME: ["float32", [None, *input_shape]]},
-                "outputs": {
-                    OUTPUT_NAME: ["float32", [None, model.output_shape[-1]]]
-                },
+                "outputs": {OUTPUT_NAME: ["float32", [None, model.output_shape[-1]]]},
             },
         }
         saved_model_dir = os.path.join(staging, "saved_model")
@@ -1008,9 +982,7 @@ def export_path(
             test_labels,
             mean=mean,
             std=std,
-            saved_model_dir=(
-                saved_model_dir if "saved_model" in formats else None
-            ),
+            saved_model_dir=(saved_model_dir if "saved_model" in formats else None),
             tflite_paths=tflite_files,
             max_accuracy_drop=max_accuracy_drop,
         )
@@ -1065,9 +1037,7 @@ def _publish_version(model_dir, saved_model_dir, tflite_files, metadata):
                     key = "tflite" if q == "none" else f"tflite_{q}"
                     files[key] = tflite_filename(version, q)
                 info = dict(metadata, version=version, files=files)
-                _write_json(
-                    os.path.join(saved_model_dir, EXPORT_INFO_PATH), info
-                )
+                _write_json(os.path.join(saved_model_dir, EXPORT_INFO_PATH), info)
                 target = os.path.join(model_dir, str(version))
                 _publish_dir(saved_model_dir, target)
                 moved.append((target, saved_model_dir))

@@ -25,9 +25,9 @@ from keras_supernet.layers import PaddedDense
 
 
 def _model_name(label):
-    return "path_" + re.sub(
-        r"[^A-Za-z0-9_.]+", "_", label.replace("->", "_")
-    ).strip("_")
+    return "path_" + re.sub(r"[^A-Za-z0-9_.]+", "_", label.replace("->", "_")).strip(
+        "_"
+    )
 
 
 def plain_graph(supernet, path, name=None):
@@ -142,8 +142,7 @@ def extract_path(supernet, path, verify=True, atol=1e-5, name=None):
     if verify:
         rng = np.random.default_rng(index % 2**32)
         inputs = [
-            rng.normal(size=(8, *t.shape[1:])).astype(t.dtype)
-            for t in supernet.inputs
+            rng.normal(size=(8, *t.shape[1:])).astype(t.dtype) for t in supernet.inputs
         ]
         if len(inputs) == 1:
             inputs = inputs[0]

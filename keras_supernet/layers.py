@@ -52,8 +52,7 @@ def set_dtype_policy(layer, policy):
 def _join_shapes(shapes):
     """One shape that every shape in `shapes` fits: `None` where they differ."""
     return tuple(
-        dims[0] if all(d == dims[0] for d in dims) else None
-        for dims in zip(*shapes)
+        dims[0] if all(d == dims[0] for d in dims) else None for dims in zip(*shapes)
     )
 
 
@@ -186,9 +185,7 @@ class Choice(keras.layers.Layer):
         """Makes candidate `index` (an int or a label) the active one."""
         if isinstance(index, str) and index in self.labels:
             index = self.labels.index(index)
-        if not validation.is_int(index) or not (
-            0 <= index < self.num_candidates
-        ):
+        if not validation.is_int(index) or not (0 <= index < self.num_candidates):
             raise ValueError(
                 "Invalid value for argument `index`. Expected an integer in "
                 f"[0, {self.num_candidates}) or one of the labels "
@@ -207,9 +204,7 @@ class Choice(keras.layers.Layer):
             if not candidate.built:
                 # A symbolic call builds any layer, whatever its build()
                 # expects; it must happen here, not inside a switch branch.
-                candidate(
-                    keras.KerasTensor(input_shape, dtype=self.compute_dtype)
-                )
+                candidate(keras.KerasTensor(input_shape, dtype=self.compute_dtype))
         if self.aggregation is not None and len(set(shapes)) > 1:
             raise ValueError(
                 f"Invalid value for argument `aggregation` of choice "
@@ -226,9 +221,7 @@ class Choice(keras.layers.Layer):
                 dtype=self.dtype_policy,
                 **self._mixer_kwargs(),
             )
-            self.mixer.build(
-                (*shapes[0][:-1], channels * self.num_candidates)
-            )
+            self.mixer.build((*shapes[0][:-1], channels * self.num_candidates))
 
     def _mixer_kwargs(self):
         return {}
@@ -335,9 +328,7 @@ class Choice(keras.layers.Layer):
         # The 1x1 mix of a concatenation where the other candidates are
         # zeros: only this candidate's slice of the kernel contributes.
         channels = x.shape[-1]
-        kernel = self.mixer.kernel[
-            :, :, index * channels : (index + 1) * channels, :
-        ]
+        kernel = self.mixer.kernel[:, :, index * channels : (index + 1) * channels, :]
         return ops.add(ops.conv(x, kernel), self.mixer.bias)
 
     def _empty_output(self, index, inputs):
@@ -347,18 +338,14 @@ class Choice(keras.layers.Layer):
     def _routed(self, inputs, route, training, recorder):
         """Example `i` runs through candidate `route[i]` only."""
         count = self.num_candidates
-        positions = tf.dynamic_partition(
-            tf.range(tf.shape(inputs)[0]), route, count
-        )
+        positions = tf.dynamic_partition(tf.range(tf.shape(inputs)[0]), route, count)
         parts = tf.dynamic_partition(inputs, route, count)
         # TF's convolutions mishandle empty batches, and BatchNorm would
         # read NaN statistics from one: empty groups are not computed.
         outputs = [
             tf.cond(
                 tf.shape(part)[0] > 0,
-                lambda k=k, part=part: self.candidate_output(
-                    k, part, training
-                ),
+                lambda k=k, part=part: self.candidate_output(k, part, training),
                 lambda k=k: self._empty_output(k, inputs),
             )
             for k, part in enumerate(parts)
@@ -384,9 +371,7 @@ class Choice(keras.layers.Layer):
             outputs.append(
                 ops.cond(
                     mask[k],
-                    lambda candidate=candidate: candidate(
-                        inputs, training=training
-                    ),
+                    lambda candidate=candidate: candidate(inputs, training=training),
                     lambda k=k: self._zeros_like_output(k, inputs),
                 )
             )
@@ -429,7 +414,9 @@ class Choice(keras.layers.Layer):
                 [
                     clone,
                     keras.layers.Conv2D(
-                        self.mixer.filters, 1, name="mix_1x1",
+                        self.mixer.filters,
+                        1,
+                        name="mix_1x1",
                         dtype=self.dtype_policy,
                     ),
                 ],
@@ -453,8 +440,7 @@ class Choice(keras.layers.Layer):
         config.update(
             {
                 "candidates": [
-                    keras.saving.serialize_keras_object(c)
-                    for c in self.candidates
+                    keras.saving.serialize_keras_object(c) for c in self.candidates
                 ],
                 "labels": list(self.labels),
                 "aggregation": self.aggregation,
@@ -466,8 +452,7 @@ class Choice(keras.layers.Layer):
     def from_config(cls, config):
         config = dict(config)
         config["candidates"] = [
-            keras.saving.deserialize_keras_object(c)
-            for c in config["candidates"]
+            keras.saving.deserialize_keras_object(c) for c in config["candidates"]
         ]
         return cls(**config)
 
@@ -555,17 +540,13 @@ class SupernetLayer(Choice):
                         kernel_initializer=_offset_initializer(
                             kernel_initializer, index
                         ),
-                        bias_initializer=_offset_initializer(
-                            bias_initializer, index
-                        ),
+                        bias_initializer=_offset_initializer(bias_initializer, index),
                         kernel_regularizer=kernel_regularizer,
                         bias_regularizer=bias_regularizer,
                         name="conv",
                         dtype=dtype,
                     ),
-                    keras.layers.MaxPooling2D(
-                        pool_size, name="pool", dtype=dtype
-                    ),
+                    keras.layers.MaxPooling2D(pool_size, name="pool", dtype=dtype),
                 ],
                 name=f"branch_{branch_label(kernel_size)}",
             )
@@ -607,15 +588,11 @@ class SupernetLayer(Choice):
                 "kernel_initializer": keras.initializers.serialize(
                     self.kernel_initializer
                 ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
                 "kernel_regularizer": keras.regularizers.serialize(
                     self.kernel_regularizer
                 ),
-                "bias_regularizer": keras.regularizers.serialize(
-                    self.bias_regularizer
-                ),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
                 "aggregation": self.aggregation,
             }
         )
@@ -672,9 +649,7 @@ class PaddedDense(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.units = validation.positive_int("units", units)
-        self.widths = tuple(
-            sorted(set(validation.positive_ints("widths", widths)))
-        )
+        self.widths = tuple(sorted(set(validation.positive_ints("widths", widths))))
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -692,8 +667,8 @@ class PaddedDense(keras.layers.Layer):
                 self.add_weight(
                     name=f"kernel_rows_{start}_{stop}",
                     shape=(stop - start, self.units),
-                    initializer=lambda shape, dtype=None, a=start, b=stop: (
-                        ops.cast(full[a:b], dtype or "float32")
+                    initializer=lambda shape, dtype=None, a=start, b=stop: ops.cast(
+                        full[a:b], dtype or "float32"
                     ),
                 )
             )
@@ -722,9 +697,7 @@ class PaddedDense(keras.layers.Layer):
 
     def _dense(self, inputs, position):
         blocks = self.kernel_blocks[: position + 1]
-        kernel = (
-            blocks[0] if len(blocks) == 1 else ops.concatenate(blocks, axis=0)
-        )
+        kernel = blocks[0] if len(blocks) == 1 else ops.concatenate(blocks, axis=0)
         outputs = ops.add(ops.matmul(inputs, kernel), self.bias)
         return self.activation(outputs)
 
@@ -737,9 +710,7 @@ class PaddedDense(keras.layers.Layer):
         # which row blocks it used.
         runtime_width = tf.shape(inputs)[-1]
         position = tf.reduce_sum(
-            tf.cast(
-                runtime_width > tf.constant(self.widths, tf.int32), tf.int32
-            )
+            tf.cast(runtime_width > tf.constant(self.widths, tf.int32), tf.int32)
         )
         recorder = routing.recorder()
         if recorder is not None:
@@ -751,9 +722,7 @@ class PaddedDense(keras.layers.Layer):
         return ops.switch(
             position,
             [
-                lambda x, p=p: self._dense(
-                    tf.reshape(x, (-1, self.widths[p])), p
-                )
+                lambda x, p=p: self._dense(tf.reshape(x, (-1, self.widths[p])), p)
                 for p in range(len(self.widths))
             ],
             inputs,
@@ -780,9 +749,7 @@ class PaddedDense(keras.layers.Layer):
 
         def copy_weights():
             width = layer.kernel.shape[0]
-            kernel = ops.concatenate(
-                [b.value for b in self.blocks_for(width)], axis=0
-            )
+            kernel = ops.concatenate([b.value for b in self.blocks_for(width)], axis=0)
             layer.set_weights(
                 [ops.convert_to_numpy(kernel), ops.convert_to_numpy(self.bias)]
             )
@@ -826,9 +793,7 @@ class PaddedDense(keras.layers.Layer):
                 "kernel_initializer": keras.initializers.serialize(
                     self.kernel_initializer
                 ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             }
         )
         return config

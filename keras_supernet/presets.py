@@ -65,15 +65,29 @@ REPORT = {
 
 _FOUR = ["conv3x3", "conv5x5", "sep3x3", "skip"]
 _MOBILE = [
-    "mb3x3_e1", "mb3x3_e3", "mb3x3_e6", "mb5x5_e1",
-    "mb5x5_e3", "mb5x5_e6", "mb7x7_e3", "skip",
+    "mb3x3_e1",
+    "mb3x3_e3",
+    "mb3x3_e6",
+    "mb5x5_e1",
+    "mb5x5_e3",
+    "mb5x5_e6",
+    "mb7x7_e3",
+    "skip",
 ]
 # The ranking study's candidates (bin/rank): depth (skip), kernel size and
 # receptive field (3x3 to 7x7) and width (expansion 1, a residual separable
 # block, or 3, an inverted bottleneck). Every block is residual: with plain
 # conv/sep blocks among them a uniform supernet trained 4 epochs was at 25%
 # training accuracy, with these at 50%.
-_RANKING = ["mb3x3_e1", "mb5x5_e1", "mb7x7_e1", "mb3x3_e3", "mb5x5_e3", "mb7x7_e3", "skip"]
+_RANKING = [
+    "mb3x3_e1",
+    "mb5x5_e1",
+    "mb7x7_e1",
+    "mb3x3_e3",
+    "mb5x5_e3",
+    "mb7x7_e3",
+    "skip",
+]
 
 SPACES = {
     "report": REPORT,
@@ -109,8 +123,13 @@ SPACES = {
 _STAGE_KEYS = {"filters", "blocks", "strides", "candidates"}
 _TOP_KEYS = {"stem", "stages", "head", "batchnorm", "name"}
 _PRESET_KEYS = {
-    "preset", "kernel_sizes", "filters", "hidden_units", "padding",
-    "aggregation", "name",
+    "preset",
+    "kernel_sizes",
+    "filters",
+    "hidden_units",
+    "padding",
+    "aggregation",
+    "name",
 }
 
 
@@ -175,7 +194,9 @@ def check_spec(spec, source="spec"):
             raise _error(source, f"unknown preset {spec['preset']!r} (only 'report').")
         unknown = set(spec) - _PRESET_KEYS
         if unknown:
-            raise _error(source, f"unknown keys {sorted(unknown)} for the report's preset.")
+            raise _error(
+                source, f"unknown keys {sorted(unknown)} for the report's preset."
+            )
         return spec
     unknown = set(spec) - _TOP_KEYS
     if unknown:
@@ -205,7 +226,9 @@ def check_spec(spec, source="spec"):
             raise _error(source, f"stages[{i}] needs a non-empty list 'candidates'.")
         for candidate in specs:
             try:
-                candidates_lib.from_spec(candidate, 1, input_channels=1, batchnorm=False)
+                candidates_lib.from_spec(
+                    candidate, 1, input_channels=1, batchnorm=False
+                )
             except ValueError as e:
                 raise _error(source, f"stages[{i}]: {e}") from None
         if len(set(specs)) != len(specs):
@@ -248,8 +271,13 @@ def _stage_graph(spec, input_shape, num_classes, seed):
     inputs = keras.Input(input_shape, name="images")
     channels = validation.positive_int("stem filters", stem.get("filters", 16))
     x = _conv_bn(
-        inputs, channels, stem.get("kernel_size", 3), stem.get("strides", 1),
-        batchnorm, seed, "stem",
+        inputs,
+        channels,
+        stem.get("kernel_size", 3),
+        stem.get("strides", 1),
+        batchnorm,
+        seed,
+        "stem",
     )
     index = 0
     for s, stage in enumerate(spec["stages"]):
@@ -271,11 +299,14 @@ def _stage_graph(spec, input_shape, num_classes, seed):
     hidden = spec.get("head", {}).get("hidden_units", 0)
     if hidden:
         x = keras.layers.Dense(
-            hidden, activation="relu", name="hidden",
+            hidden,
+            activation="relu",
+            name="hidden",
             kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 97),
         )(x)
     outputs = keras.layers.Dense(
-        num_classes, name="logits",
+        num_classes,
+        name="logits",
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 98),
     )(x)
     return inputs, outputs
@@ -290,8 +321,9 @@ def _python_graph(spec, input_shape, num_classes):
     function = namespace.get("space")
     if not callable(function):
         raise _error(
-            path, "it must define `space(input_shape, num_classes)` returning "
-            "(inputs, outputs)."
+            path,
+            "it must define `space(input_shape, num_classes)` returning "
+            "(inputs, outputs).",
         )
     result = function(tuple(input_shape), num_classes)
     if not (isinstance(result, tuple) and len(result) == 2):
@@ -299,8 +331,9 @@ def _python_graph(spec, input_shape, num_classes):
     return result
 
 
-def build_supernet(spec, input_shape=(28, 28, 1), num_classes=10, seed=0,
-                   **supernet_kwargs):
+def build_supernet(
+    spec, input_shape=(28, 28, 1), num_classes=10, seed=0, **supernet_kwargs
+):
     """A `Supernet` of the space `spec` (from `load_space`).
 
     The same `seed` gives the same initial weights (and path draws).
@@ -317,8 +350,11 @@ def build_supernet(spec, input_shape=(28, 28, 1), num_classes=10, seed=0,
     if "preset" in spec:
         arguments = {k: v for k, v in spec.items() if k not in ("preset", "name")}
         return Supernet(
-            input_shape=tuple(input_shape), num_classes=num_classes,
-            seed=seed, **arguments, **supernet_kwargs,
+            input_shape=tuple(input_shape),
+            num_classes=num_classes,
+            seed=seed,
+            **arguments,
+            **supernet_kwargs,
         )
     # Layers a graph leaves unseeded draw from Keras's global generator.
     keras.utils.set_random_seed(seed)

@@ -145,7 +145,9 @@ def stratified_sample(scores, count, bins, rng):
     else:
         which = np.minimum(((scores - low) / width * bins).astype(int), bins - 1)
     members = [list(np.flatnonzero(which == b)) for b in range(bins)]
-    quota = [count // bins + (1 if b >= bins - count % bins else 0) for b in range(bins)]
+    quota = [
+        count // bins + (1 if b >= bins - count % bins else 0) for b in range(bins)
+    ]
     taken = [min(q, len(m)) for q, m in zip(quota, members)]
     left = count - sum(taken)
     while left:
@@ -191,7 +193,10 @@ def score_paths(model, paths, dataset, bn_data=None):
 def _candidate_variables(model):
     """Per choice, per candidate, the ids of its trainable variables."""
     return [
-        [{id(v) for v in candidate.trainable_variables} for candidate in choice.candidates]
+        [
+            {id(v) for v in candidate.trainable_variables}
+            for candidate in choice.candidates
+        ]
         for choice in model.choices
     ]
 
@@ -280,9 +285,11 @@ def load_state(model, path, sampler=True):
     pairs = list(zip(stored_model, own)) + list(
         zip(stored_optimizer, model.optimizer.variables)
     )
-    if len(stored_model) != len(own) or len(stored_optimizer) != len(
-        model.optimizer.variables
-    ) or any(tuple(a.shape) != tuple(v.shape) for a, v in pairs):
+    if (
+        len(stored_model) != len(own)
+        or len(stored_optimizer) != len(model.optimizer.variables)
+        or any(tuple(a.shape) != tuple(v.shape) for a, v in pairs)
+    ):
         raise StudyError(
             f"Resume state {path} belongs to another model (variables or "
             "shapes differ): the study folder holds another configuration."
@@ -291,9 +298,7 @@ def load_state(model, path, sampler=True):
         stored_sampler = [arrays[k] for k in sorted(arrays) if k.startswith("sampler_")]
         samplers = [v for v in model.variables if id(v) in sampler_ids]
         if len(stored_sampler) != len(samplers):
-            raise StudyError(
-                f"Resume state {path} holds another sampler's state."
-            )
+            raise StudyError(f"Resume state {path} holds another sampler's state.")
         pairs += list(zip(stored_sampler, samplers))
     for value, v in pairs:
         v.assign(value)
@@ -366,8 +371,13 @@ class StudyConfig:
     # folders: seeds and methods add work, epochs extend the standalone
     # runs (whose every epoch is kept).
     FREE_KEYS = (
-        "data_dir", "standalone_seeds", "supernet_seeds", "methods",
-        "standalone_epochs", "average_epochs", "versions",
+        "data_dir",
+        "standalone_seeds",
+        "supernet_seeds",
+        "methods",
+        "standalone_epochs",
+        "average_epochs",
+        "versions",
     )
 
     def to_json(self):
@@ -391,15 +401,38 @@ class StudyConfig:
         return None
 
 
-def _check_config(space, dataset, data_dir, train_size, val_size, split_seed,
-                  batch_size, learning_rate, supernet_learning_rate,
-                  bn_batches, selection_seed,
-                  selection_epochs, pool_size, architectures, bins,
-                  standalone_seeds, standalone_epochs, average_epochs,
-                  supernet_seeds, supernet_epochs, longer_epochs,
-                  few_shot_epochs, warmup_epochs, methods):
+def _check_config(
+    space,
+    dataset,
+    data_dir,
+    train_size,
+    val_size,
+    split_seed,
+    batch_size,
+    learning_rate,
+    supernet_learning_rate,
+    bn_batches,
+    selection_seed,
+    selection_epochs,
+    pool_size,
+    architectures,
+    bins,
+    standalone_seeds,
+    standalone_epochs,
+    average_epochs,
+    supernet_seeds,
+    supernet_epochs,
+    longer_epochs,
+    few_shot_epochs,
+    warmup_epochs,
+    methods,
+):
     """Checks every setting that needs no data; returns a `StudyConfig`."""
-    spec = presets.load_space(space) if isinstance(space, str) else presets.check_spec(space)
+    spec = (
+        presets.load_space(space)
+        if isinstance(space, str)
+        else presets.check_spec(space)
+    )
     methods = validation.distinct_choices("methods", methods, tuple(METHODS))
     config = StudyConfig(
         space=spec,
@@ -421,7 +454,9 @@ def _check_config(space, dataset, data_dir, train_size, val_size, split_seed,
         architectures=validation.positive_int("architectures", architectures),
         bins=validation.positive_int("bins", bins),
         standalone_seeds=list(validation.seeds("standalone_seeds", standalone_seeds)),
-        standalone_epochs=validation.positive_int("standalone_epochs", standalone_epochs),
+        standalone_epochs=validation.positive_int(
+            "standalone_epochs", standalone_epochs
+        ),
         average_epochs=validation.positive_int("average_epochs", average_epochs),
         supernet_seeds=list(validation.seeds("supernet_seeds", supernet_seeds)),
         supernet_epochs=validation.positive_int("supernet_epochs", supernet_epochs),
@@ -430,15 +465,29 @@ def _check_config(space, dataset, data_dir, train_size, val_size, split_seed,
         warmup_epochs=validation.non_negative_int("warmup_epochs", warmup_epochs),
         methods=methods,
     )
-    validation.compared("architectures", config.architectures, "<=", "pool_size", config.pool_size)
     validation.compared(
-        "average_epochs", config.average_epochs, "<=", "standalone_epochs", config.standalone_epochs
+        "architectures", config.architectures, "<=", "pool_size", config.pool_size
     )
     validation.compared(
-        "longer_epochs", config.longer_epochs, ">", "supernet_epochs", config.supernet_epochs
+        "average_epochs",
+        config.average_epochs,
+        "<=",
+        "standalone_epochs",
+        config.standalone_epochs,
     )
     validation.compared(
-        "warmup_epochs", config.warmup_epochs, "<", "supernet_epochs", config.supernet_epochs
+        "longer_epochs",
+        config.longer_epochs,
+        ">",
+        "supernet_epochs",
+        config.supernet_epochs,
+    )
+    validation.compared(
+        "warmup_epochs",
+        config.warmup_epochs,
+        "<",
+        "supernet_epochs",
+        config.supernet_epochs,
     )
     return config
 
@@ -468,7 +517,9 @@ class StudyFolder:
         return self.file("standalone", f"seed{seed}", f"arch{arch:03d}")
 
     def supernet_dir(self, unit, seed, sub=None):
-        parts = ["supernets", unit, f"seed{seed}"] + ([f"sub{sub}"] if sub is not None else [])
+        parts = ["supernets", unit, f"seed{seed}"] + (
+            [f"sub{sub}"] if sub is not None else []
+        )
         return self.file(*parts)
 
     def scores_path(self, method, seed):
@@ -502,9 +553,20 @@ def _say(verbose, text):
         print(text, flush=True)
 
 
-def _train_run(model, run_dir, data, seed, epochs, before_epoch=None,
-               after_epoch=None, keep=(), epoch_offset=0, info=None, verbose=0,
-               name=""):
+def _train_run(
+    model,
+    run_dir,
+    data,
+    seed,
+    epochs,
+    before_epoch=None,
+    after_epoch=None,
+    keep=(),
+    epoch_offset=0,
+    info=None,
+    verbose=0,
+    name="",
+):
     """Trains `model` to `epochs` epochs in `run_dir`, resuming from its
     saved state; returns the progress (per-epoch CPU seconds and rows).
 
@@ -522,7 +584,13 @@ def _train_run(model, run_dir, data, seed, epochs, before_epoch=None,
     info = info or {}
     progress = _read_progress(run_dir, info)
     if progress is None:
-        progress = {"info": info, "epochs": 0, "epoch_cpu": [], "train_loss": [], "history": []}
+        progress = {
+            "info": info,
+            "epochs": 0,
+            "epoch_cpu": [],
+            "train_loss": [],
+            "history": [],
+        }
 
     def state(epoch):
         return os.path.join(run_dir, f"epoch_{epoch:03d}.npz")
@@ -564,10 +632,12 @@ def _train_run(model, run_dir, data, seed, epochs, before_epoch=None,
         previous = state(epoch)
         if epoch and epoch not in keep and os.path.exists(previous):
             os.remove(previous)
-        _say(verbose, f"{name}: epoch {epoch + 1}/{epochs} loss={loss:.4f} "
-                      f"({progress['epoch_cpu'][-1]:.1f} s CPU)"
-                      + "".join(f" {k}={v:.4f}" for k, v in row.items()
-                                if k == "test_accuracy"))
+        _say(
+            verbose,
+            f"{name}: epoch {epoch + 1}/{epochs} loss={loss:.4f} "
+            f"({progress['epoch_cpu'][-1]:.1f} s CPU)"
+            + "".join(f" {k}={v:.4f}" for k, v in row.items() if k == "test_accuracy"),
+        )
     return progress
 
 
@@ -588,10 +658,16 @@ def _read_progress(run_dir, info):
 def _build(config, sampling, seed):
     """A compiled supernet of the study's space: standalone (`"fixed"`) at
     `learning_rate`, any other sampling at `supernet_learning_rate`."""
-    rate = config.learning_rate if sampling == "fixed" else config.supernet_learning_rate
+    rate = (
+        config.learning_rate if sampling == "fixed" else config.supernet_learning_rate
+    )
     return training.build_model(
-        config.space, rate, sampling, seed,
-        input_shape=(28, 28, 1), num_classes=data_lib.NUM_CLASSES,
+        config.space,
+        rate,
+        sampling,
+        seed,
+        input_shape=(28, 28, 1),
+        num_classes=data_lib.NUM_CLASSES,
     )
 
 
@@ -630,9 +706,19 @@ def _split_choice(space, paths, scores):
 
 def _selection_settings(config):
     keys = (
-        "space", "dataset", "train_size", "val_size", "split_seed",
-        "batch_size", "supernet_learning_rate", "bn_batches", "selection_seed",
-        "selection_epochs", "pool_size", "architectures", "bins",
+        "space",
+        "dataset",
+        "train_size",
+        "val_size",
+        "split_seed",
+        "batch_size",
+        "supernet_learning_rate",
+        "bn_batches",
+        "selection_seed",
+        "selection_epochs",
+        "pool_size",
+        "architectures",
+        "bins",
     )
     data = config.to_json()
     settings = {k: data[k] for k in keys}
@@ -654,14 +740,21 @@ def _select(folder, config, data, verbose):
     model = _build(config, "uniform", config.selection_seed)
     run_dir = folder.file("selection")
     progress = _train_run(
-        model, run_dir, data, config.selection_seed, config.selection_epochs,
-        verbose=verbose, name="selection supernet",
+        model,
+        run_dir,
+        data,
+        config.selection_seed,
+        config.selection_epochs,
+        verbose=verbose,
+        name="selection supernet",
     )
     pool = _pool(model.space, config.pool_size, config.selection_seed)
     scores_path = os.path.join(run_dir, "pool_scores.json")
-    scored = runs.read_json(scores_path) if os.path.isfile(scores_path) else {
-        "accuracy": [], "cpu_seconds": 0.0
-    }
+    scored = (
+        runs.read_json(scores_path)
+        if os.path.isfile(scores_path)
+        else {"accuracy": [], "cpu_seconds": 0.0}
+    )
     while len(scored["accuracy"]) < len(pool):
         chunk_start = time.process_time()
         chunk = pool[len(scored["accuracy"]) : len(scored["accuracy"]) + _POOL_CHUNK]
@@ -669,9 +762,14 @@ def _select(folder, config, data, verbose):
         scored["accuracy"] += [result[p]["accuracy"] for p in chunk]
         scored["cpu_seconds"] += time.process_time() - chunk_start
         runs.write_json(scores_path, scored)
-        _say(verbose, f"selection: scored {len(scored['accuracy'])}/{len(pool)} pool architectures")
+        _say(
+            verbose,
+            f"selection: scored {len(scored['accuracy'])}/{len(pool)} pool architectures",
+        )
     chosen = stratified_sample(
-        scored["accuracy"], config.architectures, config.bins,
+        scored["accuracy"],
+        config.architectures,
+        config.bins,
         np.random.default_rng(config.selection_seed),
     )
     paths = [pool[i] for i in chosen]
@@ -693,8 +791,16 @@ def _base_settings(config):
     data = config.to_json()
     settings = {
         k: data[k]
-        for k in ("space", "dataset", "train_size", "val_size", "split_seed",
-                  "batch_size", "learning_rate", "bn_batches")
+        for k in (
+            "space",
+            "dataset",
+            "train_size",
+            "val_size",
+            "split_seed",
+            "batch_size",
+            "learning_rate",
+            "bn_batches",
+        )
     }
     settings["data_sha256"] = (config.data_fingerprint or {}).get("sha256")
     return settings
@@ -722,16 +828,28 @@ def _standalone(folder, config, data, selection, units, verbose, every_epoch=Tru
         model.set_path(path)
 
         def evaluate(model, epoch, path=path):
-            if not every_epoch and epoch < config.standalone_epochs - config.average_epochs:
+            if (
+                not every_epoch
+                and epoch < config.standalone_epochs - config.average_epochs
+            ):
                 return {}
             row = training.evaluate_paths(
                 model, [path], {"test": data.test}, bn_data=data.bn()
             )[path]
-            return {"test_accuracy": row["test_accuracy"], "test_loss": row["test_loss"]}
+            return {
+                "test_accuracy": row["test_accuracy"],
+                "test_loss": row["test_loss"],
+            }
 
         _train_run(
-            model, run_dir, data, seed, config.standalone_epochs,
-            after_epoch=evaluate, info=info, verbose=verbose,
+            model,
+            run_dir,
+            data,
+            seed,
+            config.standalone_epochs,
+            after_epoch=evaluate,
+            info=info,
+            verbose=verbose,
             name=f"standalone seed={seed} arch={arch} ({selection['labels'][arch]})",
         )
 
@@ -813,7 +931,8 @@ def _uniform_unit(folder, config, data, selection, seed, methods, verbose):
     `supernet_epochs`)."""
     settings = _supernet_settings(config, "uniform", selection)
     need = [
-        m for m in ("no_recalibration", "angle", "uniform", "longer", "few_shot")
+        m
+        for m in ("no_recalibration", "angle", "uniform", "longer", "few_shot")
         if m in methods and _existing_scores(folder, m, seed, settings) is None
     ]
     if not need:
@@ -826,40 +945,98 @@ def _uniform_unit(folder, config, data, selection, seed, methods, verbose):
     info = {"settings": settings, "seed": seed}
     if set(need) & {"no_recalibration", "angle", "uniform", "few_shot"}:
         progress = _train_run(
-            model, run_dir, data, seed, epochs, keep=(epochs,), info=info,
-            verbose=verbose, name=name,
+            model,
+            run_dir,
+            data,
+            seed,
+            epochs,
+            keep=(epochs,),
+            info=info,
+            verbose=verbose,
+            name=name,
         )
         phases = [_phase("uniform", progress, epochs)]
         if "no_recalibration" in need:
             scores, losses, cpu = _scored(model, paths, data, recalibrate=False)
-            runs.write_json(folder.scores_path("no_recalibration", seed), _score_record(
-                "no_recalibration", seed, settings, paths, scores, losses, phases, cpu))
+            runs.write_json(
+                folder.scores_path("no_recalibration", seed),
+                _score_record(
+                    "no_recalibration",
+                    seed,
+                    settings,
+                    paths,
+                    scores,
+                    losses,
+                    phases,
+                    cpu,
+                ),
+            )
         if "angle" in need:
             start = time.process_time()
             angles = angle_scores(model, initial, paths)
-            runs.write_json(folder.scores_path("angle", seed), _score_record(
-                "angle", seed, settings, paths, [angles[p] for p in paths], None,
-                phases, time.process_time() - start))
+            runs.write_json(
+                folder.scores_path("angle", seed),
+                _score_record(
+                    "angle",
+                    seed,
+                    settings,
+                    paths,
+                    [angles[p] for p in paths],
+                    None,
+                    phases,
+                    time.process_time() - start,
+                ),
+            )
         if "uniform" in need:
             scores, losses, cpu = _scored(model, paths, data)
-            runs.write_json(folder.scores_path("uniform", seed), _score_record(
-                "uniform", seed, settings, paths, scores, losses, phases, cpu))
-        _say(verbose, f"{name}: scored {', '.join(m for m in need if m != 'longer' and m != 'few_shot')}")
+            runs.write_json(
+                folder.scores_path("uniform", seed),
+                _score_record(
+                    "uniform", seed, settings, paths, scores, losses, phases, cpu
+                ),
+            )
+        _say(
+            verbose,
+            f"{name}: scored {', '.join(m for m in need if m != 'longer' and m != 'few_shot')}",
+        )
     if "longer" in need:
         progress = _train_run(
-            model, run_dir, data, seed, config.longer_epochs, keep=(epochs,),
-            info=info, verbose=verbose, name=name,
+            model,
+            run_dir,
+            data,
+            seed,
+            config.longer_epochs,
+            keep=(epochs,),
+            info=info,
+            verbose=verbose,
+            name=name,
         )
         scores, losses, cpu = _scored(model, paths, data)
-        runs.write_json(folder.scores_path("longer", seed), _score_record(
-            "longer", seed, settings, paths, scores, losses,
-            [_phase("uniform", progress, config.longer_epochs)], cpu))
+        runs.write_json(
+            folder.scores_path("longer", seed),
+            _score_record(
+                "longer",
+                seed,
+                settings,
+                paths,
+                scores,
+                losses,
+                [_phase("uniform", progress, config.longer_epochs)],
+                cpu,
+            ),
+        )
     if "few_shot" in need:
         progress = _read_progress(run_dir, info)
         _few_shot(
-            folder, config, data, selection, seed, settings,
+            folder,
+            config,
+            data,
+            selection,
+            seed,
+            settings,
             os.path.join(run_dir, f"epoch_{epochs:03d}.npz"),
-            [_phase("uniform", progress, epochs)], verbose,
+            [_phase("uniform", progress, epochs)],
+            verbose,
         )
 
 
@@ -869,8 +1046,17 @@ def few_shot_owner(space, path, split_choice):
     return space.resolve(path)[split_choice]
 
 
-def _few_shot(folder, config, data, selection, seed, settings, parent_state,
-              parent_phases, verbose):
+def _few_shot(
+    folder,
+    config,
+    data,
+    selection,
+    seed,
+    settings,
+    parent_state,
+    parent_phases,
+    verbose,
+):
     """Few-shot NAS (Zhao et al. 2021): one sub-supernet per candidate of
     the split choice, each initialised from the uniform supernet's state
     (weights and optimizer) and trained on the paths through its candidate
@@ -885,7 +1071,9 @@ def _few_shot(folder, config, data, selection, seed, settings, parent_state,
         sub_dir = folder.supernet_dir("few_shot", seed, sub)
         info = {"settings": settings, "seed": seed, "sub": sub}
         result_path = os.path.join(sub_dir, "scores.json")
-        mine = [i for i, p in enumerate(paths) if few_shot_owner(space, p, split) == sub]
+        mine = [
+            i for i, p in enumerate(paths) if few_shot_owner(space, p, split) == sub
+        ]
         if os.path.isfile(result_path):
             result = runs.read_json(result_path)
             if result.get("info") != info:
@@ -893,16 +1081,25 @@ def _few_shot(folder, config, data, selection, seed, settings, parent_state,
         else:
             init_sub_supernet(model, parent_state, split, sub, seed)
             progress = _train_run(
-                model, sub_dir, data, seed, config.few_shot_epochs,
-                epoch_offset=config.supernet_epochs, info=info, verbose=verbose,
+                model,
+                sub_dir,
+                data,
+                seed,
+                config.few_shot_epochs,
+                epoch_offset=config.supernet_epochs,
+                info=info,
+                verbose=verbose,
                 name=f"few_shot seed={seed} sub={sub}",
             )
             sub_scores, sub_losses, sub_cpu = _scored(
                 model, [paths[i] for i in mine], data
             )
             result = {
-                "info": info, "indices": mine, "scores": sub_scores,
-                "losses": sub_losses, "score_cpu_seconds": sub_cpu,
+                "info": info,
+                "indices": mine,
+                "scores": sub_scores,
+                "losses": sub_losses,
+                "score_cpu_seconds": sub_cpu,
                 "phase": _phase(f"sub{sub}", progress, config.few_shot_epochs),
             }
             runs.write_json(result_path, result)
@@ -910,8 +1107,10 @@ def _few_shot(folder, config, data, selection, seed, settings, parent_state,
             scores[i], losses[i] = s, loss
         phases.append(result["phase"])
         cpu += result["score_cpu_seconds"]
-    runs.write_json(folder.scores_path("few_shot", seed), _score_record(
-        "few_shot", seed, settings, paths, scores, losses, phases, cpu))
+    runs.write_json(
+        folder.scores_path("few_shot", seed),
+        _score_record("few_shot", seed, settings, paths, scores, losses, phases, cpu),
+    )
 
 
 def init_sub_supernet(model, parent_state, split_choice, candidate, seed):
@@ -931,7 +1130,9 @@ def init_sub_supernet(model, parent_state, split_choice, candidate, seed):
 def _warmup_allowed(space, warm):
     """Per choice, the candidates drawn: every one but `skip` while `warm`."""
     return [
-        [k for k, label in enumerate(labels) if label != "skip"] if warm and "skip" in labels else None
+        [k for k, label in enumerate(labels) if label != "skip"]
+        if warm and "skip" in labels
+        else None
         for labels in space.candidate_labels
     ]
 
@@ -954,13 +1155,30 @@ def _single_unit(folder, config, data, selection, unit, seed, verbose):
             )
 
     progress = _train_run(
-        model, folder.supernet_dir(unit, seed), data, seed, epochs,
-        before_epoch=before, info={"settings": settings, "seed": seed},
-        verbose=verbose, name=f"{unit} seed={seed}",
+        model,
+        folder.supernet_dir(unit, seed),
+        data,
+        seed,
+        epochs,
+        before_epoch=before,
+        info={"settings": settings, "seed": seed},
+        verbose=verbose,
+        name=f"{unit} seed={seed}",
     )
     scores, losses, cpu = _scored(model, paths, data)
-    runs.write_json(folder.scores_path(unit, seed), _score_record(
-        unit, seed, settings, paths, scores, losses, [_phase(unit, progress, epochs)], cpu))
+    runs.write_json(
+        folder.scores_path(unit, seed),
+        _score_record(
+            unit,
+            seed,
+            settings,
+            paths,
+            scores,
+            losses,
+            [_phase(unit, progress, epochs)],
+            cpu,
+        ),
+    )
 
 
 # === The study ===
@@ -1005,7 +1223,7 @@ def set_threads(threads):
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:
-        if (tf.config.threading.get_intra_op_parallelism_threads() != threads):
+        if tf.config.threading.get_intra_op_parallelism_threads() != threads:
             raise ValueError(
                 "Invalid value for argument `threads`: TensorFlow already "
                 "runs with another thread count in this process. Received "
@@ -1107,12 +1325,30 @@ def run_study(
             f"runs only; use it with stage='standalone'. Received stage={stage!r}."
         )
     config = _check_config(
-        space, dataset, data_dir, train_size, val_size, split_seed, batch_size,
-        learning_rate, supernet_learning_rate, bn_batches, selection_seed,
-        selection_epochs, pool_size,
-        architectures, bins, standalone_seeds, standalone_epochs,
-        average_epochs, supernet_seeds, supernet_epochs, longer_epochs,
-        few_shot_epochs, warmup_epochs, methods,
+        space,
+        dataset,
+        data_dir,
+        train_size,
+        val_size,
+        split_seed,
+        batch_size,
+        learning_rate,
+        supernet_learning_rate,
+        bn_batches,
+        selection_seed,
+        selection_epochs,
+        pool_size,
+        architectures,
+        bins,
+        standalone_seeds,
+        standalone_epochs,
+        average_epochs,
+        supernet_seeds,
+        supernet_epochs,
+        longer_epochs,
+        few_shot_epochs,
+        warmup_epochs,
+        methods,
     )
     folder = StudyFolder(output_dir)
     given = None
@@ -1120,7 +1356,9 @@ def run_study(
         try:
             given = runs.read_json(architectures_file, ARCHITECTURES_FILE)
         except runs.RunFolderError as e:
-            raise StudyError(f"Invalid value for argument `architectures_file`. {e}") from None
+            raise StudyError(
+                f"Invalid value for argument `architectures_file`. {e}"
+            ) from None
     splits = data_lib.load_splits(dataset, data_dir, val_size, train_size, split_seed)
     config.data_fingerprint = data_lib.fingerprint(splits)
     config.versions = {
@@ -1148,9 +1386,15 @@ def run_study(
         old = folder.read_config()
         if old is not None:
             # Seeds and methods of earlier calls stay recorded.
-            config.standalone_seeds = sorted(set(old.standalone_seeds) | set(config.standalone_seeds))
-            config.supernet_seeds = sorted(set(old.supernet_seeds) | set(config.supernet_seeds))
-            config.methods = [m for m in METHODS if m in set(old.methods) | set(config.methods)]
+            config.standalone_seeds = sorted(
+                set(old.standalone_seeds) | set(config.standalone_seeds)
+            )
+            config.supernet_seeds = sorted(
+                set(old.supernet_seeds) | set(config.supernet_seeds)
+            )
+            config.methods = [
+                m for m in METHODS if m in set(old.methods) | set(config.methods)
+            ]
         runs.write_json(folder.file(CONFIG_FILE), config.to_json())
         data = training.Data(splits, config.batch_size, bn_batches=config.bn_batches)
         if given is not None and folder.read_architectures() is None:
@@ -1159,14 +1403,21 @@ def run_study(
         if stage in ("all", "standalone"):
             grid, selected = standalone_units(current, pilot)
             _standalone(
-                folder, config, data, selection, _in_shard(grid, selected, shard), verbose,
+                folder,
+                config,
+                data,
+                selection,
+                _in_shard(grid, selected, shard),
+                verbose,
                 every_epoch=standalone_eval == "every",
             )
         if stage in ("all", "supernets"):
             grid = supernet_units(current)
             for unit, seed in _in_shard(grid, grid, shard):
                 if unit == "uniform":
-                    _uniform_unit(folder, config, data, selection, seed, current.methods, verbose)
+                    _uniform_unit(
+                        folder, config, data, selection, seed, current.methods, verbose
+                    )
                 else:
                     _single_unit(folder, config, data, selection, unit, seed, verbose)
     if stage == "all" and shard is None:
@@ -1215,15 +1466,26 @@ def load_study(run_dirs):
         run_dirs = [run_dirs]
     run_dirs = list(dict.fromkeys(os.fspath(d) for d in run_dirs))
     if not run_dirs:
-        raise StudyError("Invalid value for argument `run_dirs`. Expected at least one folder. Received [].")
-    merged = {"config": None, "selection": None, "standalone": {}, "scores": {},
-              "progress": [], "score_cpu": 0.0, "run_dirs": run_dirs}
+        raise StudyError(
+            "Invalid value for argument `run_dirs`. Expected at least one folder. Received []."
+        )
+    merged = {
+        "config": None,
+        "selection": None,
+        "standalone": {},
+        "scores": {},
+        "progress": [],
+        "score_cpu": 0.0,
+        "run_dirs": run_dirs,
+    }
     seen = {}
     for run_dir in run_dirs:
         folder = StudyFolder(run_dir)
         config = folder.read_config()
         if config is None:
-            raise StudyError(f"No {CONFIG_FILE} in {run_dir}: not a study folder (bin/rank writes one).")
+            raise StudyError(
+                f"No {CONFIG_FILE} in {run_dir}: not a study folder (bin/rank writes one)."
+            )
         if merged["config"] is None:
             merged["config"] = config
         else:
@@ -1240,7 +1502,8 @@ def load_study(run_dirs):
                 merged["selection"] = selection
                 merged["selection_dir"] = run_dir
             elif (selection["paths"], selection["settings"]) != (
-                merged["selection"]["paths"], merged["selection"]["settings"]
+                merged["selection"]["paths"],
+                merged["selection"]["settings"],
             ):
                 raise StudyError(
                     f"{run_dir} and {run_dirs[0]} selected other architectures: "
@@ -1252,23 +1515,32 @@ def load_study(run_dirs):
             _claim(seen, key, run_dir, f"Standalone run seed={key[1]} arch={key[2]}")
             merged["standalone"][key[1:]] = progress
             merged["progress"].append(progress)
-        for path in _scan(["supernets", "*", "seed*", "progress.json"], run_dir) + _scan(
-            ["supernets", "*", "seed*", "sub*", "progress.json"], run_dir
-        ):
+        for path in _scan(
+            ["supernets", "*", "seed*", "progress.json"], run_dir
+        ) + _scan(["supernets", "*", "seed*", "sub*", "progress.json"], run_dir):
             key = ("supernet", os.path.relpath(path, run_dir))
             _claim(seen, key, run_dir, f"Supernet run {key[1]}")
             merged["progress"].append(runs.read_json(path))
         for path in _scan(["scores", "*", "seed*.json"], run_dir):
             record = runs.read_json(path)
             key = ("scores", record["method"], record["seed"])
-            _claim(seen, key, run_dir, f"Scores of {record['method']} seed={record['seed']}")
+            _claim(
+                seen,
+                key,
+                run_dir,
+                f"Scores of {record['method']} seed={record['seed']}",
+            )
             merged["scores"][key[1:]] = record
             if record["method"] != "few_shot":
                 merged["score_cpu"] += record["score_cpu_seconds"]
-        for path in _scan(["supernets", "few_shot", "seed*", "sub*", "scores.json"], run_dir):
+        for path in _scan(
+            ["supernets", "few_shot", "seed*", "sub*", "scores.json"], run_dir
+        ):
             merged["score_cpu"] += runs.read_json(path)["score_cpu_seconds"]
     if merged["selection"] is None:
-        raise StudyError(f"No {ARCHITECTURES_FILE} in {', '.join(run_dirs)}: run the selection first.")
+        raise StudyError(
+            f"No {ARCHITECTURES_FILE} in {', '.join(run_dirs)}: run the selection first."
+        )
     # The selection's training and pool scoring, recorded with it (also in
     # folders that were given the selection by --architectures_file).
     merged["score_cpu"] += float(merged["selection"].get("cpu_seconds", 0.0))
@@ -1277,7 +1549,9 @@ def load_study(run_dirs):
 
 def _claim(seen, key, run_dir, what):
     if key in seen:
-        raise StudyError(f"{what} is in both {seen[key]} and {run_dir}: merge shards, not copies.")
+        raise StudyError(
+            f"{what} is in both {seen[key]} and {run_dir}: merge shards, not copies."
+        )
     seen[key] = run_dir
 
 
@@ -1294,9 +1568,14 @@ def standalone_accuracies(merged, epochs=None, average=None):
         row = result.setdefault(seed, np.full(count, np.nan))
         history = progress["history"]
         if len(history) >= epochs:
-            row[arch] = float(np.mean(
-                [h.get("test_accuracy", np.nan) for h in history[epochs - average : epochs]]
-            ))
+            row[arch] = float(
+                np.mean(
+                    [
+                        h.get("test_accuracy", np.nan)
+                        for h in history[epochs - average : epochs]
+                    ]
+                )
+            )
     return result
 
 
@@ -1312,7 +1591,8 @@ def _seed_tau(accuracies, archs):
     seeds = sorted(accuracies)
     taus = [
         stats.kendall_tau(accuracies[a][archs], accuracies[b][archs])
-        for i, a in enumerate(seeds) for b in seeds[i + 1 :]
+        for i, a in enumerate(seeds)
+        for b in seeds[i + 1 :]
     ]
     taus = [t for t in taus if t is not None]
     return float(np.mean(taus)) if taus else None
@@ -1357,13 +1637,19 @@ def analyze(merged, resamples=stats.BOOTSTRAP_RESAMPLES):
     result.update(
         standalone_spread_pp=float(100 * np.ptp(truth)),
         standalone_seed_tau=_seed_tau(accuracies, archs),
-        standalone_seed_sd_pp=float(100 * np.sqrt(np.mean(per_seed.var(axis=0, ddof=1)))) if len(seeds) > 1 else None,
+        standalone_seed_sd_pp=float(
+            100 * np.sqrt(np.mean(per_seed.var(axis=0, ddof=1)))
+        )
+        if len(seeds) > 1
+        else None,
         standalone_sd_pp=float(100 * truth.std(ddof=1)),
         architecture_indices=[int(a) for a in archs],
         labels=[selection["labels"][a] for a in archs],
         paths=[selection["paths"][a] for a in archs],
         standalone_accuracy=[float(t) for t in truth],
-        standalone_accuracy_per_seed={str(s): [float(v) for v in accuracies[s][archs]] for s in seeds},
+        standalone_accuracy_per_seed={
+            str(s): [float(v) for v in accuracies[s][archs]] for s in seeds
+        },
     )
     # The noise ceiling epoch by epoch (and over the pilot's prefix).
     common = min(len(p["history"]) for p in merged["standalone"].values())
@@ -1373,8 +1659,12 @@ def analyze(merged, resamples=stats.BOOTSTRAP_RESAMPLES):
         ok = _complete(at)
         if len(ok) < 2:  # epochs not evaluated (standalone_eval="last")
             continue
-        row = {"epoch": epoch, "architectures": int(len(ok)), "seed_tau": _seed_tau(at, ok),
-               "spread_pp": float(100 * np.ptp(np.mean([at[s][ok] for s in at], axis=0)))}
+        row = {
+            "epoch": epoch,
+            "architectures": int(len(ok)),
+            "seed_tau": _seed_tau(at, ok),
+            "spread_pp": float(100 * np.ptp(np.mean([at[s][ok] for s in at], axis=0))),
+        }
         if epoch >= 2:
             at2 = standalone_accuracies(merged, epochs=epoch, average=2)
             row["seed_tau_last2"] = _seed_tau(at2, _complete(at2))
@@ -1386,11 +1676,14 @@ def analyze(merged, resamples=stats.BOOTSTRAP_RESAMPLES):
     rng_seed = 0
     for method in METHODS:
         records = sorted(
-            (r for (m, _), r in merged["scores"].items() if m == method), key=lambda r: r["seed"]
+            (r for (m, _), r in merged["scores"].items() if m == method),
+            key=lambda r: r["seed"],
         )
         if not records:
             continue
-        scores = np.stack([np.asarray(r["scores"], dtype=np.float64)[archs] for r in records])
+        scores = np.stack(
+            [np.asarray(r["scores"], dtype=np.float64)[archs] for r in records]
+        )
         entry = {
             "description": METHODS[method],
             "seeds": [r["seed"] for r in records],
@@ -1398,15 +1691,26 @@ def analyze(merged, resamples=stats.BOOTSTRAP_RESAMPLES):
             "spearman": [stats.spearman_rho(s, truth) for s in scores],
             "top5_overlap": [stats.top_k_overlap(s, truth) for s in scores],
             "regret_pp": [100 * stats.regret(s, truth) for s in scores],
-            "top_half_kendall_tau": [stats.kendall_tau(s[top_half], truth[top_half]) for s in scores],
-            "cost_cpu_seconds": float(np.mean([_median_cost(r["phases"]) for r in records])),
+            "top_half_kendall_tau": [
+                stats.kendall_tau(s[top_half], truth[top_half]) for s in scores
+            ],
+            "cost_cpu_seconds": float(
+                np.mean([_median_cost(r["phases"]) for r in records])
+            ),
             "epochs": _nominal_epochs(records[0]["phases"]),
             "score_cpu_seconds_per_architecture": float(
-                np.mean([r["score_cpu_seconds"] for r in records]) / len(records[0]["scores"])
+                np.mean([r["score_cpu_seconds"] for r in records])
+                / len(records[0]["scores"])
             ),
             "scores": [[float(v) for v in s] for s in scores],
         }
-        for key in ("kendall_tau", "spearman", "top5_overlap", "regret_pp", "top_half_kendall_tau"):
+        for key in (
+            "kendall_tau",
+            "spearman",
+            "top5_overlap",
+            "regret_pp",
+            "top_half_kendall_tau",
+        ):
             values = [v for v in entry[key] if v is not None]
             entry[f"{key}_mean"] = float(np.mean(values)) if values else None
 
@@ -1415,16 +1719,24 @@ def analyze(merged, resamples=stats.BOOTSTRAP_RESAMPLES):
             values = [v for v in values if v is not None]
             return float(np.mean(values)) if values else None
 
-        entry["kendall_tau_interval"] = stats.bootstrap_interval(mean_tau, len(archs), resamples, seed=rng_seed)
+        entry["kendall_tau_interval"] = stats.bootstrap_interval(
+            mean_tau, len(archs), resamples, seed=rng_seed
+        )
         if method == "uniform":
             uniform_draws = scores
         elif uniform_draws is not None:
+
             def delta(index, mean_tau=mean_tau, base_scores=uniform_draws):
                 mine, base = mean_tau(index), mean_tau(index, base_scores)
                 return None if mine is None or base is None else mine - base
 
-            entry["kendall_tau_delta"] = entry["kendall_tau_mean"] - result["methods"]["uniform"]["kendall_tau_mean"]
-            entry["kendall_tau_delta_interval"] = stats.bootstrap_interval(delta, len(archs), resamples, seed=rng_seed)
+            entry["kendall_tau_delta"] = (
+                entry["kendall_tau_mean"]
+                - result["methods"]["uniform"]["kendall_tau_mean"]
+            )
+            entry["kendall_tau_delta_interval"] = stats.bootstrap_interval(
+                delta, len(archs), resamples, seed=rng_seed
+            )
         result["methods"][method] = entry
     base = result["methods"].get("uniform")
     for entry in result["methods"].values():
@@ -1432,7 +1744,10 @@ def analyze(merged, resamples=stats.BOOTSTRAP_RESAMPLES):
             entry["cost_cpu_seconds"] / base["cost_cpu_seconds"] if base else None
         )
         entry["relative_epochs"] = entry["epochs"] / base["epochs"] if base else None
-    cpu = sum(sum(p["epoch_cpu"]) + sum(h.get("eval_cpu", 0.0) for h in p["history"]) for p in merged["progress"])
+    cpu = sum(
+        sum(p["epoch_cpu"]) + sum(h.get("eval_cpu", 0.0) for h in p["history"])
+        for p in merged["progress"]
+    )
     result["cpu_seconds"] = float(cpu + merged["score_cpu"])
     return result
 
@@ -1463,26 +1778,42 @@ def plot_scatter(analysis, path):
     panels = len(methods) + 1
     columns = min(4, panels)
     rows = math.ceil(panels / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.3 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(3.6 * columns, 3.3 * rows), squeeze=False
+    )
     truth = 100 * np.asarray(analysis["standalone_accuracy"])
     for ax, method in zip(axes.flat, methods):
         entry = analysis["methods"][method]
         for seed, scores in zip(entry["seeds"], entry["scores"]):
             values = np.asarray(scores) * (1 if method == "angle" else 100)
-            ax.scatter(truth, values, s=12, alpha=0.6, color=_COLOURS[method],
-                       label=f"seed {seed}")
-        ax.set_title(
-            f"{method}: tau {entry['kendall_tau_mean']:+.2f}", fontsize=10
+            ax.scatter(
+                truth,
+                values,
+                s=12,
+                alpha=0.6,
+                color=_COLOURS[method],
+                label=f"seed {seed}",
+            )
+        ax.set_title(f"{method}: tau {entry['kendall_tau_mean']:+.2f}", fontsize=10)
+        ax.set_ylabel(
+            "angle (rad)" if method == "angle" else "supernet val. accuracy (%)",
+            fontsize=8,
         )
-        ax.set_ylabel("angle (rad)" if method == "angle" else "supernet val. accuracy (%)", fontsize=8)
     ax = axes.flat[len(methods)]
     per_seed = analysis["standalone_accuracy_per_seed"]
     seeds = sorted(per_seed, key=int)
     if len(seeds) >= 2:
-        ax.scatter(100 * np.asarray(per_seed[seeds[0]]), 100 * np.asarray(per_seed[seeds[1]]),
-                   s=12, color="black", alpha=0.7)
-        ax.set_title(f"standalone seed {seeds[1]} vs {seeds[0]}: tau {analysis['standalone_seed_tau']:+.2f}",
-                     fontsize=10)
+        ax.scatter(
+            100 * np.asarray(per_seed[seeds[0]]),
+            100 * np.asarray(per_seed[seeds[1]]),
+            s=12,
+            color="black",
+            alpha=0.7,
+        )
+        ax.set_title(
+            f"standalone seed {seeds[1]} vs {seeds[0]}: tau {analysis['standalone_seed_tau']:+.2f}",
+            fontsize=10,
+        )
         ax.set_ylabel(f"standalone test accuracy, seed {seeds[1]} (%)", fontsize=8)
     for ax in axes.flat[:panels]:
         ax.set_xlabel("standalone test accuracy (%)", fontsize=8)
@@ -1492,7 +1823,8 @@ def plot_scatter(analysis, path):
         ax.axis("off")
     fig.suptitle(
         f"Supernet score against standalone accuracy, {analysis['architectures']} architectures "
-        "(one point per architecture and supernet seed)", fontsize=11,
+        "(one point per architecture and supernet seed)",
+        fontsize=11,
     )
     fig.tight_layout()
     from keras_supernet import report
@@ -1523,8 +1855,14 @@ def _space_lines(space_spec, selection):
     for i, stage in enumerate(space_spec.get("stages", [])):
         lines.append(
             f"- Stage {i + 1}: {stage['blocks']} choices of {stage['filters']} filters"
-            + (f" after a fixed 3x3 stride-{stage.get('strides', 1)} reduction" if stage.get("strides", 1) != 1 else "")
-            + ", each among " + ", ".join(f"`{c}`" for c in stage["candidates"]) + "."
+            + (
+                f" after a fixed 3x3 stride-{stage.get('strides', 1)} reduction"
+                if stage.get("strides", 1) != 1
+                else ""
+            )
+            + ", each among "
+            + ", ".join(f"`{c}`" for c in stage["candidates"])
+            + "."
         )
     lines.append("- Head: global average pooling, `Dense(10)`.")
     return lines
@@ -1533,11 +1871,25 @@ def _space_lines(space_spec, selection):
 def _command_lines(config, output="runs/rank"):
     defaults = StudyConfig(space={})
     flags = []
-    for key in ("train_size", "val_size", "batch_size", "learning_rate",
-                "supernet_learning_rate", "bn_batches",
-                "selection_seed", "selection_epochs", "pool_size", "architectures", "bins",
-                "standalone_epochs", "average_epochs", "supernet_epochs", "longer_epochs",
-                "few_shot_epochs", "warmup_epochs"):
+    for key in (
+        "train_size",
+        "val_size",
+        "batch_size",
+        "learning_rate",
+        "supernet_learning_rate",
+        "bn_batches",
+        "selection_seed",
+        "selection_epochs",
+        "pool_size",
+        "architectures",
+        "bins",
+        "standalone_epochs",
+        "average_epochs",
+        "supernet_epochs",
+        "longer_epochs",
+        "few_shot_epochs",
+        "warmup_epochs",
+    ):
         if getattr(config, key) != getattr(defaults, key):
             flags.append(f"--{key}={getattr(config, key)}")
     for key in ("standalone_seeds", "supernet_seeds"):
@@ -1567,15 +1919,21 @@ def _limits_lines(analysis, config):
     if n < TARGET["architectures"]:
         short.append(f"{n} architectures (target: at least {TARGET['architectures']})")
     if len(analysis["standalone_seeds"]) < TARGET["standalone_seeds"]:
-        short.append(f"{len(analysis['standalone_seeds'])} standalone seed (target: at least 2)")
+        short.append(
+            f"{len(analysis['standalone_seeds'])} standalone seed (target: at least 2)"
+        )
     seeds = max((len(e["seeds"]) for e in analysis["methods"].values()), default=0)
     if seeds < TARGET["supernet_seeds"]:
-        short.append(f"{seeds} supernet seed(s) per method (target: at least {TARGET['supernet_seeds']})")
+        short.append(
+            f"{seeds} supernet seed(s) per method (target: at least {TARGET['supernet_seeds']})"
+        )
     if len(analysis["methods"]) < TARGET["methods"]:
         short.append(
-            f"{len(analysis['methods'])} methods: " + ", ".join(f"`{m}`" for m in analysis["methods"])
+            f"{len(analysis['methods'])} methods: "
+            + ", ".join(f"`{m}`" for m in analysis["methods"])
             + f" (target: {TARGET['methods']}; not run: "
-            + ", ".join(f"`{m}`" for m in METHODS if m not in analysis["methods"]) + ")"
+            + ", ".join(f"`{m}`" for m in METHODS if m not in analysis["methods"])
+            + ")"
         )
     lines = ["## Limits of this study", ""]
     if ceiling is None or ceiling < TARGET["noise_ceiling"]:
@@ -1614,7 +1972,11 @@ def format_report(analysis, merged, pilot=None, commands=None):
     uniform = methods.get("uniform")
     best = max(
         (m for m in methods if m != "uniform"),
-        key=lambda m: methods[m]["kendall_tau_mean"] if methods[m]["kendall_tau_mean"] is not None else -9,
+        key=lambda m: (
+            methods[m]["kendall_tau_mean"]
+            if methods[m]["kendall_tau_mean"] is not None
+            else -9
+        ),
         default=None,
     )
     if uniform is not None:
@@ -1629,7 +1991,8 @@ def format_report(analysis, merged, pilot=None, commands=None):
             + (
                 f" The best other method, `{best}`, reaches **{_fmt(methods[best]['kendall_tau_mean'])}** "
                 f"at {methods[best]['relative_cost']:.2f}x the training cost."
-                if best is not None else ""
+                if best is not None
+                else ""
             )
         )
         lines.append("")
@@ -1664,8 +2027,11 @@ def format_report(analysis, merged, pilot=None, commands=None):
         "range of supernet scores is covered.",
         f"- **Ground truth.** Each architecture trained alone, seeds {', '.join(map(str, analysis['standalone_seeds']))}, "
         f"{config.standalone_epochs} epochs, from the supernet's initial weights for that seed; its accuracy is "
-        + (f"the mean test accuracy of its last {config.average_epochs} epochs, " if config.average_epochs > 1
-           else "the test accuracy after the last epoch, ")
+        + (
+            f"the mean test accuracy of its last {config.average_epochs} epochs, "
+            if config.average_epochs > 1
+            else "the test accuracy after the last epoch, "
+        )
         + "averaged over the seeds. The noise ceiling is Kendall's tau between the seeds.",
         f"- **Supernets.** Seeds {', '.join(map(str, config.supernet_seeds))} per method; "
         f"{config.supernet_epochs} epochs unless the method says otherwise; each scores every architecture by "
@@ -1684,19 +2050,28 @@ def format_report(analysis, merged, pilot=None, commands=None):
         f"accuracies from {100 * min(analysis['standalone_accuracy']):.2f}% to "
         f"{100 * max(analysis['standalone_accuracy']):.2f}% (spread **{analysis['standalone_spread_pp']:.2f} pp**, "
         f"standard deviation {analysis['standalone_sd_pp']:.2f} pp across architectures, "
-        + (f"{analysis['standalone_seed_sd_pp']:.2f} pp between seeds of one architecture); "
-           if analysis.get("standalone_seed_sd_pp") is not None else "); ")
+        + (
+            f"{analysis['standalone_seed_sd_pp']:.2f} pp between seeds of one architecture); "
+            if analysis.get("standalone_seed_sd_pp") is not None
+            else "); "
+        )
         + f"seed-to-seed Kendall tau **{_fmt(analysis['standalone_seed_tau'])}**."
     )
-    lines += ["", "The noise ceiling as training goes on (test accuracy after that epoch; and averaged "
-              "with the epoch before):", ""]
+    lines += [
+        "",
+        "The noise ceiling as training goes on (test accuracy after that epoch; and averaged "
+        "with the epoch before):",
+        "",
+    ]
     header = "| epoch | seed-to-seed tau | tau, mean of 2 epochs | spread (pp) |"
     if pilot:
         header += f" tau, first {pilot} (pilot) |"
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     for row in analysis["noise_ceiling_by_epoch"]:
-        line = (f"| {row['epoch']} | {_fmt(row['seed_tau'])} | {_fmt(row.get('seed_tau_last2'))} | "
-                f"{row['spread_pp']:.2f} |")
+        line = (
+            f"| {row['epoch']} | {_fmt(row['seed_tau'])} | {_fmt(row.get('seed_tau_last2'))} | "
+            f"{row['spread_pp']:.2f} |"
+        )
         if pilot:
             line += f" {_fmt(row.get('pilot_seed_tau'))} |"
         lines.append(line)
@@ -1712,22 +2087,31 @@ def format_report(analysis, merged, pilot=None, commands=None):
         for method, entry in methods.items():
             lines.append(
                 f"| `{method}` | **{_fmt(entry['kendall_tau_mean'])}** {_interval(entry['kendall_tau_interval'])} | "
-                + ", ".join(_fmt(t) for t in entry["kendall_tau"]) + " | "
+                + ", ".join(_fmt(t) for t in entry["kendall_tau"])
+                + " | "
                 + f"{_fmt(entry['spearman_mean'])} | "
-                + ", ".join(f"{v:g}" for v in entry["top5_overlap"]) + " | "
-                + ", ".join(f"{v:.2f}" for v in entry["regret_pp"]) + " | "
+                + ", ".join(f"{v:g}" for v in entry["top5_overlap"])
+                + " | "
+                + ", ".join(f"{v:.2f}" for v in entry["regret_pp"])
+                + " | "
                 + f"{_fmt(entry['top_half_kendall_tau_mean'])} | "
-                + (f"{_fmt(entry['kendall_tau_delta'])} {_interval(entry['kendall_tau_delta_interval'])}"
-                   if "kendall_tau_delta" in entry else "") + " | "
+                + (
+                    f"{_fmt(entry['kendall_tau_delta'])} {_interval(entry['kendall_tau_delta_interval'])}"
+                    if "kendall_tau_delta" in entry
+                    else ""
+                )
+                + " | "
                 + f"{entry['relative_cost']:.2f}x; {entry['epochs']} |"
             )
         lines.append("")
         lines += ["What each method is:", ""]
         for method, entry in methods.items():
-            description = entry["description"].replace(
-                "`longer_epochs`", str(config.longer_epochs)).replace(
-                "`supernet_epochs`", str(config.supernet_epochs)).replace(
-                "`warmup_epochs`", str(config.warmup_epochs))
+            description = (
+                entry["description"]
+                .replace("`longer_epochs`", str(config.longer_epochs))
+                .replace("`supernet_epochs`", str(config.supernet_epochs))
+                .replace("`warmup_epochs`", str(config.warmup_epochs))
+            )
             if method == "few_shot":
                 choice = selection["split_choice"]
                 description += (
@@ -1741,7 +2125,8 @@ def format_report(analysis, merged, pilot=None, commands=None):
             "so that the one-off graph trace does not count), relative to `uniform`; then the epochs trained "
             "(sub-supernets' included). Scoring costs "
             + ", ".join(
-                f"`{m}` {e['score_cpu_seconds_per_architecture']:.2f} s" for m, e in methods.items()
+                f"`{m}` {e['score_cpu_seconds_per_architecture']:.2f} s"
+                for m, e in methods.items()
             )
             + " of CPU per architecture.",
             "",
@@ -1766,21 +2151,41 @@ def format_report(analysis, merged, pilot=None, commands=None):
                 f"at {entry['relative_cost']:.2f}x the cost."
             )
         lines.append("")
-    lines += ["## Commands", "", "To reproduce the study in one folder (it took about "
-              f"{analysis['cpu_seconds'] / 60:.0f} CPU-minutes in all, summed from the study's files):", "",
-              "```bash"]
+    lines += [
+        "## Commands",
+        "",
+        "To reproduce the study in one folder (it took about "
+        f"{analysis['cpu_seconds'] / 60:.0f} CPU-minutes in all, summed from the study's files):",
+        "",
+        "```bash",
+    ]
     flags = _command_lines(config)
     data_dir = "--data_dir=../shared/data/mnist"
     if pilot:
-        lines.append(f"bin/rank --stage=standalone --pilot={pilot} {data_dir} {flags} --output_dir=runs/rank".replace("  ", " "))
-    lines.append(f"bin/rank {data_dir} {flags} --output_dir=runs/rank".replace("  ", " "))
-    lines.append("bin/rank --stage=report --run_dir=runs/rank --output_dir=docs/results/ranking")
-    lines += ["```", "",
-              "The study resumes where it stopped when run again, and shards with `--shard=i/n` "
-              "(separate folders sharing one `--architectures_file`, merged by `--stage=report`), with the same "
-              f"numbers. Folders merged here: {', '.join(f'`{d}`' for d in merged['run_dirs'])}.", ""]
+        lines.append(
+            f"bin/rank --stage=standalone --pilot={pilot} {data_dir} {flags} --output_dir=runs/rank".replace(
+                "  ", " "
+            )
+        )
+    lines.append(
+        f"bin/rank {data_dir} {flags} --output_dir=runs/rank".replace("  ", " ")
+    )
+    lines.append(
+        "bin/rank --stage=report --run_dir=runs/rank --output_dir=docs/results/ranking"
+    )
+    lines += [
+        "```",
+        "",
+        "The study resumes where it stopped when run again, and shards with `--shard=i/n` "
+        "(separate folders sharing one `--architectures_file`, merged by `--stage=report`), with the same "
+        f"numbers. Folders merged here: {', '.join(f'`{d}`' for d in merged['run_dirs'])}.",
+        "",
+    ]
     if commands:
-        lines += [f"The commands actually run, with their interruptions: [{commands}]({commands}).", ""]
+        lines += [
+            f"The commands actually run, with their interruptions: [{commands}]({commands}).",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -1813,13 +2218,20 @@ def write_report(run_dirs, output_dir, pilot=None, resamples=stats.BOOTSTRAP_RES
             row["pilot_seed_tau"] = _seed_tau(at, np.asarray(ok, dtype=int))
     analysis["config"] = merged["config"].to_json()
     analysis["selection"] = {
-        k: merged["selection"][k] for k in ("paths", "labels", "selection_scores", "split_choice")
+        k: merged["selection"][k]
+        for k in ("paths", "labels", "selection_scores", "split_choice")
     }
     os.makedirs(output_dir, exist_ok=True)
-    paths = [os.path.join(output_dir, name) for name in (REPORT_JSON, REPORT_MD, REPORT_PNG)]
+    paths = [
+        os.path.join(output_dir, name) for name in (REPORT_JSON, REPORT_MD, REPORT_PNG)
+    ]
     runs.write_json(paths[0], analysis)
     # A record of the commands run, kept beside the report, is linked.
-    commands = COMMANDS_FILE if os.path.isfile(os.path.join(output_dir, COMMANDS_FILE)) else None
+    commands = (
+        COMMANDS_FILE
+        if os.path.isfile(os.path.join(output_dir, COMMANDS_FILE))
+        else None
+    )
     runs.write_text(paths[1], format_report(analysis, merged, pilot, commands))
     plot_scatter(analysis, paths[2])
     return paths

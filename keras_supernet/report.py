@@ -128,9 +128,7 @@ def summarize(merged):
                 "n": len(runs),
                 "test_accuracy": [r["test_accuracy"] for r in runs],
                 "best_val_accuracy": [r["best_val_accuracy"] for r in runs],
-                "final_test_accuracy": [
-                    r["final_test_accuracy"] for r in runs
-                ],
+                "final_test_accuracy": [r["final_test_accuracy"] for r in runs],
                 "best_epoch": [r["best_epoch"] for r in runs],
                 "train_seconds": [r["train_seconds"] for r in runs],
             }
@@ -184,7 +182,11 @@ def _space_line(config):
             f"- Supernet: kernel sizes per layer {kernel_sizes}, filters "
             f"{', '.join(str(f) for f in filters)}, hidden units "
             f"{space.get('hidden_units', 128)}, padding {space.get('padding', 'valid')}"
-            + (f", aggregation {space['aggregation']}" if space.get("aggregation") else "")
+            + (
+                f", aggregation {space['aggregation']}"
+                if space.get("aggregation")
+                else ""
+            )
         )
     return f"- Search space `{config.get('space_name')}`: {presets.describe(space)}"
 
@@ -226,9 +228,7 @@ def format_report(merged):
     rows = summarize(merged)
     seeds_total = max((row["n"] for row in rows), default=0)
     lines = ["# Joint vs standalone training of the supernet's paths", ""]
-    lines.append(
-        "Run folders: " + ", ".join(f"`{d}`" for d in merged["run_dirs"])
-    )
+    lines.append("Run folders: " + ", ".join(f"`{d}`" for d in merged["run_dirs"]))
     lines.append("")
     lines += _config_lines(merged)
     lines += ["", "## Results", ""]
@@ -273,10 +273,7 @@ def format_report(merged):
     if complete:
         honest = np.mean([r["test_accuracy"] for r in complete])
         peeked = np.mean(
-            [
-                max(row["test_accuracy"] for row in r["history"])
-                for r in complete
-            ]
+            [max(row["test_accuracy"] for row in r["history"]) for r in complete]
         )
         if peeked - honest >= 0.00005:
             bias = (
@@ -319,11 +316,7 @@ def format_report(merged):
         lines.append("|---------------|--------------------|---|")
         for label, diffs in paired:
             mean, std = _mean_std(diffs)
-            text = (
-                f"{mean:+.4f}"
-                if len(diffs) == 1
-                else f"{mean:+.4f} ± {std:.4f}"
-            )
+            text = f"{mean:+.4f}" if len(diffs) == 1 else f"{mean:+.4f} ± {std:.4f}"
             lines.append(f"| {label} | {text} | {len(diffs)} |")
 
     wall = wall_time_comparison(merged)
@@ -516,9 +509,7 @@ def _curves_figure(merged):
                 linewidth=0,
             )
             for edge in (c["low"], c["high"]):
-                ax.plot(
-                    epochs, edge, color=color, linewidth=0.6, alpha=0.7
-                )
+                ax.plot(epochs, edge, color=color, linewidth=0.6, alpha=0.7)
 
     seeds = f"{num_seeds} seeds" if num_seeds > 1 else "1 seed"
     for mode, ax in by_mode.items():
@@ -555,8 +546,7 @@ def _curves_figure(merged):
             )
 
     handles = [
-        Line2D([], [], color=colors[p], linewidth=2.5, label=labels[p])
-        for p in paths
+        Line2D([], [], color=colors[p], linewidth=2.5, label=labels[p]) for p in paths
     ]
     for mode in modes:
         handles.append(
@@ -570,9 +560,7 @@ def _curves_figure(merged):
             )
         )
     if num_seeds > 1:
-        handles.append(
-            Patch(facecolor="0.6", alpha=0.4, label=f"min–max over {seeds}")
-        )
+        handles.append(Patch(facecolor="0.6", alpha=0.4, label=f"min–max over {seeds}"))
     if handles:
         fig.legend(
             handles=handles,

@@ -62,9 +62,7 @@ class UsageRecorder:
     def record_masks(self, owner, masks, groups):
         key = self._key(owner)
         if key in self._entries:
-            masks = [
-                tf.logical_or(a, b) for a, b in zip(self._masks_of(key), masks)
-            ]
+            masks = [tf.logical_or(a, b) for a, b in zip(self._masks_of(key), masks)]
         self._entries[key] = ("masks", list(masks), [list(g) for g in groups])
 
     def _masks_of(self, key):

@@ -142,9 +142,7 @@ def read_json(path, what="file"):
     except FileNotFoundError:
         raise RunFolderError(f"No {what} {path}.") from None
     except (OSError, ValueError) as e:
-        raise RunFolderError(
-            f"Cannot read {path}: {describe_error(e)}."
-        ) from None
+        raise RunFolderError(f"Cannot read {path}: {describe_error(e)}.") from None
 
 
 def versions(**extra):
@@ -475,9 +473,7 @@ class RunFolder:
         if not os.path.isdir(folder):
             return []
         return sorted(
-            int(m.group(1))
-            for m in map(_EPOCH_FILE.match, os.listdir(folder))
-            if m
+            int(m.group(1)) for m in map(_EPOCH_FILE.match, os.listdir(folder)) if m
         )
 
     # --- Checks ---
@@ -520,9 +516,7 @@ class RunFolder:
         return RunConfig.from_json(config), list(runs)
 
     def write_results(self, config, runs):
-        write_json(
-            self.results_path, {"config": config.to_json(), "runs": runs}
-        )
+        write_json(self.results_path, {"config": config.to_json(), "runs": runs})
 
     def find_run(self, runs, mode, seed, path):
         """The entry of run (mode, seed, path); the error lists the runs
@@ -538,10 +532,7 @@ class RunFolder:
             {(e.get("mode"), e.get("seed"), str(e.get("path"))) for e in runs},
             key=str,
         )
-        listing = (
-            ", ".join(f"{m} seed {s} path {p}" for m, s, p in available)
-            or "none"
-        )
+        listing = ", ".join(f"{m} seed {s} path {p}" for m, s, p in available) or "none"
         raise RunFolderError(
             f"No {mode} run of path {path} with seed {seed} in "
             f"{self.results_path}. Runs there: {listing}."
@@ -597,7 +588,9 @@ class RunFolder:
         evaluated paths peaks (the "best" epoch of a path it did not
         evaluate)."""
         histories = [
-            r["history"] for r in runs if (r.get("mode"), r.get("seed")) == ("joint", seed)
+            r["history"]
+            for r in runs
+            if (r.get("mode"), r.get("seed")) == ("joint", seed)
         ]
         if not histories:
             self.find_run(runs, "joint", seed, None)
@@ -665,7 +658,9 @@ class RunFolder:
             epoch = kept[-1]
         else:
             epoch = self.resolve_epoch(epoch, {})
-        weights = self.checkpoint(mode, seed, index if mode == "standalone" else None, epoch)
+        weights = self.checkpoint(
+            mode, seed, index if mode == "standalone" else None, epoch
+        )
         try:
             supernet.load_weights(weights)
         except (OSError, ValueError) as e:
@@ -749,8 +744,7 @@ def save_weights(model, path):
 def save_state(model, path):
     """Saves every state variable of `model` to `path` (npz), atomically."""
     arrays = {
-        f"v{i:05d}": np.asarray(v.numpy())
-        for i, v in enumerate(state_variables(model))
+        f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(state_variables(model))
     }
     with atomic_write(path) as tmp:
         with open(tmp, "wb") as f:

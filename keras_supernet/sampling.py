@@ -152,7 +152,10 @@ class PathSampler(keras.layers.Layer):
         shape = () if count is None else (count,)
         if space.num_paths <= _INT32_PATHS:
             index = keras.random.randint(
-                shape, 0, space.num_paths, dtype="int32",
+                shape,
+                0,
+                space.num_paths,
+                dtype="int32",
                 seed=self.seed_generator,
             )
             parts = [
@@ -251,9 +254,7 @@ class UniformSampler(PathSampler):
                 >= self.path_dropout_rate
             )
             fallback = ops.one_hot(
-                keras.random.randint(
-                    (), 0, n, dtype="int32", seed=self.seed_generator
-                ),
+                keras.random.randint((), 0, n, dtype="int32", seed=self.seed_generator),
                 n,
                 dtype="bool",
             )
@@ -325,9 +326,7 @@ class FairSampler(PathSampler):
 
     def draw(self, batch_size, active):
         m = self.space.candidate_counts[0]
-        example_slice = (ops.arange(batch_size, dtype="int32") * m) // (
-            batch_size
-        )
+        example_slice = (ops.arange(batch_size, dtype="int32") * m) // (batch_size)
         columns = []
         for _ in range(self.space.num_choices):
             permutation = keras.random.shuffle(

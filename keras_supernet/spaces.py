@@ -168,9 +168,7 @@ class SearchSpace:
     def candidate_index(self, choice, label):
         """The index of the candidate `label` of choice `choice` (a name or
         a position); `None` where no candidate has that label."""
-        position = (
-            self._names.index(choice) if isinstance(choice, str) else choice
-        )
+        position = self._names.index(choice) if isinstance(choice, str) else choice
         labels = self._labels[position]
         if label in labels:
             return labels.index(label)
@@ -232,9 +230,7 @@ class SearchSpace:
             )
         indices = []
         for position, (part, count) in enumerate(zip(parts, self._counts)):
-            if isinstance(part, (int, np.integer)) and not isinstance(
-                part, bool
-            ):
+            if isinstance(part, (int, np.integer)) and not isinstance(part, bool):
                 index = int(part) if 0 <= part < count else None
             elif isinstance(part, str):
                 index = self.candidate_index(position, part.strip())
@@ -252,9 +248,7 @@ class SearchSpace:
 
     def _hint(self):
         if self._num_paths <= 16:
-            valid = ", ".join(
-                f"{i}={self.label(i)}" for i in range(self._num_paths)
-            )
+            valid = ", ".join(f"{i}={self.label(i)}" for i in range(self._num_paths))
             return f"Valid paths: {valid}."
         return (
             f"The space has {self.describe()}; write a path as its index, "
@@ -273,9 +267,7 @@ class SearchSpace:
             size: None for one path (a tuple), or a count (a list of tuples).
         """
         count = 1 if size is None else size
-        draws = np.stack(
-            [rng.integers(0, c, size=count) for c in self._counts], axis=1
-        )
+        draws = np.stack([rng.integers(0, c, size=count) for c in self._counts], axis=1)
         paths = [tuple(int(i) for i in row) for row in draws]
         return paths[0] if size is None else paths
 

@@ -137,9 +137,7 @@ def mean_interval(values, confidence=CONFIDENCE):
     else:
         low, high = (
             float(v)
-            for v in scipy_stats.t.interval(
-                confidence, n - 1, loc=mean, scale=sem
-            )
+            for v in scipy_stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
         )
     return {
         "n": n,
@@ -302,9 +300,7 @@ def kendall_chance(n, alpha=ALPHA):
         return {"expected_tau": 0.0, "min_p_value": None, "critical_tau": None}
     identity = np.arange(n)
     method = _kendall_method(n, ties=False)
-    min_p = float(
-        scipy_stats.kendalltau(identity, identity, method=method).pvalue
-    )
+    min_p = float(scipy_stats.kendalltau(identity, identity, method=method).pvalue)
     critical = None
     pairs = n * (n - 1) // 2
     for k in range(pairs + 1):  # p grows with the number of inversions
@@ -448,9 +444,7 @@ def top_k_overlap(predicted, truth, k=TOP_K):
     `predicted`: an integer without ties at the k-th place, the expected
     count under random tie-breaking otherwise."""
     predicted, truth = _pair(predicted, truth)
-    return float(
-        np.sum(top_k_membership(predicted, k) * top_k_membership(truth, k))
-    )
+    return float(np.sum(top_k_membership(predicted, k) * top_k_membership(truth, k)))
 
 
 def regret(predicted, truth):
@@ -464,8 +458,9 @@ def regret(predicted, truth):
     return float(truth.max() - truth[chosen].mean())
 
 
-def bootstrap_interval(statistic, n, resamples=BOOTSTRAP_RESAMPLES, seed=0,
-                       confidence=CONFIDENCE):
+def bootstrap_interval(
+    statistic, n, resamples=BOOTSTRAP_RESAMPLES, seed=0, confidence=CONFIDENCE
+):
     """Percentile bootstrap interval of `statistic` over `n` items.
 
     Args:
@@ -505,9 +500,7 @@ def _groups(runs):
     return {key: sorted(groups[key], key=lambda r: r["seed"]) for key in order}
 
 
-def summarize_runs(
-    runs, alpha=ALPHA, confidence=CONFIDENCE, metric="test_accuracy"
-):
+def summarize_runs(runs, alpha=ALPHA, confidence=CONFIDENCE, metric="test_accuracy"):
     """Intervals, joint-vs-standalone tests and ranking correlation of runs.
 
     Args:
@@ -548,9 +541,7 @@ def summarize_runs(
             "seeds": [r["seed"] for r in members],
             "n": len(members),
             "accuracy": accuracy,
-            "best_epoch": dict(
-                mean_interval(epochs, confidence), values=epochs
-            ),
+            "best_epoch": dict(mean_interval(epochs, confidence), values=epochs),
         }
         groups.append(group)
         by_key[(mode, path)] = group
@@ -612,9 +603,7 @@ def _per_seed_ranking(runs, paths, metric):
             scores[(run["mode"], run["seed"], run["path"])] = run[metric]
     rows = []
     for seed in sorted({seed for _, seed, _ in scores}):
-        keys = [
-            (mode, seed, p) for p in paths for mode in ("joint", "standalone")
-        ]
+        keys = [(mode, seed, p) for p in paths for mode in ("joint", "standalone")]
         if all(key in scores for key in keys):
             joint = [scores[("joint", seed, p)] for p in paths]
             alone = [scores[("standalone", seed, p)] for p in paths]
@@ -777,9 +766,7 @@ def _ranking_lines(ranking, alpha):
             ", tied accuracies" if ranking["ties"] else ""
         )
     spearman_kind = (
-        "exact permutation"
-        if ranking["spearman_exact"]
-        else "Monte Carlo permutation"
+        "exact permutation" if ranking["spearman_exact"] else "Monte Carlo permutation"
     )
     lines.append(
         f"- Kendall's tau = **{ranking['kendall_tau']:+.3f}** (p = {_fmt_p(ranking['kendall_p'])}, {kendall_kind})"
@@ -804,12 +791,8 @@ def _ranking_lines(ranking, alpha):
             for row in ranking["per_seed"]
         )
         lines.append(f"- Kendall's tau within each seed: {taus}.")
-    joint_rank = scipy_stats.rankdata(
-        [-v for v in ranking["joint"]], method="min"
-    )
-    alone_rank = scipy_stats.rankdata(
-        [-v for v in ranking["standalone"]], method="min"
-    )
+    joint_rank = scipy_stats.rankdata([-v for v in ranking["joint"]], method="min")
+    alone_rank = scipy_stats.rankdata([-v for v in ranking["standalone"]], method="min")
     lines += [
         "",
         "| Configuration | Joint accuracy | Joint rank | Standalone accuracy | Standalone rank |",

@@ -126,9 +126,7 @@ def check_branch_learning_rates(space, branch_learning_rates):
         if label is None:
             raise error
         try:
-            result[label] = validation.positive_float(
-                "branch_learning_rates", value
-            )
+            result[label] = validation.positive_float("branch_learning_rates", value)
         except ValueError:
             raise error from None
     return result
@@ -140,13 +138,12 @@ def check_branch_learning_rates(space, branch_learning_rates):
 def _preset_initializer(seed, index):
     if seed is None:
         return "glorot_uniform"
-    return keras.initializers.GlorotUniform(
-        seed=sampling_lib.derived_seed(seed, index)
-    )
+    return keras.initializers.GlorotUniform(seed=sampling_lib.derived_seed(seed, index))
 
 
-def _check_preset(kernel_sizes, filters, hidden_units, num_classes,
-                  input_shape, padding, aggregation):
+def _check_preset(
+    kernel_sizes, filters, hidden_units, num_classes, input_shape, padding, aggregation
+):
     try:
         layer_kernel_sizes = tuple(kernel_sizes)
     except TypeError:
@@ -212,9 +209,7 @@ def _preset_graph(preset, seed, dtype):
             name=f"supernet_layer_{index}",
             dtype=dtype,
         )
-        for index, (sizes, filters) in enumerate(
-            zip(kernel_sizes, preset["filters"])
-        )
+        for index, (sizes, filters) in enumerate(zip(kernel_sizes, preset["filters"]))
     ]
     # Every path's feature count: the head takes each unpadded.
     image_shape = (None, *preset["input_shape"])
@@ -379,9 +374,7 @@ class Supernet(keras.Model):
                 "`keras_supernet.Choice` layer, so there is nothing to "
                 "choose. Build the graph with at least one Choice."
             )
-        self.space = SearchSpace(
-            [(c.name, c.labels) for c in self.choices]
-        )
+        self.space = SearchSpace([(c.name, c.labels) for c in self.choices])
         aggregating = [c.aggregation is not None for c in self.choices]
         self.path_dropout = validation.finite_float(
             "path_dropout", path_dropout, low=0.0, high=1.0, high_open=True
@@ -427,11 +420,7 @@ class Supernet(keras.Model):
                 f"{self.space.describe()} (at most {PER_PATH_LIMIT}). "
                 f"Received train_step={train_step!r}."
             )
-        if (
-            self.sampler.per_example
-            and mode == "per_choice"
-            and not self._routable()
-        ):
+        if self.sampler.per_example and mode == "per_choice" and not self._routable():
             if self.space.num_paths <= PER_PATH_LIMIT:
                 return "per_path"
             raise ValueError(
@@ -459,8 +448,7 @@ class Supernet(keras.Model):
         its siblings', so that a candidate the layers after it cannot take
         is refused here, naming it, rather than in the middle of training."""
         inputs = [
-            np.zeros((1, *(d or 1 for d in t.shape[1:])), t.dtype)
-            for t in self.inputs
+            np.zeros((1, *(d or 1 for d in t.shape[1:])), t.dtype) for t in self.inputs
         ]
         if len(inputs) == 1:
             inputs = inputs[0]
@@ -516,9 +504,7 @@ class Supernet(keras.Model):
     @property
     def active_indices(self):
         """The active path's candidate indices."""
-        return tuple(
-            int(ops.convert_to_numpy(c.active_index)) for c in self.choices
-        )
+        return tuple(int(ops.convert_to_numpy(c.active_index)) for c in self.choices)
 
     @property
     def active_path(self):
@@ -536,9 +522,7 @@ class Supernet(keras.Model):
 
     def _static_plan(self, path, recorder=None):
         indices = self.space.resolve(path)
-        return routing.Plan(
-            static=dict(zip(self.choices, indices)), recorder=recorder
-        )
+        return routing.Plan(static=dict(zip(self.choices, indices)), recorder=recorder)
 
     def path_call(self, inputs, path, training=None):
         """The outputs of `path` (any spelling), whatever is active: a graph
@@ -646,9 +630,7 @@ class Supernet(keras.Model):
         SGD, RMSprop...) is the update at the multiplied learning rate.
         """
         multipliers = self._multipliers()
-        scaled = [
-            (v, multipliers[id(v)]) for v in variables if id(v) in multipliers
-        ]
+        scaled = [(v, multipliers[id(v)]) for v in variables if id(v) in multipliers]
         before = [tf.identity(v.value) for v, _ in scaled]
         optimizer.apply(gradients, variables)
         distribute.assign_all(
@@ -661,7 +643,10 @@ class Supernet(keras.Model):
 
     def _loss(self, x, y, y_pred, sample_weight):
         return self.compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+            x=x,
+            y=y,
+            y_pred=y_pred,
+            sample_weight=sample_weight,
             training=True,
         )
 
@@ -745,9 +730,7 @@ class Supernet(keras.Model):
             )
         # Variables that only some paths read are trained where one of
         # those paths has examples in the batch; one group per set of paths.
-        present = [
-            tf.reduce_any(tf.equal(path_ids, p)) for p in range(self.num_paths)
-        ]
+        present = [tf.reduce_any(tf.equal(path_ids, p)) for p in range(self.num_paths)]
         groups = {}
         for variable, paths in used.values():
             paths = frozenset(paths)
@@ -818,9 +801,7 @@ class Supernet(keras.Model):
         def finite_step():
             self._grouped_updates(inner, unscaled, variables, recorder)
             ops.cond(
-                ops.equal(
-                    optimizer.step_counter, optimizer.dynamic_growth_steps - 1
-                ),
+                ops.equal(optimizer.step_counter, optimizer.dynamic_growth_steps - 1),
                 upscale,
                 increment,
             )
@@ -902,9 +883,7 @@ class Supernet(keras.Model):
             and self.train_step_mode == "per_path"
             and not tf.distribute.has_strategy()
         ):
-            y_pred, loss = self._per_path_step(
-                draw.indices, x, y, sample_weight
-            )
+            y_pred, loss = self._per_path_step(draw.indices, x, y, sample_weight)
         else:
             y_pred, loss = self._recorded_step(draw, x, y, sample_weight)
         # compute_loss divides by the replica count under tf.distribute.
@@ -999,8 +978,10 @@ class Supernet(keras.Model):
         ]
         momenta = [layer.momentum for layer in every]
         sums = [
-            [np.zeros(layer.moving_mean.shape, "float64"),
-             np.zeros(layer.moving_variance.shape, "float64")]
+            [
+                np.zeros(layer.moving_mean.shape, "float64"),
+                np.zeros(layer.moving_variance.shape, "float64"),
+            ]
             for layer in layers
         ]
         used = 0
@@ -1094,15 +1075,11 @@ class Supernet(keras.Model):
             # A config's sampler carries the path dropout already.
             supernet_args.pop("path_dropout", None)
         if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.saving.deserialize_keras_object(
-                config["dtype"]
-            )
+            config["dtype"] = keras.saving.deserialize_keras_object(config["dtype"])
         if "layers" in config:
             name = config.get("name")
             # Keras's functional deserialization consumes parts of `config`.
-            graph = keras.Model.from_config(
-                dict(config), custom_objects=custom_objects
-            )
+            graph = keras.Model.from_config(dict(config), custom_objects=custom_objects)
             return cls(
                 inputs=graph.input,
                 outputs=graph.output,

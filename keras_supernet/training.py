@@ -35,8 +35,16 @@ from keras_supernet import validation
 DEFAULT_BN_BATCHES = 20
 
 
-def build_model(space, learning_rate, sampling, seed, input_shape=(28, 28, 1),
-                num_classes=10, strategy=None, **supernet_kwargs):
+def build_model(
+    space,
+    learning_rate,
+    sampling,
+    seed,
+    input_shape=(28, 28, 1),
+    num_classes=10,
+    strategy=None,
+    **supernet_kwargs,
+):
     """A compiled supernet of `space` (a spec of `keras_supernet.presets`).
 
     Args:
@@ -89,8 +97,12 @@ class Data:
         if normalization is None:
             normalization = data_lib.normalization_stats(self.x_train)
         self.mean, self.std = (float(v) for v in normalization)
-        self.val = data_lib.make_dataset(x_val, y_val, self.batch_size, self.mean, self.std)
-        self.test = data_lib.make_dataset(x_test, y_test, self.batch_size, self.mean, self.std)
+        self.val = data_lib.make_dataset(
+            x_val, y_val, self.batch_size, self.mean, self.std
+        )
+        self.test = data_lib.make_dataset(
+            x_test, y_test, self.batch_size, self.mean, self.std
+        )
         self.bn_batches = validation.non_negative_int("bn_batches", bn_batches)
         self._bn = None
 
@@ -114,8 +126,11 @@ class Data:
             count = min(len(order), self.bn_batches * self.batch_size)
             take = np.sort(order[:count])
             self._bn = data_lib.make_dataset(
-                self.x_train[take], self.y_train[take], self.batch_size,
-                self.mean, self.std,
+                self.x_train[take],
+                self.y_train[take],
+                self.batch_size,
+                self.mean,
+                self.std,
             )
         return self._bn
 
@@ -152,8 +167,16 @@ class _StopAfterOneEpoch(keras.callbacks.Callback):
         self.model.stop_training = True
 
 
-def train_epoch(model, dataset, epoch, epochs, strategy_name="default",
-                strategy=None, callbacks=(), verbose=0):
+def train_epoch(
+    model,
+    dataset,
+    epoch,
+    epochs,
+    strategy_name="default",
+    strategy=None,
+    callbacks=(),
+    verbose=0,
+):
     """Trains `model` one epoch of `dataset`.
 
     Args:
@@ -225,9 +248,7 @@ def evaluate_paths(model, paths, datasets, bn_data=None, strategy=None):
 def first_non_finite(model):
     """Whether any trainable weight is NaN or infinite (a NaN batch can leave
     the loss finite while its gradient poisons the weights)."""
-    return not all(
-        np.isfinite(v.numpy()).all() for v in model.trainable_variables
-    )
+    return not all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
 
 
 def is_finite(value):

@@ -383,13 +383,37 @@ def tune(
     os.makedirs(output_dir, exist_ok=True)
     with runs.folder_lock(output_dir):
         return _search(
-            mode, index, labels, splits, architecture, epochs, seed, trials,
-            hp, space, config, output_dir, verbose,
+            mode,
+            index,
+            labels,
+            splits,
+            architecture,
+            epochs,
+            seed,
+            trials,
+            hp,
+            space,
+            config,
+            output_dir,
+            verbose,
         )
 
 
-def _search(mode, index, labels, splits, architecture, epochs, seed, trials,
-            hp, space, config, output_dir, verbose):
+def _search(
+    mode,
+    index,
+    labels,
+    splits,
+    architecture,
+    epochs,
+    seed,
+    trials,
+    hp,
+    space,
+    config,
+    output_dir,
+    verbose,
+):
     runs.write_json(os.path.join(output_dir, CONFIG_FILE), config)
     counter = {"done": 0, "total": trials}
     score_fn = _make_score_fn(
@@ -407,9 +431,7 @@ def _search(mode, index, labels, splits, architecture, epochs, seed, trials,
         project_name="tuner",
         overwrite=False,
     )
-    counter["done"] = sum(
-        t.status == "COMPLETED" for t in tuner.oracle.trials.values()
-    )
+    counter["done"] = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
     try:
         tuner.search(verbose=0)
     except keras_tuner.errors.FatalError as e:
@@ -437,9 +459,7 @@ def _search(mode, index, labels, splits, architecture, epochs, seed, trials,
     )
     result = {
         "hparams": hparams,
-        "train_flags": " ".join(
-            f"--{name}={value}" for name, value in hparams.items()
-        ),
+        "train_flags": " ".join(f"--{name}={value}" for name, value in hparams.items()),
         "objective": {
             "name": OBJECTIVE,
             "value": best.score,

@@ -27,9 +27,7 @@ def is_int(value):
 
 def is_number(value):
     """True for ints and floats (numpy's included), False for bools."""
-    return is_int(value) or (
-        isinstance(value, (float, np.floating))
-    )
+    return is_int(value) or (isinstance(value, (float, np.floating)))
 
 
 def positive_int(name, value, allow_none=False):
@@ -62,15 +60,16 @@ def positive_ints(name, values, distinct=False, allow_empty=False):
         or any(not is_int(v) or v <= 0 for v in items)
         or (distinct and len(set(items)) != len(items))
     ):
-        expected = "a non-empty sequence of " + (
-            "distinct " if distinct else ""
-        ) + "strictly positive integers"
+        expected = (
+            "a non-empty sequence of "
+            + ("distinct " if distinct else "")
+            + "strictly positive integers"
+        )
         raise _error(name, expected, values)
     return tuple(int(v) for v in items)
 
 
-def finite_float(name, value, low=None, high=None, low_open=False,
-                 high_open=False):
+def finite_float(name, value, low=None, high=None, low_open=False, high_open=False):
     """`value` as a finite float within the given bounds.
 
     Non-finite values (`inf`, `nan`) are always refused: a learning rate of
@@ -88,9 +87,7 @@ def finite_float(name, value, low=None, high=None, low_open=False,
                 f"{high:g}{')' if high_open else ']'}"
             )
         elif low is not None:
-            expected = (
-                f"a finite number {'>' if low_open else '>='} {low:g}"
-            )
+            expected = f"a finite number {'>' if low_open else '>='} {low:g}"
         else:
             expected = "a finite number"
         raise _error(name, expected, value)
@@ -109,9 +106,7 @@ def one_of(name, value, choices, allow_none=False):
     if value is None and allow_none:
         return None
     if value not in choices:
-        expected = f"one of {tuple(choices)}" + (
-            " or None" if allow_none else ""
-        )
+        expected = f"one of {tuple(choices)}" + (" or None" if allow_none else "")
         raise _error(name, expected, value)
     return value
 
@@ -120,7 +115,11 @@ def distinct_choices(name, values, choices):
     """`values` (one name or a sequence) as a list of distinct names among
     `choices`, in the order given."""
     items = [values] if isinstance(values, str) else list(values)
-    if not items or any(v not in choices for v in items) or len(set(items)) != len(items):
+    if (
+        not items
+        or any(v not in choices for v in items)
+        or len(set(items)) != len(items)
+    ):
         raise _error(name, f"distinct names among {', '.join(choices)}", items)
     return items
 

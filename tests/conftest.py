@@ -98,20 +98,30 @@ def choice_space(
             return keras.layers.Identity(name="skip", dtype=dtype)
         kernel = int(spec[-1])
         conv = keras.layers.Conv2D(
-            channels, kernel, padding="same", kernel_initializer=init,
-            name="conv", dtype=dtype,
+            channels,
+            kernel,
+            padding="same",
+            kernel_initializer=init,
+            name="conv",
+            dtype=dtype,
         )
         if spec.startswith("bn"):
             return keras.Sequential(
-                [conv, keras.layers.BatchNormalization(name="bn", dtype=dtype),
-                 keras.layers.ReLU(name="relu", dtype=dtype)],
+                [
+                    conv,
+                    keras.layers.BatchNormalization(name="bn", dtype=dtype),
+                    keras.layers.ReLU(name="relu", dtype=dtype),
+                ],
                 name=spec,
             )
         return keras.Sequential([conv], name=spec)
 
     inputs = keras.Input((size, size, 1), name="images")
     x = keras.layers.Conv2D(
-        channels, 3, padding="same", name="stem",
+        channels,
+        3,
+        padding="same",
+        name="stem",
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
         dtype=dtype,
     )(inputs)
@@ -125,7 +135,9 @@ def choice_space(
         )(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool", dtype=dtype)(x)
     outputs = keras.layers.Dense(
-        10, name="logits", dtype=dtype,
+        10,
+        name="logits",
+        dtype=dtype,
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1),
     )(x)
     return inputs, outputs

@@ -63,13 +63,23 @@ def _runs(joint_accuracies, standalone_accuracies):
     runs = []
     for path, accuracies in enumerate(joint_accuracies):
         runs.append(
-            {"mode": "joint", "seed": 0, "path": path, "label": f"p{path}",
-             "history": _history(accuracies, 10.0)}
+            {
+                "mode": "joint",
+                "seed": 0,
+                "path": path,
+                "label": f"p{path}",
+                "history": _history(accuracies, 10.0),
+            }
         )
     for path, accuracies in enumerate(standalone_accuracies):
         runs.append(
-            {"mode": "standalone", "seed": 0, "path": path, "label": f"p{path}",
-             "history": _history(accuracies, 10.0)}
+            {
+                "mode": "standalone",
+                "seed": 0,
+                "path": path,
+                "label": f"p{path}",
+                "history": _history(accuracies, 10.0),
+            }
         )
     return runs
 
@@ -109,21 +119,28 @@ class TestRunBenchmark:
                     summary = row[key][clock]
                     assert summary["n"] == TINY.rounds
                     assert (
-                        summary["min"] <= summary["q25"] <= summary["median"]
-                        <= summary["q75"] <= summary["max"]
+                        summary["min"]
+                        <= summary["q25"]
+                        <= summary["median"]
+                        <= summary["q75"]
+                        <= summary["max"]
                     )
 
     def test_goals(self, results):
         goals = results["goals"]
         assert set(goals) == {
-            "paths/2x2", "paths/mnist5", "epoch/2x2", "epoch/mnist5",
+            "paths/2x2",
+            "paths/mnist5",
+            "epoch/2x2",
+            "epoch/mnist5",
             "headline",
         }
         for name, goal in goals.items():
             assert goal["goal"] == bench.GOALS[name.split("/")[0]]
             assert goal["strict"] == (name == "headline")
             assert goal["met"] == (
-                goal["value"] < goal["goal"] if goal["strict"]
+                goal["value"] < goal["goal"]
+                if goal["strict"]
                 else goal["value"] <= goal["goal"]
             )
         worst = max(
@@ -149,7 +166,8 @@ class TestRunBenchmark:
     def test_compile_rows_come_from_fresh_processes(self, results):
         rows = results["compile"]["rows"]
         assert [(r["space"], r["train_step"]) for r in rows] == [
-            ("mnist1", "per_path"), ("mnist1", "per_choice"),
+            ("mnist1", "per_path"),
+            ("mnist1", "per_choice"),
         ]
         pids = set()
         for row in rows:
@@ -158,22 +176,29 @@ class TestRunBenchmark:
             pids.update(row["pids"])
             for clock in bench.CLOCKS:
                 total = row["to_first_step_s"][clock]["median"]
-                parts = (row["build_s"][clock]["median"]
-                         + row["first_step_s"][clock]["median"])
+                parts = (
+                    row["build_s"][clock]["median"]
+                    + row["first_step_s"][clock]["median"]
+                )
                 assert total == pytest.approx(parts)
-            assert row["peak_rss_mb"]["median"] >= (
-                row["rss_after_import_mb"]["median"]
+            assert (
+                row["peak_rss_mb"]["median"] >= (row["rss_after_import_mb"]["median"])
             )
         assert len(pids) == 2 and os.getpid() not in pids
 
     def test_options(self, results):
         spaces = results["options"]["spaces"]
         assert [r["option"] for r in spaces["2x2"]["rows"]] == [
-            "per_path", "per_choice", "restoring", "shared_kernel",
+            "per_path",
+            "per_choice",
+            "restoring",
+            "shared_kernel",
         ]
         # 4**5 paths: more than the per-path step takes.
         assert [r["option"] for r in spaces["mnist5"]["rows"]] == [
-            "per_choice", "restoring", "shared_kernel",
+            "per_choice",
+            "restoring",
+            "shared_kernel",
         ]
         for entry in spaces.values():
             (row,) = [r for r in entry["rows"] if r["option"] == "per_choice"]
@@ -185,9 +210,7 @@ class TestRunBenchmark:
         runtimes = [row["runtime"] for row in section["rows"]]
         assert "saved_model" in runtimes and "tflite/int8" in runtimes
         for row in section["rows"]:
-            assert all(
-                v > 0 for v in row["throughput_examples_per_s"].values()
-            )
+            assert all(v > 0 for v in row["throughput_examples_per_s"].values())
 
     def test_headline_histories(self, results):
         headline = results["headline"]
@@ -207,18 +230,27 @@ class TestRunBenchmark:
         with open(path) as f:
             assert json.load(f)["ratios"] == results["ratios"]
         table = bench.format_table(results)
-        for title in ("Training step", "Epoch of", "Sampling strategies",
-                      "Step time vs", "Build + first training step",
-                      "training step by update option", "Inference of",
-                      "Headline", "Goals:"):
+        for title in (
+            "Training step",
+            "Epoch of",
+            "Sampling strategies",
+            "Step time vs",
+            "Build + first training step",
+            "training step by update option",
+            "Inference of",
+            "Headline",
+            "Goals:",
+        ):
             assert title in table
 
 
 class TestTimeToMatch:
     def test_reached(self):
         (seed,) = bench.time_to_match(
-            _runs([[0.90, 0.975, 0.99], [0.91, 0.982, 0.99]],
-                  [[0.97, 0.98], [0.98, 0.983]]),
+            _runs(
+                [[0.90, 0.975, 0.99], [0.91, 0.982, 0.99]],
+                [[0.97, 0.98], [0.98, 0.983]],
+            ),
             tolerance=0.001,
         )
         # Epoch 2: 0.975 < 0.98 - 0.001 for path 0; epoch 3 matches both.
@@ -235,8 +267,7 @@ class TestTimeToMatch:
         # Each path is extracted from its own best epoch: p0 matches at
         # epoch 1, p1 at epoch 2, though no single epoch matches both.
         (seed,) = bench.time_to_match(
-            _runs([[0.98, 0.95, 0.95], [0.90, 0.99, 0.90]],
-                  [[0.98], [0.99]]),
+            _runs([[0.98, 0.95, 0.95], [0.90, 0.99, 0.90]], [[0.98], [0.99]]),
             tolerance=0.001,
         )
         assert seed["path_match_epochs"] == {"p0": 1, "p1": 2}
@@ -246,9 +277,7 @@ class TestTimeToMatch:
         assert seed["same_epoch_ratio"] == pytest.approx(30.0 / 20.0)
 
     def test_tolerance_boundary(self):
-        (seed,) = bench.time_to_match(
-            _runs([[0.979]], [[0.98]]), tolerance=0.001
-        )
+        (seed,) = bench.time_to_match(_runs([[0.979]], [[0.98]]), tolerance=0.001)
         assert seed["match_epoch"] == 1
 
     def test_not_reached_is_a_lower_bound(self):
@@ -296,10 +325,16 @@ class TestSpacesAndPaths:
         assert bench.stage_space(20) == presets.load_space("mnist20")
         assert bench.space_spec("mnist20") == presets.load_space("mnist20")
 
-    @pytest.mark.parametrize("name, choices", [
-        ("mnist1", 1), ("mnist5", 5), ("mnist15_narrow", 15), ("2x2", 2),
-        ("3_layers", 3),
-    ])
+    @pytest.mark.parametrize(
+        "name, choices",
+        [
+            ("mnist1", 1),
+            ("mnist5", 5),
+            ("mnist15_narrow", 15),
+            ("2x2", 2),
+            ("3_layers", 3),
+        ],
+    )
     def test_num_choices(self, name, choices):
         assert bench.num_choices(name) == choices
 
@@ -319,9 +354,7 @@ class TestSpacesAndPaths:
         paths = bench.balanced_paths(space, 8, seed=3)
         assert len(set(paths)) == 8
         for choice in range(20):
-            counts = np.bincount(
-                [space.resolve(p)[choice] for p in paths], minlength=4
-            )
+            counts = np.bincount([space.resolve(p)[choice] for p in paths], minlength=4)
             assert counts.tolist() == [2, 2, 2, 2]
         assert bench.balanced_paths(space, 8, seed=3) == paths
         assert bench.balanced_paths(space, 8, seed=4) != paths
@@ -335,10 +368,13 @@ class TestSpacesAndPaths:
             TINY, compile_choices=(1, 4, 5), compile_spaces=("2x2", "mnist5")
         )
         assert bench._compile_configs(settings) == [
-            ("mnist1", "per_path"), ("mnist1", "per_choice"),
-            ("mnist4", "per_path"), ("mnist4", "per_choice"),
+            ("mnist1", "per_path"),
+            ("mnist1", "per_choice"),
+            ("mnist4", "per_path"),
+            ("mnist4", "per_choice"),
             ("mnist5", "per_choice"),
-            ("2x2", "per_path"), ("2x2", "per_choice"),
+            ("2x2", "per_path"),
+            ("2x2", "per_choice"),
         ]
 
 
@@ -371,8 +407,14 @@ class TestSharedKernelPrototype:
 class TestRegistry:
     def test_every_section_is_registered_once(self):
         assert bench.SECTIONS == (
-            "paths", "epoch", "sampling", "scaling", "compile", "options",
-            "inference", "headline",
+            "paths",
+            "epoch",
+            "sampling",
+            "scaling",
+            "compile",
+            "options",
+            "inference",
+            "headline",
         )
         for section in bench.REGISTRY:
             assert callable(section.measure) and callable(section.format)
@@ -380,14 +422,23 @@ class TestRegistry:
     def test_a_failed_compile_row_keeps_the_other_rows_whole(self):
         seconds = {c: bench.summarize([2.0]) for c in bench.CLOCKS}
         good = {
-            "space": "mnist1", "train_step": "per_choice", "num_choices": 1,
-            "num_paths": 4, "import_s": seconds, "build_s": seconds,
-            "first_step_s": seconds, "to_first_step_s": seconds,
-            "step_ms": seconds, "peak_rss_mb": bench.summarize([900.0]),
+            "space": "mnist1",
+            "train_step": "per_choice",
+            "num_choices": 1,
+            "num_paths": 4,
+            "import_s": seconds,
+            "build_s": seconds,
+            "first_step_s": seconds,
+            "to_first_step_s": seconds,
+            "step_ms": seconds,
+            "peak_rss_mb": bench.summarize([900.0]),
             "rss_after_import_mb": bench.summarize([700.0]),
         }
-        failed = {"space": "mnist4", "train_step": "per_path",
-                  "errors": ["stopped after 900 s"]}
+        failed = {
+            "space": "mnist4",
+            "train_step": "per_path",
+            "errors": ["stopped after 900 s"],
+        }
         lines = bench._format_compile(
             {"batch_size": 8, "rounds": 1, "rows": [failed, good]},
             {"goals": {}},
@@ -406,7 +457,11 @@ def _bin_bench(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run(
         [sys.executable, os.path.join(ROOT, "bin", "bench"), *args],
-        capture_output=True, text=True, timeout=120, env=env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
     )
 
 

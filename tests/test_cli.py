@@ -43,7 +43,10 @@ def test_parse_kernel_sizes_and_lists():
 
 def test_parse_branch_learning_rates_and_shards():
     assert _cli.parse_branch_learning_rates("") is None
-    assert _cli.parse_branch_learning_rates("3x3:1,sep5x5:0.5") == {"3x3": 1.0, "sep5x5": 0.5}
+    assert _cli.parse_branch_learning_rates("3x3:1,sep5x5:0.5") == {
+        "3x3": 1.0,
+        "sep5x5": 0.5,
+    }
     for bad in ("3x3", "3x3:inf", ":1"):
         with pytest.raises(ValueError, match="`branch_lr`"):
             _cli.parse_branch_learning_rates(bad)

@@ -81,21 +81,17 @@ def test_train_writes_results_report_and_resumes_after_kill(tmp_path):
         stderr=subprocess.DEVNULL,
         cwd=REPO,
     )
-    progress = (
-        killed / "checkpoints" / "joint" / "seed0" / "state" / "progress.json"
-    )
+    progress = killed / "checkpoints" / "joint" / "seed0" / "state" / "progress.json"
     deadline = time.monotonic() + 240
     while (
-        not progress.exists()
-        and process.poll() is None
-        and time.monotonic() < deadline
+        not progress.exists() and process.poll() is None and time.monotonic() < deadline
     ):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert (
-        process.returncode == -signal.SIGKILL
-    ), "the run finished before it could be killed"
+    assert process.returncode == -signal.SIGKILL, (
+        "the run finished before it could be killed"
+    )
     with open(killed / "results.json") as f:
         partial = json.load(f)["runs"]
     assert len(partial) < 8 or not all(r["complete"] for r in partial)
@@ -142,7 +138,10 @@ def _corrupt_copy(folder):
             "error: Unknown path '7x7,3x3': choice 'supernet_layer_0' has no "
             "candidate '7x7' (its candidates: 0=3x3, 1=5x5;",
         ),
-        (["--paths=0,9"], "error: Unknown path 9: path indices go from 0 to 3. Valid paths:"),
+        (
+            ["--paths=0,9"],
+            "error: Unknown path 9: path indices go from 0 to 3. Valid paths:",
+        ),
         (
             ["--kernel_sizes=3,x"],
             "error: Invalid value for argument `kernel_sizes`",
@@ -178,9 +177,7 @@ def test_bad_input_one_line_exit_1_nothing_written(tmp_path, flags, message):
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith(
-        message.format(tmp=tmp_path, corrupt=corrupt)
-    ), lines[0]
+    assert lines[0].startswith(message.format(tmp=tmp_path, corrupt=corrupt)), lines[0]
     assert not output_dir.exists()
     assert done.stdout == ""
 
@@ -202,7 +199,11 @@ def test_offline_without_data_dir_fails_within_seconds(tmp_path):
     start = time.monotonic()
     done = subprocess.run(
         [sys.executable, TRAIN, "--epochs=1", f"--output_dir={output_dir}"],
-        capture_output=True, text=True, timeout=120, cwd=REPO, env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=env,
     )
     elapsed = time.monotonic() - start
     assert done.returncode == 1, done.stderr[-2000:]
@@ -234,13 +235,14 @@ def test_second_writer_of_a_folder_is_refused_and_a_killed_one_blocks_nothing(
     flags = [f for f in flags if not f.startswith("--seeds")]
 
     def holds_lock(process):
-        return lambda: lock.exists() and lock.read_text().strip() == str(
-            process.pid
-        )
+        return lambda: lock.exists() and lock.read_text().strip() == str(process.pid)
 
     first = subprocess.Popen(
         [sys.executable, TRAIN, *flags, "--seeds=0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
     )
     try:
         # results.json is written once the first run has taken the folder.
@@ -265,7 +267,9 @@ def test_second_writer_of_a_folder_is_refused_and_a_killed_one_blocks_nothing(
     # A writer killed while it holds the lock does not block the next one.
     killed = subprocess.Popen(
         [sys.executable, TRAIN, *flags, "--seeds=1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
     )
     assert _wait_for(holds_lock(killed), killed)
     killed.send_signal(signal.SIGKILL)
@@ -296,9 +300,19 @@ def test_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path):
     )
     output_dir = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-c", script, TRAIN, *TINY_FLAGS, "--mode=joint",
-         f"--output_dir={output_dir}"],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
+        [
+            sys.executable,
+            "-c",
+            script,
+            TRAIN,
+            *TINY_FLAGS,
+            "--mode=joint",
+            f"--output_dir={output_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     assert done.returncode == 1, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
@@ -314,7 +328,9 @@ def test_diverging_run_stops_with_one_line_and_strict_json(tmp_path):
     output_dir = tmp_path / "out"
     flags = [f for f in TINY_FLAGS if not f.startswith("--learning_rate")]
     done = _train(
-        *flags, "--mode=joint", "--learning_rate=1e30",
+        *flags,
+        "--mode=joint",
+        "--learning_rate=1e30",
         f"--output_dir={output_dir}",
     )
     assert done.returncode == 1, done.stderr[-2000:]
@@ -355,16 +371,18 @@ def test_progress_counts_the_runs_epochs_and_the_summary_counts_models(
 ):
     output_dir = tmp_path / "out"
     flags = [f for f in TINY_FLAGS if not f.startswith("--epochs")]
-    done = _train(
-        *flags, "--epochs=3", "--paths=0", f"--output_dir={output_dir}"
-    )
+    done = _train(*flags, "--epochs=3", "--paths=0", f"--output_dir={output_dir}")
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
     # Keras's line per epoch, for the joint run and for the standalone one.
     for epoch in (1, 2, 3):
         assert out.count(f"Epoch {epoch}/3\n") == 2, out
     assert "Epoch 2/2" not in out
-    assert out.strip().splitlines()[-1].startswith(
-        f"2 trained models complete (1 joint supernet, 1 standalone path) in "
-        f"{output_dir}: "
+    assert (
+        out.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"2 trained models complete (1 joint supernet, 1 standalone path) in "
+            f"{output_dir}: "
+        )
     ), out

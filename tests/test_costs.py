@@ -86,7 +86,8 @@ def test_model_flops_counts_strides_groups_depthwise_and_separable():
         4 * 4 * 8 * 9 * (4 // 2)  # strided, grouped conv: 4x4 outputs
         + 0  # BatchNorm: folded
         + 4 * 4 * 8 * 2 * 9  # depthwise, multiplier 2: 16 channels
-        + 4 * 4 * 16 * 9 + 4 * 4 * 16 * 6  # separable: depthwise + pointwise
+        + 4 * 4 * 16 * 9
+        + 4 * 4 * 16 * 6  # separable: depthwise + pointwise
         + 6 * 5  # dense
     )
     assert costs.model_flops(model) == expected
@@ -122,8 +123,11 @@ def test_summed_costs_equal_the_walk_of_the_plain_model():
     x = keras.layers.Conv2D(8, 3, padding="same")(inputs)
     for i in range(3):
         x = candidates.choice(
-            ["conv3x3", "sep3x3", "mb3x3_e2", "skip"], 8, input_channels=8,
-            seed=i, name=f"choice_{i}",
+            ["conv3x3", "sep3x3", "mb3x3_e2", "skip"],
+            8,
+            input_channels=8,
+            seed=i,
+            name=f"choice_{i}",
         )(x)
     outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
     supernet = Supernet(inputs=inputs, outputs=outputs, seed=0)
@@ -171,7 +175,9 @@ def _check_sums(table, supernet):
     for path in range(supernet.num_paths):
         entries = table.entries(path)
         assert len(entries) == supernet.space.num_choices
-        assert table.predict(path) == pytest.approx(table.base_ms + sum(entries), abs=1e-12)
+        assert table.predict(path) == pytest.approx(
+            table.base_ms + sum(entries), abs=1e-12
+        )
 
 
 @pytest.mark.slow
@@ -193,7 +199,9 @@ def test_latency_table_of_a_small_space_predicts_sums_of_entries(small, tmp_path
     path = table.save(tmp_path / "table.json")
     loaded = costs.LatencyTable.load(path)
     assert json.load(open(path))["format"] == costs.TABLE_FORMAT
-    assert [loaded.predict(p) for p in range(27)] == [table.predict(p) for p in range(27)]
+    assert [loaded.predict(p) for p in range(27)] == [
+        table.predict(p) for p in range(27)
+    ]
     with pytest.raises(ValueError, match="built for a space"):
         loaded.check(Supernet(seed=0))
 

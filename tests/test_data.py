@@ -68,16 +68,12 @@ def test_raw_and_gzip_files_give_the_same_arrays(tmp_path):
 
 
 def test_unknown_dataset():
-    with pytest.raises(
-        ValueError, match=r"`dataset`.*Received dataset='cifar10'"
-    ):
+    with pytest.raises(ValueError, match=r"`dataset`.*Received dataset='cifar10'"):
         data.load_arrays("cifar10", data_dir=SMALL_DIR)
 
 
 def test_missing_folder(tmp_path):
-    with pytest.raises(
-        data.DataError, match=r"Data folder .*nowhere does not exist"
-    ):
+    with pytest.raises(data.DataError, match=r"Data folder .*nowhere does not exist"):
         data.load_arrays("mnist", data_dir=tmp_path / "nowhere")
 
 
@@ -199,9 +195,7 @@ def test_trailing_bytes(tmp_path):
 def test_label_image_count_mismatch(tmp_path):
     folder = _copy_small(tmp_path)
     _write_idx(_file(folder, "t10k-labels-idx1-ubyte.gz"), np.zeros(499))
-    with pytest.raises(
-        data.DataError, match="disagree: 500 images but 499 labels"
-    ):
+    with pytest.raises(data.DataError, match="disagree: 500 images but 499 labels"):
         data.load_arrays("mnist", data_dir=folder)
 
 
@@ -218,9 +212,7 @@ def test_error_messages_are_one_line(tmp_path):
     folder = _copy_small(tmp_path)
     path = _file(folder, "train-images-idx3-ubyte.gz")
     with open(path, "wb") as f:
-        f.write(
-            open(path.replace("images-idx3", "labels-idx1"), "rb").read()[:50]
-        )
+        f.write(open(path.replace("images-idx3", "labels-idx1"), "rb").read()[:50])
     with pytest.raises(data.DataError) as info:
         data.load_arrays("mnist", data_dir=folder)
     assert "\n" not in str(info.value)
@@ -387,9 +379,7 @@ def _declared_distributions(pyproject):
     from packaging.utils import canonicalize_name
 
     with open(pyproject, "rb") as f:
-        pending = [
-            Requirement(r) for r in tomllib.load(f)["project"]["dependencies"]
-        ]
+        pending = [Requirement(r) for r in tomllib.load(f)["project"]["dependencies"]]
     found = {}
     while pending:
         requirement = pending.pop()
@@ -405,8 +395,7 @@ def _declared_distributions(pyproject):
         for text in requires:
             child = Requirement(text)
             if child.marker is None or any(
-                child.marker.evaluate({"extra": extra})
-                for extra in found[name] | {""}
+                child.marker.evaluate({"extra": extra}) for extra in found[name] | {""}
             ):
                 pending.append(child)
     return set(found)
@@ -473,12 +462,16 @@ def test_tfds_prepare_offline_needs_only_declared_dependencies(tmp_path):
     )
     result = subprocess.run(
         [sys.executable, "-c", _PREPARE_SCRIPT, str(tmp_path)],
-        capture_output=True, text=True, timeout=600, env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["shapes"] == {
-        "train": [[60000, 28, 28], [60000]], "test": [[10000, 28, 28], [10000]]
+        "train": [[60000, 28, 28], [60000]],
+        "test": [[10000, 28, 28], [10000]],
     }
     assert report["labels"] == list(range(10))
     declared = _declared_distributions(os.path.join(root, "pyproject.toml"))

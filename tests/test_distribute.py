@@ -26,21 +26,37 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.path.join(ROOT, "tests", "data", "mnist_small")
 # A small joint experiment: two seeds, so two runs to shard.
 EXPERIMENT = {
-    "mode": "joint", "seeds": (0, 1), "epochs": 1, "train_size": 128,
-    "val_size": 200, "batch_size": 32, "data_dir": DATA_DIR, "verbose": 0,
+    "mode": "joint",
+    "seeds": (0, 1),
+    "epochs": 1,
+    "train_size": 128,
+    "val_size": 200,
+    "batch_size": 32,
+    "data_dir": DATA_DIR,
+    "verbose": 0,
 }
 TRAIN_FLAGS = [
-    "--mode=joint", "--epochs=1", "--train_size=128", "--val_size=200",
-    "--batch_size=32", f"--data_dir={DATA_DIR}", "--verbose=0",
+    "--mode=joint",
+    "--epochs=1",
+    "--train_size=128",
+    "--val_size=200",
+    "--batch_size=32",
+    f"--data_dir={DATA_DIR}",
+    "--verbose=0",
 ]
 # Numbers of a run that do not depend on the machine's speed.
-_TIMING_KEYS = {"seconds", "wall_seconds", "train_seconds", "eval_seconds",
-                "best_weights", "run_dir"}
+_TIMING_KEYS = {
+    "seconds",
+    "wall_seconds",
+    "train_seconds",
+    "eval_seconds",
+    "best_weights",
+    "run_dir",
+}
 LEARNING_RATE = 1e-2
 WEIGHTS_ATOL = 1e-4
 MIRRORED_TIMEOUT = 600
 WORKER_TIMEOUT = 180
-
 
 
 # === Worker: runs in a subprocess (python tests/test_distribute.py ...) ===
@@ -87,9 +103,7 @@ def _dataset(strategy, x, y):
                 start = b * GLOBAL_BATCH + r * per_replica
                 xs.append(x[start : start + per_replica])
                 ys.append(y[start : start + per_replica])
-        return tf.data.Dataset.from_tensor_slices(
-            (np.stack(xs), np.stack(ys))
-        )
+        return tf.data.Dataset.from_tensor_slices((np.stack(xs), np.stack(ys)))
 
     return strategy.distribute_datasets_from_function(make)
 
@@ -136,10 +150,14 @@ def _large(sampling):
     from conftest import choice_space
 
     inputs, outputs = choice_space(num_choices=20, size=28)
-    warm = _compile(ks.Supernet(inputs=inputs, outputs=outputs, sampling="fair", seed=1))
+    warm = _compile(
+        ks.Supernet(inputs=inputs, outputs=outputs, sampling="fair", seed=1)
+    )
     x, y = _data(seed=1)
     warm.fit(x[:32], y[:32], batch_size=16, epochs=1, verbose=0)
-    model = _compile(ks.Supernet(inputs=inputs, outputs=outputs, sampling=sampling, seed=0))
+    model = _compile(
+        ks.Supernet(inputs=inputs, outputs=outputs, sampling=sampling, seed=0)
+    )
     model.optimizer.set_weights([v.numpy() for v in warm.optimizer.variables])
     assert keras.ops.convert_to_numpy(model.optimizer.iterations) > 0
     return model
@@ -165,8 +183,11 @@ def _train(kind, strategy, sampling, x, y, weights_file, loop="fit"):
             f"{c}/{label}": [
                 _replica_values(v, strategy)
                 for v in candidate.variables
-                + [s for w in candidate.trainable_variables
-                   for s in distribute.optimizer_slots(model.optimizer, w)]
+                + [
+                    s
+                    for w in candidate.trainable_variables
+                    for s in distribute.optimizer_slots(model.optimizer, w)
+                ]
             ]
             for c, choice in enumerate(model.choices)
             for label, candidate in zip(choice.labels, choice.candidates)
@@ -197,7 +218,9 @@ def _train(kind, strategy, sampling, x, y, weights_file, loop="fit"):
             entry["path"] = model.active_path
             entry["path_candidates"] = sorted(
                 f"{c}/{choice.labels[k]}"
-                for c, (choice, k) in enumerate(zip(model.choices, model.active_indices))
+                for c, (choice, k) in enumerate(
+                    zip(model.choices, model.active_indices)
+                )
                 if choice.candidates[k].variables
             )
             entry["all_candidates"] = sorted(after)
@@ -213,7 +236,9 @@ def _train(kind, strategy, sampling, x, y, weights_file, loop="fit"):
                 record()
 
         history = model.fit(
-            _dataset(strategy, x, y), epochs=EPOCHS, verbose=0,
+            _dataset(strategy, x, y),
+            epochs=EPOCHS,
+            verbose=0,
             callbacks=[Record()],
         )
         losses = history.history["loss"]
@@ -254,15 +279,17 @@ def _mirrored_main(output_dir):
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2
     )
-    strategy = distribute.get_strategy(
-        "mirrored", devices=["/cpu:0", "/cpu:1"]
-    )
+    strategy = distribute.get_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
     x, y = _data()
     results = {"num_replicas": strategy.num_replicas_in_sync}
-    cases = [("plain", "plain", None)] + [
-        (f"supernet_{s}", "supernet", s)
-        for s in ("uniform", "fixed", "per_example", "fair")
-    ] + [("large_uniform", "large", "uniform")]
+    cases = (
+        [("plain", "plain", None)]
+        + [
+            (f"supernet_{s}", "supernet", s)
+            for s in ("uniform", "fixed", "per_example", "fair")
+        ]
+        + [("large_uniform", "large", "uniform")]
+    )
     for name, kind, sampling in cases:
         for label, case_strategy in (("single", None), ("mirrored", strategy)):
             if label == "single" and sampling in ("per_example", "fair"):
@@ -271,21 +298,27 @@ def _mirrored_main(output_dir):
                 results,
                 f"{label}/{name}",
                 _train,
-                kind, case_strategy, sampling, x, y,
+                kind,
+                case_strategy,
+                sampling,
+                x,
+                y,
                 os.path.join(output_dir, f"{label}_{name}.npz"),
             )
     _run_case(
         results,
         "mirrored/supernet_uniform_custom_loop",
         lambda: _train(
-            "supernet", strategy, "uniform", x, y,
+            "supernet",
+            strategy,
+            "uniform",
+            x,
+            y,
             os.path.join(output_dir, "mirrored_supernet_uniform_custom_loop.npz"),
             loop="custom",
         ),
     )
-    _run_case(
-        results, "mirrored/evaluate", lambda: _evaluate_paths(strategy, x, y)
-    )
+    _run_case(results, "mirrored/evaluate", lambda: _evaluate_paths(strategy, x, y))
     return results
 
 
@@ -298,9 +331,7 @@ def _evaluate_paths(strategy, x, y):
         single.set_path(path)
         mirrored.set_path(path)
         expected = single.predict(x, batch_size=GLOBAL_BATCH, verbose=0)
-        actual = mirrored.predict(
-            _dataset(strategy, x, y), verbose=0
-        )
+        actual = mirrored.predict(_dataset(strategy, x, y), verbose=0)
         differences.append(float(np.max(np.abs(expected - actual))))
     return {"max_differences": differences}
 
@@ -322,8 +353,13 @@ def _worker_main(output_dir):
             results,
             name,
             _train,
-            kind, strategy, sampling, x, y,
-            os.path.join(output_dir, f"worker{index}_{name}.npz"), loop,
+            kind,
+            strategy,
+            sampling,
+            x,
+            y,
+            os.path.join(output_dir, f"worker{index}_{name}.npz"),
+            loop,
         )
     return results
 
@@ -406,8 +442,7 @@ def multi_worker(tmp_path_factory):
     for index in range(2):
         env = _script_env()
         env["TF_CONFIG"] = json.dumps(
-            {"cluster": {"worker": workers},
-             "task": {"type": "worker", "index": index}}
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         )
         processes.append(
             subprocess.Popen(
@@ -522,8 +557,10 @@ class TestTrainEpoch:
         empty = tf.data.Dataset.from_tensor_slices((x, y)).batch(4).take(0)
         with pytest.raises(ValueError, match=r"Expected at least one batch"):
             distribute.train_epoch(model, empty)
-        unknown = tf.data.Dataset.from_tensor_slices((x, y)).batch(4).filter(
-            lambda a, b: True
+        unknown = (
+            tf.data.Dataset.from_tensor_slices((x, y))
+            .batch(4)
+            .filter(lambda a, b: True)
         )
         with pytest.raises(ValueError, match=r"unknown or infinite length"):
             distribute.train_epoch(model, unknown)
@@ -555,9 +592,7 @@ class TestMirrored:
         assert case["losses"][-1] < case["losses"][0]
 
     @pytest.mark.parametrize("sampling", ["uniform", "fixed"])
-    def test_trains_only_the_sampled_path_on_every_replica(
-        self, mirrored, sampling
-    ):
+    def test_trains_only_the_sampled_path_on_every_replica(self, mirrored, sampling):
         output_dir, results = mirrored
         case = _check_case(results, f"mirrored/supernet_{sampling}")
         reference = _check_case(results, f"single/supernet_{sampling}")
@@ -585,7 +620,8 @@ class TestMirrored:
         ]
         np.testing.assert_allclose(case["losses"], reference["losses"], rtol=1e-4)
         _assert_close_weights(
-            output_dir, "mirrored_supernet_uniform_custom_loop",
+            output_dir,
+            "mirrored_supernet_uniform_custom_loop",
             "single_supernet_uniform",
         )
 
@@ -600,9 +636,7 @@ class TestMirrored:
             )
         assert case["losses"][-1] < case["losses"][0]
 
-    def test_large_space_trains_only_the_sampled_path_on_every_replica(
-        self, mirrored
-    ):
+    def test_large_space_trains_only_the_sampled_path_on_every_replica(self, mirrored):
         # 4**20 paths, BatchNorm in candidates, every candidate with
         # momentum: the per-choice step's restoring update under the
         # strategy keeps every other candidate (weights, slots, statistics).
@@ -678,6 +712,7 @@ class TestMultiWorker:
 
 def _comparable(runs):
     """Runs keyed by (mode, seed, path), without timings and file names."""
+
     def strip(value):
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items() if k not in _TIMING_KEYS}
@@ -712,15 +747,20 @@ def _bin_train(args, env=None, split_cpu=False):
             "cpu = tf.config.list_physical_devices('CPU')[0]\n"
             "tf.config.set_logical_device_configuration(cpu, "
             "[tf.config.LogicalDeviceConfiguration()] * 2)\n"
-            if split_cpu else ""
+            if split_cpu
+            else ""
         )
         + f"sys.argv = {['bin/train'] + args!r}\n"
         + f"runpy.run_path({os.path.join(ROOT, 'bin', 'train')!r}, "
         "run_name='__main__')\n"
     )
     return subprocess.Popen(
-        [sys.executable, "-c", code], env=env or _script_env(), cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", code],
+        env=env or _script_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -747,31 +787,46 @@ def sharded(tmp_path_factory):
     from keras_supernet import experiment
 
     root = tmp_path_factory.mktemp("sharded")
-    folders = {name: str(root / name) for name in
-               ("full", "shard0_multi_worker", "shard1_mirrored", "shard1")}
+    folders = {
+        name: str(root / name)
+        for name in ("full", "shard0_multi_worker", "shard1_mirrored", "shard1")
+    }
     workers = [f"localhost:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
         env = _script_env()
         env["TF_CONFIG"] = json.dumps(
-            {"cluster": {"worker": workers},
-             "task": {"type": "worker", "index": index}}
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         )
-        processes.append(_bin_train(
-            TRAIN_FLAGS + ["--seeds=0,1", "--shard=0/2", "--strategy=multi_worker",
-                           f"--output_dir={folders['shard0_multi_worker']}"],
-            env=env,
-        ))
+        processes.append(
+            _bin_train(
+                TRAIN_FLAGS
+                + [
+                    "--seeds=0,1",
+                    "--shard=0/2",
+                    "--strategy=multi_worker",
+                    f"--output_dir={folders['shard0_multi_worker']}",
+                ],
+                env=env,
+            )
+        )
     stdouts = _finish(processes)
-    _finish([_bin_train(
-        TRAIN_FLAGS + ["--seeds=0,1", "--shard=1/2", "--strategy=mirrored",
-                       f"--output_dir={folders['shard1_mirrored']}"],
-        split_cpu=True,
-    )])
-    experiment.run_experiment(output_dir=folders["full"], **EXPERIMENT)
-    experiment.run_experiment(
-        output_dir=folders["shard1"], shard=(1, 2), **EXPERIMENT
+    _finish(
+        [
+            _bin_train(
+                TRAIN_FLAGS
+                + [
+                    "--seeds=0,1",
+                    "--shard=1/2",
+                    "--strategy=mirrored",
+                    f"--output_dir={folders['shard1_mirrored']}",
+                ],
+                split_cpu=True,
+            )
+        ]
     )
+    experiment.run_experiment(output_dir=folders["full"], **EXPERIMENT)
+    experiment.run_experiment(output_dir=folders["shard1"], shard=(1, 2), **EXPERIMENT)
     return folders, stdouts
 
 
@@ -812,7 +867,9 @@ class TestTrainShardsAndStrategies:
         assert "worker1 done" in stdouts[1]
 
     def test_bad_shard_is_one_line(self, tmp_path):
-        process = _bin_train(TRAIN_FLAGS + ["--shard=2/2", f"--output_dir={tmp_path / 'x'}"])
+        process = _bin_train(
+            TRAIN_FLAGS + ["--shard=2/2", f"--output_dir={tmp_path / 'x'}"]
+        )
         stdout, stderr = process.communicate(timeout=120)
         assert process.returncode == 1
         assert stderr.strip().splitlines()[-1] == (

@@ -105,11 +105,7 @@ def test_results_schema(full_run):
         and config["val_size"] == 300
         and config["test_size"] == 500
     )
-    assert (
-        config["epochs"] == 2
-        and config["seeds"] == [0]
-        and config["mode"] == "all"
-    )
+    assert config["epochs"] == 2 and config["seeds"] == [0] and config["mode"] == "all"
     assert 0.1 < config["normalization"]["mean"] < 0.15
     assert 0.28 < config["normalization"]["std"] < 0.33
 
@@ -127,10 +123,7 @@ def test_results_schema(full_run):
         val = [row["val_accuracy"] for row in history]
         assert run["best_epoch"] == int(np.argmax(val)) + 1
         assert run["best_val_accuracy"] == max(val)
-        assert (
-            run["test_accuracy"]
-            == history[run["best_epoch"] - 1]["test_accuracy"]
-        )
+        assert run["test_accuracy"] == history[run["best_epoch"] - 1]["test_accuracy"]
         assert run["final_test_accuracy"] == history[-1]["test_accuracy"]
         assert (
             0
@@ -163,9 +156,7 @@ def test_checkpoints_and_tensorboard_layout(full_run):
             "epoch_002.npz",
             "progress.json",
         ]
-    assert not glob.glob(
-        os.path.join(output_dir, "**", ".tmp-*"), recursive=True
-    )
+    assert not glob.glob(os.path.join(output_dir, "**", ".tmp-*"), recursive=True)
     for mode in ("joint", "standalone"):
         runs = sorted(
             os.listdir(os.path.join(output_dir, "tensorboard", mode, "seed0"))
@@ -178,9 +169,7 @@ def test_checkpoints_and_tensorboard_layout(full_run):
         ] + (["supernet"] if mode == "joint" else [])
         for run in runs:
             assert glob.glob(
-                os.path.join(
-                    output_dir, "tensorboard", mode, "seed0", run, "events.*"
-                )
+                os.path.join(output_dir, "tensorboard", mode, "seed0", run, "events.*")
             )
 
 
@@ -210,9 +199,7 @@ def test_tensorboard_logs_the_joint_training_loss_once(full_run):
 @pytest.mark.slow
 def test_readme_says_when_the_test_set_is_evaluated(full_run):
     _, results = full_run
-    assert all(
-        "test_accuracy" in row for r in results["runs"] for row in r["history"]
-    )
+    assert all("test_accuracy" in row for r in results["runs"] for row in r["history"])
     readme = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")
     text = " ".join(open(readme).read().split())
     assert "test set is read only at that epoch" not in text
@@ -224,9 +211,7 @@ def test_best_weights_rebuild_reported_test_accuracy(full_run):
     """The config and weight files are enough to reproduce a reported number."""
     output_dir, results = full_run
     config = results["config"]
-    run = next(
-        r for r in results["runs"] if r["mode"] == "joint" and r["path"] == 2
-    )
+    run = next(r for r in results["runs"] if r["mode"] == "joint" and r["path"] == 2)
     model = presets.build_supernet(config["space"], seed=0)
     model.load_weights(os.path.join(output_dir, run["best_weights"]))
     model.set_path(2)
@@ -263,9 +248,7 @@ def test_interrupted_run_resumes_to_identical_numbers(full_run, tmp_path):
             b["test_accuracy"],
         )
     assert sorted(
-        os.listdir(
-            os.path.join(output_dir, "checkpoints", "joint", "seed0", "state")
-        )
+        os.listdir(os.path.join(output_dir, "checkpoints", "joint", "seed0", "state"))
     ) == [
         "epoch_002.npz",
         "progress.json",
@@ -305,12 +288,8 @@ def test_resume_refuses_another_configuration(full_run):
             output_dir=output_dir,
             **dict(TINY, batch_size=32),
         )
-    with pytest.raises(
-        ValueError, match=r"trained for 2 epochs. Received epochs=1"
-    ):
-        experiment.run_experiment(
-            mode="all", epochs=1, output_dir=output_dir, **TINY
-        )
+    with pytest.raises(ValueError, match=r"trained for 2 epochs. Received epochs=1"):
+        experiment.run_experiment(mode="all", epochs=1, output_dir=output_dir, **TINY)
     assert open(results_path).read() == before
 
 
@@ -378,9 +357,7 @@ def test_folder_without_fingerprint_resumes_and_records_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_corrupt_resume_state_is_one_error_and_deleting_it_recovers(
-    full_run, tmp_path
-):
+def test_corrupt_resume_state_is_one_error_and_deleting_it_recovers(full_run, tmp_path):
     output_dir = str(tmp_path / "run")
     shutil.copytree(full_run[0], output_dir)
     state = os.path.join(
@@ -389,9 +366,7 @@ def test_corrupt_resume_state_is_one_error_and_deleting_it_recovers(
     blob = open(state, "rb").read()
     open(state, "wb").write(blob[: len(blob) // 2])
     with pytest.raises(experiment.CorruptStateError) as info:
-        experiment.run_experiment(
-            mode="joint", epochs=3, output_dir=output_dir, **TINY
-        )
+        experiment.run_experiment(mode="joint", epochs=3, output_dir=output_dir, **TINY)
     assert re.fullmatch(
         rf"Resume state {re.escape(state)} is unreadable \(truncated, or not an "
         r"npz file\): "
@@ -423,12 +398,9 @@ def test_corrupt_progress_file_is_one_error(full_run, tmp_path):
     with open(os.path.join(state_dir, "progress.json"), "w") as f:
         f.write('{"mode": "standalone", "se')
     with pytest.raises(experiment.CorruptStateError) as info:
-        experiment.run_experiment(
-            mode="all", epochs=2, output_dir=output_dir, **TINY
-        )
+        experiment.run_experiment(mode="all", epochs=2, output_dir=output_dir, **TINY)
     assert str(info.value).startswith(
-        f"Resume progress {state_dir}/progress.json is unreadable "
-        "(JSONDecodeError: "
+        f"Resume progress {state_dir}/progress.json is unreadable (JSONDecodeError: "
     ), str(info.value)
     assert str(info.value).endswith(
         f"): delete the folder {state_dir} and run the same command again "
@@ -460,9 +432,7 @@ def test_full_disk_stops_the_run_and_keeps_the_saved_epochs(
     monkeypatch.setattr(shutil, "disk_usage", disk_usage)
     output_dir = str(tmp_path / "full")
     with pytest.raises(experiment.SaveError) as info:
-        experiment.run_experiment(
-            mode="joint", epochs=2, output_dir=output_dir, **TINY
-        )
+        experiment.run_experiment(mode="joint", epochs=2, output_dir=output_dir, **TINY)
     message = str(info.value)
     assert message.startswith(
         "Not enough free space to save epoch 2 of joint seed=0 in "
@@ -496,9 +466,7 @@ def test_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     monkeypatch.setattr(np, "savez", savez_then_fail)
     output_dir = str(tmp_path / "out")
     with pytest.raises(experiment.SaveError) as info:
-        experiment.run_experiment(
-            mode="joint", epochs=1, output_dir=output_dir, **TINY
-        )
+        experiment.run_experiment(mode="joint", epochs=1, output_dir=output_dir, **TINY)
     assert str(info.value) == (
         "Cannot save epoch 1 of joint seed=0 in "
         f"{os.path.join(output_dir, 'checkpoints', 'joint', 'seed0')}: No "
@@ -560,9 +528,7 @@ def test_non_finite_training_stops_the_run_and_keeps_the_saved_epochs(
     )
     output_dir = str(tmp_path / "nan")
     with pytest.raises(experiment.NonFiniteLossError) as info:
-        experiment.run_experiment(
-            mode="joint", epochs=3, output_dir=output_dir, **TINY
-        )
+        experiment.run_experiment(mode="joint", epochs=3, output_dir=output_dir, **TINY)
     assert re.fullmatch(
         message + r"; the run is stopped and epochs up to 1 are saved \(a "
         r"lower --learning_rate may help\)\.",
@@ -574,9 +540,7 @@ def test_non_finite_training_stops_the_run_and_keeps_the_saved_epochs(
     assert {len(r["history"]) for r in results["runs"]} == {1}
     state = os.path.join(output_dir, "checkpoints", "joint", "seed0", "state")
     assert sorted(os.listdir(state)) == ["epoch_001.npz", "progress.json"]
-    assert not glob.glob(
-        os.path.join(output_dir, "**", ".tmp-*"), recursive=True
-    )
+    assert not glob.glob(os.path.join(output_dir, "**", ".tmp-*"), recursive=True)
 
 
 def test_json_files_are_strict_json(tmp_path):
@@ -585,9 +549,7 @@ def test_json_files_are_strict_json(tmp_path):
         runs.write_json(str(path), {"loss": float("nan")})
     assert os.listdir(tmp_path) == []
     runs.write_json(str(path), {"loss": 1.5})
-    assert json.loads(path.read_text(), parse_constant=pytest.fail) == {
-        "loss": 1.5
-    }
+    assert json.loads(path.read_text(), parse_constant=pytest.fail) == {"loss": 1.5}
 
 
 # === Bad input: an error, and nothing written ===
@@ -656,13 +618,9 @@ def test_corrupt_idx_writes_nothing(tmp_path):
             blob[:100] if name.startswith("t10k-images") else blob
         )
     output_dir = tmp_path / "out"
-    with pytest.raises(
-        data.DataError, match="t10k-images-idx3-ubyte.gz is truncated"
-    ):
+    with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.gz is truncated"):
         experiment.run_experiment(
-            **dict(
-                TINY, data_dir=str(folder), epochs=1, output_dir=str(output_dir)
-            )
+            **dict(TINY, data_dir=str(folder), epochs=1, output_dir=str(output_dir))
         )
     assert not output_dir.exists()
 

@@ -220,7 +220,10 @@ def test_saved_model_refuses_wrong_shapes_without_dying(saved_model_dir):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
     result = subprocess.run(
         [sys.executable, "-c", _BAD_SHAPES_SCRIPT, saved_model_dir],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     answers = json.loads(result.stdout.strip().splitlines()[-1])
@@ -287,9 +290,7 @@ def test_float_tflite_matches_keras(trained, saved_model_dir, arrays, tmp_path):
     assert np.max(np.abs(probabilities - expected)) <= 1e-4
 
 
-def test_tflite_from_keras_model_goes_through_a_saved_model(
-    trained, arrays, tmp_path
-):
+def test_tflite_from_keras_model_goes_through_a_saved_model(trained, arrays, tmp_path):
     model, mean, std = trained
     images = arrays["test"][0][:64]
     path = export.export_tflite(model, str(tmp_path / "m.tflite"), mean=mean, std=std)
@@ -397,10 +398,14 @@ def test_export_path_best_epoch(run_dir, arrays, tmp_path):
     served = _serve(report["saved_model"], images)
     np.testing.assert_allclose(served.sum(axis=-1), 1.0, atol=1e-5)
     assert np.max(np.abs(served - expected)) <= 1e-5
-    assert np.max(np.abs(_run_tflite(report["tflite"]["none"], images) - expected)) <= 1e-4
+    assert (
+        np.max(np.abs(_run_tflite(report["tflite"]["none"], images) - expected)) <= 1e-4
+    )
     keras_accuracy = float(np.mean(expected.argmax(-1) == labels))
     # The test accuracy of the exported path is the one the run recorded.
-    assert keras_accuracy == pytest.approx(entry["test_accuracy"], abs=1.01 / len(labels))
+    assert keras_accuracy == pytest.approx(
+        entry["test_accuracy"], abs=1.01 / len(labels)
+    )
 
     artifacts = report["artifacts"]
     assert set(artifacts) == {"keras", "saved_model", "tflite", "tflite_int8"}
@@ -408,10 +413,16 @@ def test_export_path_best_epoch(run_dir, arrays, tmp_path):
     assert artifacts["saved_model"]["max_abs_diff"] <= 1e-5
     assert artifacts["tflite"]["max_abs_diff"] <= 1e-4
     assert artifacts["tflite_int8"]["agreement"] >= 0.9
-    with open(os.path.join(report["saved_model"], "assets.extra", "export_info.json")) as f:
+    with open(
+        os.path.join(report["saved_model"], "assets.extra", "export_info.json")
+    ) as f:
         info = json.load(f)
     assert info["version"] == 1 and info["epoch"] == entry["best_epoch"]
-    assert info["files"] == {"saved_model": "1", "tflite": "1.tflite", "tflite_int8": "1.int8.tflite"}
+    assert info["files"] == {
+        "saved_model": "1",
+        "tflite": "1.tflite",
+        "tflite_int8": "1.int8.tflite",
+    }
     assert info["checkpoint"] == entry["best_weights"]
     assert info["normalization"] == normalization
 
@@ -426,8 +437,13 @@ def test_export_path_numbers_versions_and_never_overwrites(run_dir, tmp_path):
     with open(os.path.join(first["saved_model"], "saved_model.pb"), "rb") as f:
         before = f.read()
     second = export.export_path(
-        run_dir, 0, epoch="last", export_dir=export_dir, name="m",
-        formats="saved_model", data_dir=SMALL_DIR,
+        run_dir,
+        0,
+        epoch="last",
+        export_dir=export_dir,
+        name="m",
+        formats="saved_model",
+        data_dir=SMALL_DIR,
     )
     assert (first["version"], second["version"]) == (1, 2)
     assert (first["epoch"], second["epoch"]) == (1, 2)
@@ -436,8 +452,13 @@ def test_export_path_numbers_versions_and_never_overwrites(run_dir, tmp_path):
     with open(os.path.join(first["saved_model"], "saved_model.pb"), "rb") as f:
         assert f.read() == before
     third = export.export_path(
-        run_dir, 0, epoch=1, export_dir=export_dir, name="m",
-        formats="tflite", data_dir=SMALL_DIR,
+        run_dir,
+        0,
+        epoch=1,
+        export_dir=export_dir,
+        name="m",
+        formats="tflite",
+        data_dir=SMALL_DIR,
     )
     assert third["version"] == 3 and third["saved_model"] is None
     assert sorted(os.listdir(model_dir)) == ["1", "1.tflite", "2", "3.tflite"]
@@ -446,8 +467,12 @@ def test_export_path_numbers_versions_and_never_overwrites(run_dir, tmp_path):
 @pytest.mark.slow
 def test_export_path_standalone(run_dir, arrays, tmp_path):
     report = export.export_path(
-        run_dir, "1", mode="standalone", export_dir=str(tmp_path),
-        formats="saved_model", data_dir=SMALL_DIR,
+        run_dir,
+        "1",
+        mode="standalone",
+        export_dir=str(tmp_path),
+        formats="saved_model",
+        data_dir=SMALL_DIR,
     )
     entry = _run_entry(run_dir, "standalone", 1)
     assert report["name"] == "standalone_path1_3x3_5x5"
@@ -506,14 +531,20 @@ def test_export_removes_the_staging_folders_of_killed_exports(run_dir, tmp_path)
     os.utime(old, (two_hours_ago, two_hours_ago))
     try:
         report = export.export_path(
-            run_dir, 0, export_dir=str(model_dir.parent), name="m",
-            formats="saved_model", data_dir=SMALL_DIR,
+            run_dir,
+            0,
+            export_dir=str(model_dir.parent),
+            name="m",
+            formats="saved_model",
+            data_dir=SMALL_DIR,
         )
     finally:
         os.close(owner)
     assert report["version"] == 1
     assert sorted(os.listdir(model_dir)) == [
-        ".export-partial-new", ".export-partial-running", "1"
+        ".export-partial-new",
+        ".export-partial-running",
+        "1",
     ]
 
 
@@ -545,14 +576,29 @@ def test_saved_model_loads_without_keras_supernet(run_dir, arrays, tmp_path):
     out_file = str(tmp_path / "out.npz")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
     result = subprocess.run(
-        [sys.executable, "-c", script, report["saved_model"],
-         report["tflite"]["none"], str(tmp_path / "images.npy"), out_file],
-        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            script,
+            report["saved_model"],
+            report["tflite"]["none"],
+            str(tmp_path / "images.npy"),
+            out_file,
+        ],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     fresh = np.load(out_file)
-    np.testing.assert_allclose(fresh["saved_model"], _serve(report["saved_model"], images), atol=1e-6)
-    np.testing.assert_allclose(fresh["tflite"], _run_tflite(report["tflite"]["none"], images), atol=1e-6)
+    np.testing.assert_allclose(
+        fresh["saved_model"], _serve(report["saved_model"], images), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        fresh["tflite"], _run_tflite(report["tflite"]["none"], images), atol=1e-6
+    )
 
 
 # === bin/export ===
@@ -562,7 +608,11 @@ def _run_cli(*args, cwd=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run(
         [sys.executable, BIN_EXPORT, *args],
-        cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -574,8 +624,11 @@ def _error_lines(stderr):
 def test_cli_exports_and_prints_the_verification(run_dir, tmp_path):
     export_dir = str(tmp_path / "models")
     result = _run_cli(
-        f"--run_dir={run_dir}", "--path=5x5,3x3", f"--export_dir={export_dir}",
-        "--quantize=dynamic", f"--data_dir={SMALL_DIR}",
+        f"--run_dir={run_dir}",
+        "--path=5x5,3x3",
+        f"--export_dir={export_dir}",
+        "--quantize=dynamic",
+        f"--data_dir={SMALL_DIR}",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
@@ -583,9 +636,15 @@ def test_cli_exports_and_prints_the_verification(run_dir, tmp_path):
     entry = _run_entry(run_dir, "joint", 2)
     assert f"epoch {entry['best_epoch']}" in out
     for key in ("keras", "saved_model", "tflite", "tflite_dynamic"):
-        assert re.search(rf"^  {key} +max \|probability difference\| [\d.e+-]+  test accuracy 0\.\d{{4}}", out, re.M), out
+        assert re.search(
+            rf"^  {key} +max \|probability difference\| [\d.e+-]+  test accuracy 0\.\d{{4}}",
+            out,
+            re.M,
+        ), out
     assert sorted(os.listdir(os.path.join(export_dir, "joint_path2_5x5_3x3"))) == [
-        "1", "1.dynamic.tflite", "1.tflite"
+        "1",
+        "1.dynamic.tflite",
+        "1.tflite",
     ]
 
 
@@ -601,8 +660,11 @@ def test_cli_default_export_dir_is_inside_the_run_folder(run_dir, tmp_path):
     (shipped / "saved_model.pb").write_bytes(b"the served model")
     before = _tree(checkout)
     result = _run_cli(
-        f"--run_dir={run_copy}", "--path=2", "--formats=saved_model",
-        f"--data_dir={SMALL_DIR}", cwd=str(checkout),
+        f"--run_dir={run_copy}",
+        "--path=2",
+        "--formats=saved_model",
+        f"--data_dir={SMALL_DIR}",
+        cwd=str(checkout),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert _tree(checkout) == before
@@ -621,23 +683,50 @@ def _bad_inputs(run_dir, tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     return {
-        "unknown_path": (["--path=7"], r"Unknown path 7: path indices go from 0 to 3\. Valid paths: 0=3x3->3x3, 1=3x3->5x5, 2=5x5->3x3, 3=5x5->5x5"),
+        "unknown_path": (
+            ["--path=7"],
+            r"Unknown path 7: path indices go from 0 to 3\. Valid paths: 0=3x3->3x3, 1=3x3->5x5, 2=5x5->3x3, 3=5x5->5x5",
+        ),
         "unknown_kernels": (["--path=7x7,3x3"], r"Valid paths: 0=3x3->3x3"),
         "no_results": ([f"--run_dir={tmp_path}", "--path=1"], r"has no results\.json"),
-        "no_checkpoints": ([f"--run_dir={no_checkpoints}", "--path=1"], r"has no checkpoints/ folder"),
-        "epoch_not_kept": (["--path=1", "--epoch=9"], r"Epoch 9 .* was not kept.*Kept epochs: 1, 2\."),
-        "no_standalone_run": (["--path=0", "--mode=standalone"], r"No standalone run of path 0"),
-        "export_dir_is_a_file": (["--path=1", f"--export_dir={a_file}/models"], r"argument `export_dir`.*not a folder"),
+        "no_checkpoints": (
+            [f"--run_dir={no_checkpoints}", "--path=1"],
+            r"has no checkpoints/ folder",
+        ),
+        "epoch_not_kept": (
+            ["--path=1", "--epoch=9"],
+            r"Epoch 9 .* was not kept.*Kept epochs: 1, 2\.",
+        ),
+        "no_standalone_run": (
+            ["--path=0", "--mode=standalone"],
+            r"No standalone run of path 0",
+        ),
+        "export_dir_is_a_file": (
+            ["--path=1", f"--export_dir={a_file}/models"],
+            r"argument `export_dir`.*not a folder",
+        ),
         "bad_quantize": (["--path=1", "--quantize=int4"], r"argument `quantize`"),
-        "missing_data": (["--path=1", f"--data_dir={tmp_path}/nowhere"], r"Data folder .*nowhere does not exist"),
+        "missing_data": (
+            ["--path=1", f"--data_dir={tmp_path}/nowhere"],
+            r"Data folder .*nowhere does not exist",
+        ),
     }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "case",
-    ["unknown_path", "unknown_kernels", "no_results", "no_checkpoints", "epoch_not_kept",
-     "no_standalone_run", "export_dir_is_a_file", "bad_quantize", "missing_data"],
+    [
+        "unknown_path",
+        "unknown_kernels",
+        "no_results",
+        "no_checkpoints",
+        "epoch_not_kept",
+        "no_standalone_run",
+        "export_dir_is_a_file",
+        "bad_quantize",
+        "missing_data",
+    ],
 )
 def test_cli_bad_input_is_one_line_and_leaves_nothing(run_dir, tmp_path, case):
     args, message = _bad_inputs(run_dir, tmp_path)[case]
@@ -658,17 +747,23 @@ def test_cli_bad_input_is_one_line_and_leaves_nothing(run_dir, tmp_path, case):
     assert not export_dir.exists()
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere")
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere"
+)
 @pytest.mark.slow
 def test_cli_read_only_export_dir(run_dir, tmp_path):
     export_dir = tmp_path / "models"
     export_dir.mkdir()
     export_dir.chmod(0o555)
     try:
-        result = _run_cli(f"--run_dir={run_dir}", "--path=1", f"--export_dir={export_dir}")
+        result = _run_cli(
+            f"--run_dir={run_dir}", "--path=1", f"--export_dir={export_dir}"
+        )
     finally:
         export_dir.chmod(0o755)
     assert result.returncode == 1
     lines = _error_lines(result.stderr)
-    assert len(lines) == 1 and "argument `export_dir`" in lines[0], result.stderr[-2000:]
+    assert len(lines) == 1 and "argument `export_dir`" in lines[0], result.stderr[
+        -2000:
+    ]
     assert os.listdir(export_dir) == []

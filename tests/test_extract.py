@@ -62,8 +62,11 @@ def _random_space(rng):
     for i in range(int(rng.integers(1, 5))):
         chosen = list(rng.choice(specs, size=int(rng.integers(1, 4)), replace=False))
         block = candidates.choice(
-            chosen, channels, input_channels=channels,
-            batchnorm=bool(rng.integers(0, 2)), seed=int(rng.integers(1000)),
+            chosen,
+            channels,
+            input_channels=channels,
+            batchnorm=bool(rng.integers(0, 2)),
+            seed=int(rng.integers(1000)),
             name=f"choice_{i}",
         )
         y = block(x)
@@ -90,10 +93,17 @@ def test_random_paths_of_random_spaces_extract_exactly(seed):
 
 
 def test_plain_model_saves_and_loads_without_this_package(tmp_path):
-    model, x = _trained(Supernet(hidden_units=32, seed=5, **REPORT_SPACES["report_2x2"]))
+    model, x = _trained(
+        Supernet(hidden_units=32, seed=5, **REPORT_SPACES["report_2x2"])
+    )
     plain = extract_path(model, "5x5->3x3")
     assert [type(layer).__name__ for layer in plain.layers] == [
-        "InputLayer", "Sequential", "Sequential", "Flatten", "Dense", "Dense"
+        "InputLayer",
+        "Sequential",
+        "Sequential",
+        "Flatten",
+        "Dense",
+        "Dense",
     ]
     # The zero padding is folded into the first Dense kernel.
     assert plain.get_layer("hidden").kernel.shape == (400, 32)
@@ -126,7 +136,9 @@ def test_path_config_is_plain_data_and_builds_the_architecture():
 
 
 def test_verification_catches_a_wrong_copy():
-    model, x = _trained(Supernet(hidden_units=32, seed=5, **REPORT_SPACES["report_2x2"]))
+    model, x = _trained(
+        Supernet(hidden_units=32, seed=5, **REPORT_SPACES["report_2x2"])
+    )
     plain = extract_path(model, 1)
     bias = plain.get_layer("logits").bias
     bias.assign(bias + 1e-3)

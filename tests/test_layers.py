@@ -18,8 +18,12 @@ SEEDED = keras.initializers.GlorotUniform(seed=3)
 def _choice(**kwargs):
     return Choice(
         [
-            keras.layers.Conv2D(4, 3, padding="same", kernel_initializer=SEEDED, name="c3"),
-            keras.layers.Conv2D(4, 5, padding="same", kernel_initializer=SEEDED, name="c5"),
+            keras.layers.Conv2D(
+                4, 3, padding="same", kernel_initializer=SEEDED, name="c3"
+            ),
+            keras.layers.Conv2D(
+                4, 5, padding="same", kernel_initializer=SEEDED, name="c5"
+            ),
             keras.layers.Conv2D(4, 3, name="valid"),
         ],
         labels=["conv3x3", "conv5x5", "valid3x3"],
@@ -45,7 +49,9 @@ def test_choice_output_shape_is_unknown_where_candidates_disagree():
     choice = _choice()
     assert choice.compute_output_shape((None, 28, 28, 1)) == (None, None, None, 4)
     assert choice.candidate_output_shapes((None, 28, 28, 1)) == (
-        (None, 28, 28, 4), (None, 28, 28, 4), (None, 26, 26, 4),
+        (None, 28, 28, 4),
+        (None, 28, 28, 4),
+        (None, 26, 26, 4),
     )
     same = Choice([keras.layers.Dense(3), keras.layers.Dense(3)])
     assert same.compute_output_shape((None, 5)) == (None, 3)
@@ -67,14 +73,20 @@ def test_each_candidate_keeps_its_own_weights():
     choice = _choice()
     choice.build((None, 28, 28, 1))
     kernels = [c.kernel for c in choice.candidates]
-    assert [tuple(k.shape) for k in kernels] == [(3, 3, 1, 4), (5, 5, 1, 4), (3, 3, 1, 4)]
+    assert [tuple(k.shape) for k in kernels] == [
+        (3, 3, 1, 4),
+        (5, 5, 1, 4),
+        (3, 3, 1, 4),
+    ]
     assert len({id(v) for v in choice.trainable_variables}) == 6
     assert choice.active_index.dtype == "int32"
     assert not choice.active_index.trainable
 
 
 def test_choice_labels_default_to_candidate_names():
-    choice = Choice([keras.layers.Dense(2, name="small"), keras.layers.Identity(name="skip")])
+    choice = Choice(
+        [keras.layers.Dense(2, name="small"), keras.layers.Identity(name="skip")]
+    )
     assert choice.labels == ("small", "skip")
 
 
@@ -91,8 +103,10 @@ def test_routed_examples_each_take_their_candidate():
     with routing.planned(plan):
         out = choice(x[:, :, :, :])
     for i, k in enumerate(route.numpy()):
-        np.testing.assert_allclose(out[i], choice.candidates[k](x[i : i + 1])[0], atol=1e-6)
-    (kind, masks, groups), = recorder.entries()
+        np.testing.assert_allclose(
+            out[i], choice.candidates[k](x[i : i + 1])[0], atol=1e-6
+        )
+    ((kind, masks, groups),) = recorder.entries()
     assert kind == "masks" and [bool(m) for m in masks] == [True, True, False]
 
 
@@ -158,7 +172,10 @@ def test_supernet_layer_builds_conv_pool_candidates_in_kernel_order():
     layer = SupernetLayer(kernel_sizes=(3, 5), filters=4, kernel_initializer=SEEDED)
     layer.build((None, 28, 28, 1))
     assert layer.labels == ("3x3", "5x5")
-    assert [c.get_layer("conv").kernel_size for c in layer.candidates] == [(3, 3), (5, 5)]
+    assert [c.get_layer("conv").kernel_size for c in layer.candidates] == [
+        (3, 3),
+        (5, 5),
+    ]
     for index, size in enumerate((13, 12)):
         layer.set_active(index)
         assert layer(INPUTS).shape == (2, size, size, 4)
@@ -166,7 +183,9 @@ def test_supernet_layer_builds_conv_pool_candidates_in_kernel_order():
 
 def test_supernet_layer_seeds_each_candidate_differently_and_reproducibly():
     def kernels(seed):
-        layer = SupernetLayer((3, 5), 4, kernel_initializer=keras.initializers.GlorotUniform(seed=seed))
+        layer = SupernetLayer(
+            (3, 5), 4, kernel_initializer=keras.initializers.GlorotUniform(seed=seed)
+        )
         layer.build((None, 28, 28, 1))
         return [c.get_layer("conv").kernel.numpy() for c in layer.candidates]
 
@@ -176,7 +195,9 @@ def test_supernet_layer_seeds_each_candidate_differently_and_reproducibly():
 
 
 def test_supernet_layer_config_round_trip():
-    layer = SupernetLayer((1, 3), 6, padding="same", pool_size=3, aggregation="sum", name="l")
+    layer = SupernetLayer(
+        (1, 3), 6, padding="same", pool_size=3, aggregation="sum", name="l"
+    )
     config = json.loads(json.dumps(layer.get_config()))
     assert "candidates" not in config
     clone = SupernetLayer.from_config(config)
@@ -185,7 +206,9 @@ def test_supernet_layer_config_round_trip():
 
 def test_supernet_layer_candidate_that_empties_the_map_is_named():
     layer = SupernetLayer((3, 11), 2)
-    with pytest.raises(ValueError, match="Candidate '11x11' of choice .* cannot take an input"):
+    with pytest.raises(
+        ValueError, match="Candidate '11x11' of choice .* cannot take an input"
+    ):
         layer.build((None, 10, 10, 1))
 
 
@@ -214,7 +237,11 @@ def test_builders_name_and_shape_their_blocks():
         (candidates.conv(6, 3), "conv3x3", (2, 8, 8, 6)),
         (candidates.conv(6, 5, strides=2, batchnorm=False), "conv5x5", (2, 4, 4, 6)),
         (candidates.separable(6, 3), "sep3x3", (2, 8, 8, 6)),
-        (candidates.inverted_residual(4, 3, input_channels=4, expansion=2), "mb3x3_e2", (2, 8, 8, 4)),
+        (
+            candidates.inverted_residual(4, 3, input_channels=4, expansion=2),
+            "mb3x3_e2",
+            (2, 8, 8, 4),
+        ),
         (candidates.skip(), "skip", (2, 8, 8, 4)),
     ]:
         assert block.name == label
@@ -232,7 +259,9 @@ def test_inverted_residual_adds_its_input_when_shapes_allow():
 
 
 def test_choice_from_specs():
-    choice = candidates.choice(["conv3x3", "sep5x5", "mb3x3_e3", "skip"], 4, input_channels=4, seed=0)
+    choice = candidates.choice(
+        ["conv3x3", "sep5x5", "mb3x3_e3", "skip"], 4, input_channels=4, seed=0
+    )
     assert choice.labels == ("conv3x3", "sep5x5", "mb3x3_e3", "skip")
     choice.build((None, 8, 8, 4))
     assert choice.compute_output_shape((None, 8, 8, 4)) == (None, 8, 8, 4)
@@ -274,13 +303,17 @@ def test_padded_dense_blocks_cut_at_every_width():
     assert layer.widths == (3, 5, 8)
     assert [tuple(b.shape) for b in layer.kernel_blocks] == [(3, 6), (2, 6), (3, 6)]
     assert [b.path.split("/")[-1] for b in layer.kernel_blocks] == [
-        "kernel_rows_0_3", "kernel_rows_3_5", "kernel_rows_5_8"
+        "kernel_rows_0_3",
+        "kernel_rows_3_5",
+        "kernel_rows_5_8",
     ]
     assert layer.blocks_for(5) == layer.kernel_blocks[:2]
 
 
 def test_padded_dense_initial_kernel_is_the_full_width_dense_kernel():
-    dense = keras.layers.Dense(6, kernel_initializer=keras.initializers.GlorotUniform(seed=4))
+    dense = keras.layers.Dense(
+        6, kernel_initializer=keras.initializers.GlorotUniform(seed=4)
+    )
     dense.build((None, 8))
     np.testing.assert_array_equal(_padded().kernel, dense.kernel)
 
@@ -290,7 +323,9 @@ def test_padded_dense_equals_dense_on_the_zero_padded_input(width):
     layer = _padded()
     x = np.random.default_rng(width).normal(size=(4, width)).astype("float32")
     padded = np.pad(x, [(0, 0), (0, 8 - width)])
-    expected = np.maximum(padded @ np.asarray(layer.kernel) + np.asarray(layer.bias), 0.0)
+    expected = np.maximum(
+        padded @ np.asarray(layer.kernel) + np.asarray(layer.bias), 0.0
+    )
     np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-6)
     # A width known only at run time is dispatched to the same arithmetic.
     fn = tf.function(lambda v: layer(v), input_signature=[tf.TensorSpec((None, None))])

@@ -5,8 +5,14 @@ import sys
 
 import keras_supernet
 
-HEAVY = ("ai_edge_litert", "keras_tuner", "optuna", "tensorflow_datasets",
-         "matplotlib", "scipy")
+HEAVY = (
+    "ai_edge_litert",
+    "keras_tuner",
+    "optuna",
+    "tensorflow_datasets",
+    "matplotlib",
+    "scipy",
+)
 
 
 def test_import_loads_no_optional_dependency():

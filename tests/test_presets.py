@@ -8,7 +8,12 @@ from keras_supernet import presets
 
 @pytest.mark.parametrize(
     "name, num_paths, num_choices",
-    [("report", 4, 2), ("mnist20", 4**20, 20), ("mobile7", 8**7, 7), ("ranking", 7**6, 6)],
+    [
+        ("report", 4, 2),
+        ("mnist20", 4**20, 20),
+        ("mobile7", 8**7, 7),
+        ("ranking", 7**6, 6),
+    ],
 )
 def test_named_spaces(name, num_paths, num_choices):
     spec = presets.load_space(name)
@@ -21,9 +26,15 @@ def test_named_spaces(name, num_paths, num_choices):
 def test_json_files_describe_stages_or_the_preset(tmp_path):
     stages = {
         "stem": {"filters": 4, "strides": 2},
-        "stages": [{"filters": 4, "blocks": 2, "candidates": ["conv3x3", "skip"]},
-                   {"filters": 8, "blocks": 1, "strides": 2,
-                    "candidates": ["sep3x3", "mb3x3_e2"]}],
+        "stages": [
+            {"filters": 4, "blocks": 2, "candidates": ["conv3x3", "skip"]},
+            {
+                "filters": 8,
+                "blocks": 1,
+                "strides": 2,
+                "candidates": ["sep3x3", "mb3x3_e2"],
+            },
+        ],
         "batchnorm": False,
     }
     path = tmp_path / "space.json"
@@ -32,8 +43,16 @@ def test_json_files_describe_stages_or_the_preset(tmp_path):
     assert model.num_paths == 8 and not model.has_batchnorm
     assert model.path_label(7) == "skip->skip->mb3x3_e2"
     report = tmp_path / "report.json"
-    report.write_text(json.dumps({"preset": "report", "kernel_sizes": [[3, 5, 7]],
-                                  "filters": [4], "hidden_units": 8}))
+    report.write_text(
+        json.dumps(
+            {
+                "preset": "report",
+                "kernel_sizes": [[3, 5, 7]],
+                "filters": [4],
+                "hidden_units": 8,
+            }
+        )
+    )
     model = presets.build_supernet(presets.load_space(str(report)), seed=1)
     assert model.is_preset and model.num_paths == 3
 
@@ -45,8 +64,10 @@ def test_the_same_seed_builds_the_same_weights():
     c = presets.build_supernet(spec, seed=4)
     for va, vb in zip(a.weights, b.weights):
         np.testing.assert_array_equal(va.numpy(), vb.numpy())
-    assert any(not np.array_equal(va.numpy(), vc.numpy())
-               for va, vc in zip(a.trainable_variables, c.trainable_variables))
+    assert any(
+        not np.array_equal(va.numpy(), vc.numpy())
+        for va, vc in zip(a.trainable_variables, c.trainable_variables)
+    )
 
 
 def test_python_files_give_the_graph(tmp_path):
@@ -73,12 +94,18 @@ def test_python_files_give_the_graph(tmp_path):
         ("[1, 2]", "expected a JSON object"),
         ('{"layers": []}', "unknown keys"),
         ('{"stages": []}', "non-empty list 'stages'"),
-        ('{"stages": [{"filters": 4, "blocks": 1, "candidates": ["conv4x5"]}]}',
-         "Invalid candidate spec"),
-        ('{"stages": [{"filters": 0, "blocks": 1, "candidates": ["skip"]}]}',
-         "`filters`"),
-        ('{"stages": [{"filters": 4, "blocks": 1, "candidates": ["skip", "skip"]}]}',
-         "repeats a candidate"),
+        (
+            '{"stages": [{"filters": 4, "blocks": 1, "candidates": ["conv4x5"]}]}',
+            "Invalid candidate spec",
+        ),
+        (
+            '{"stages": [{"filters": 0, "blocks": 1, "candidates": ["skip"]}]}',
+            "`filters`",
+        ),
+        (
+            '{"stages": [{"filters": 4, "blocks": 1, "candidates": ["skip", "skip"]}]}',
+            "repeats a candidate",
+        ),
         ('{"preset": "resnet"}', "unknown preset"),
         ('{"preset": "report", "kernel": 3}', "unknown keys"),
     ],

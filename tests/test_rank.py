@@ -89,8 +89,12 @@ def test_stratified_sample_refuses_bad_input():
 
 
 def _tiny_supernet(sampling_name="uniform", seed=0):
-    inputs, outputs = choice_space(num_choices=3, size=8, specs=("bn3x3", "conv1x1", "skip"), seed=seed)
-    return compile_model(Supernet(inputs=inputs, outputs=outputs, sampling=sampling_name, seed=seed))
+    inputs, outputs = choice_space(
+        num_choices=3, size=8, specs=("bn3x3", "conv1x1", "skip"), seed=seed
+    )
+    return compile_model(
+        Supernet(inputs=inputs, outputs=outputs, sampling=sampling_name, seed=seed)
+    )
 
 
 def test_angle_score_is_the_angle_of_the_paths_weights():
@@ -102,8 +106,16 @@ def test_angle_score_is_the_angle_of_the_paths_weights():
     for v in candidate.trainable_variables:
         v.assign(-v)
     angles = rank.angle_scores(model, initial, [0, 9])
-    path_vars = [v for v in model.trainable_variables if not any(
-        v is w for c in model.choices for cand in c.candidates for w in cand.trainable_variables)]
+    path_vars = [
+        v
+        for v in model.trainable_variables
+        if not any(
+            v is w
+            for c in model.choices
+            for cand in c.candidates
+            for w in cand.trainable_variables
+        )
+    ]
     for choice, k in zip(model.choices, (0, 0, 0)):
         path_vars += list(choice.candidates[k].trainable_variables)
     index = {id(v): i for i, v in enumerate(model.trainable_variables)}
@@ -136,7 +148,9 @@ def test_few_shot_sub_supernets_keep_their_candidates_and_share_nothing(tmp_path
     def train_sub(model, sub):
         rank.init_sub_supernet(model, state, split_choice=1, candidate=sub, seed=0)
         model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
-        return [np.array(v.numpy()) for v in model.variables + model.optimizer.variables]
+        return [
+            np.array(v.numpy()) for v in model.variables + model.optimizer.variables
+        ]
 
     model = _tiny_supernet(sampling.AdaptiveSampler())
     trained = {}
@@ -149,15 +163,26 @@ def test_few_shot_sub_supernets_keep_their_candidates_and_share_nothing(tmp_path
         # The split choice's other candidates keep the parent's Adam moments
         # (Adam holds iteration, learning rate, then a momentum and a
         # velocity per trainable variable, in order).
-        kept = {id(v) for k in range(3) if k != sub for v in model.choices[1].candidates[k].trainable_variables}
+        kept = {
+            id(v)
+            for k in range(3)
+            if k != sub
+            for v in model.choices[1].candidates[k].trainable_variables
+        }
         slots = [
-            j for i, v in enumerate(model.trainable_variables) if id(v) in kept
+            j
+            for i, v in enumerate(model.trainable_variables)
+            if id(v) in kept
             for j in (2 + 2 * i, 3 + 2 * i)
         ]
         assert slots
         for j in slots:
-            assert model.optimizer.variables[j].path.endswith(("_momentum", "_velocity"))
-            np.testing.assert_array_equal(parent_optimizer[j], model.optimizer.variables[j].numpy())
+            assert model.optimizer.variables[j].path.endswith(
+                ("_momentum", "_velocity")
+            )
+            np.testing.assert_array_equal(
+                parent_optimizer[j], model.optimizer.variables[j].numpy()
+            )
     # Sub-supernet 1 trained after 0 in the same model is the one trained
     # first in a fresh model: nothing of sub-supernet 0 carried over.
     fresh = _tiny_supernet(sampling.AdaptiveSampler())
@@ -172,7 +197,9 @@ def test_few_shot_sub_supernets_keep_their_candidates_and_share_nothing(tmp_path
 
 def _accuracies(folder):
     result = {}
-    for path in glob.glob(os.path.join(folder, "standalone", "seed*", "arch*", "progress.json")):
+    for path in glob.glob(
+        os.path.join(folder, "standalone", "seed*", "arch*", "progress.json")
+    ):
         with open(path) as f:
             progress = json.load(f)
         info = progress["info"]
@@ -204,7 +231,9 @@ def test_study_reports_every_method_and_the_ground_truth(study):
     with open(os.path.join(study, rank.REPORT_JSON)) as f:
         report = json.load(f)
     assert report["architectures"] == 6
-    assert report["standalone_spread_pp"] > 0 and -1 <= report["standalone_seed_tau"] <= 1
+    assert (
+        report["standalone_spread_pp"] > 0 and -1 <= report["standalone_seed_tau"] <= 1
+    )
     assert set(report["methods"]) == set(rank.METHODS)
     for method, entry in report["methods"].items():
         for key in ("kendall_tau", "spearman", "top5_overlap"):
@@ -227,13 +256,21 @@ def test_study_reports_every_method_and_the_ground_truth(study):
     with open(os.path.join(study, "architectures.json")) as f:
         selection = json.load(f)
     owners = {
-        sub: json.load(open(os.path.join(study, "supernets", "few_shot", "seed0", f"sub{sub}", "scores.json")))["indices"]
+        sub: json.load(
+            open(
+                os.path.join(
+                    study, "supernets", "few_shot", "seed0", f"sub{sub}", "scores.json"
+                )
+            )
+        )["indices"]
         for sub in range(3)
     }
     space = rank.presets.build_supernet(TINY_SPACE).space
     for sub, indices in owners.items():
         for i in indices:
-            assert space.resolve(selection["paths"][i])[selection["split_choice"]] == sub
+            assert (
+                space.resolve(selection["paths"][i])[selection["split_choice"]] == sub
+            )
     assert sorted(sum(owners.values(), [])) == list(range(6))
 
 
@@ -298,7 +335,10 @@ def test_shards_merge_into_the_same_report(study, tmp_path):
 
 @pytest.mark.slow
 def test_a_folder_of_other_settings_is_refused(study):
-    with pytest.raises(rank.StudyError, match="holds a study with train_size=256, this one has train_size=200"):
+    with pytest.raises(
+        rank.StudyError,
+        match="holds a study with train_size=256, this one has train_size=200",
+    ):
         rank.run_study(study, **dict(TINY, train_size=200))
 
 
@@ -307,18 +347,34 @@ def test_a_folder_of_other_settings_is_refused(study):
 
 def _rank(*flags, timeout=300):
     return subprocess.run(
-        [sys.executable, RANK, *flags], capture_output=True, text=True,
-        timeout=timeout, cwd=REPO,
+        [sys.executable, RANK, *flags],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
     )
 
 
 TINY_FLAGS = [  # TINY's settings
-    f"--data_dir={SMALL_DIR}", "--train_size=256", "--val_size=128",
-    "--batch_size=64", "--learning_rate=3e-3", "--supernet_learning_rate=3e-3",
-    "--bn_batches=2", "--selection_seed=7", "--selection_epochs=1",
-    "--pool_size=9", "--architectures=6", "--bins=3", "--standalone_seeds=0,1",
-    "--standalone_epochs=2", "--supernet_seeds=0", "--supernet_epochs=2",
-    "--longer_epochs=3", "--few_shot_epochs=1", "--warmup_epochs=1",
+    f"--data_dir={SMALL_DIR}",
+    "--train_size=256",
+    "--val_size=128",
+    "--batch_size=64",
+    "--learning_rate=3e-3",
+    "--supernet_learning_rate=3e-3",
+    "--bn_batches=2",
+    "--selection_seed=7",
+    "--selection_epochs=1",
+    "--pool_size=9",
+    "--architectures=6",
+    "--bins=3",
+    "--standalone_seeds=0,1",
+    "--standalone_epochs=2",
+    "--supernet_seeds=0",
+    "--supernet_epochs=2",
+    "--longer_epochs=3",
+    "--few_shot_epochs=1",
+    "--warmup_epochs=1",
     "--verbose=1",
 ]
 
@@ -326,21 +382,43 @@ TINY_FLAGS = [  # TINY's settings
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--shard=2/2"], "error: Invalid value for argument `shard`. Expected 'i/n' with 0 <= i < n"),
-        (["--pilot=3"], "error: Invalid value for argument `pilot`: a pilot trains standalone runs only"),
+        (
+            ["--shard=2/2"],
+            "error: Invalid value for argument `shard`. Expected 'i/n' with 0 <= i < n",
+        ),
+        (
+            ["--pilot=3"],
+            "error: Invalid value for argument `pilot`: a pilot trains standalone runs only",
+        ),
         (["--methods=uniform,magic"], "error: Invalid value for argument `methods`."),
-        (["--average_epochs=9"], "error: Invalid value for argument `average_epochs`. Expected at most standalone_epochs=8."),
-        (["--data_dir={tmp}/missing"], "error: Data folder {tmp}/missing does not exist."),
-        (["--architectures=300"], "error: Invalid value for argument `architectures`. Expected at most pool_size=256."),
+        (
+            ["--average_epochs=9"],
+            "error: Invalid value for argument `average_epochs`. Expected at most standalone_epochs=8.",
+        ),
+        (
+            ["--data_dir={tmp}/missing"],
+            "error: Data folder {tmp}/missing does not exist.",
+        ),
+        (
+            ["--architectures=300"],
+            "error: Invalid value for argument `architectures`. Expected at most pool_size=256.",
+        ),
         (["--learning_rate=nan"], "error: Invalid value for argument `learning_rate`."),
-        (["--space=nowhere.json"], "error: Invalid search space nowhere.json: cannot read the file"),
+        (
+            ["--space=nowhere.json"],
+            "error: Invalid search space nowhere.json: cannot read the file",
+        ),
         (["--stage=sideways"], "error: flag --stage=sideways: value should be one of"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, flags, message):
     output_dir = tmp_path / "out"
     flags = [f.format(tmp=tmp_path) for f in flags]
-    base = [] if any(f.startswith("--data_dir") for f in flags) else [f"--data_dir={SMALL_DIR}"]
+    base = (
+        []
+        if any(f.startswith("--data_dir") for f in flags)
+        else [f"--data_dir={SMALL_DIR}"]
+    )
     done = _rank(*base, *flags, f"--output_dir={output_dir}", timeout=120)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
@@ -357,15 +435,23 @@ def test_killed_standalone_grid_resumes_to_identical_numbers(study, tmp_path):
     killed = str(tmp_path / "killed")
     process = subprocess.Popen(
         [sys.executable, RANK, "--stage=standalone", *flags, f"--output_dir={killed}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
     )
     target = os.path.join(killed, "standalone", "seed0", "arch002", "progress.json")
     deadline = time.monotonic() + 240
-    while not os.path.exists(target) and process.poll() is None and time.monotonic() < deadline:
+    while (
+        not os.path.exists(target)
+        and process.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert process.returncode == -signal.SIGKILL, "the study finished before it could be killed"
+    assert process.returncode == -signal.SIGKILL, (
+        "the study finished before it could be killed"
+    )
     assert len(_accuracies(killed)) < 12
     done = _rank("--stage=standalone", *flags, f"--output_dir={killed}")
     assert done.returncode == 0, done.stderr

@@ -69,9 +69,7 @@ def _config(seeds):
 def _write(folder, seeds, runs, **settings):
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "results.json"), "w") as f:
-        json.dump(
-            {"config": dict(_config(seeds), **settings), "runs": runs}, f
-        )
+        json.dump({"config": dict(_config(seeds), **settings), "runs": runs}, f)
     return str(folder)
 
 
@@ -113,9 +111,7 @@ def _table_row(text, mode, label):
 def test_merged_report_table_and_times(tmp_path):
     first = _write(tmp_path / "a", [0], _seed_runs(0, 0.0))
     second = _write(tmp_path / "b", [1], _seed_runs(1, 0.002))
-    report_path, curves_path = report.write_report(
-        [first, second], tmp_path / "merged"
-    )
+    report_path, curves_path = report.write_report([first, second], tmp_path / "merged")
     text = open(report_path).read()
 
     cells = _table_row(text, "Joint", "5x5->3x3")
@@ -132,16 +128,11 @@ def test_merged_report_table_and_times(tmp_path):
 
     # Joint 120 s; standalone 30, 33, 36, 39 s: one = 34.5 s, sum = 138 s.
     assert "| Joint supernet (every path) | 120 ± 0 | 1.00 |" in text
-    assert (
-        "| One standalone path (mean over paths) | 34.5 ± 0.0 | 0.29 |" in text
-    )
+    assert "| One standalone path (mean over paths) | 34.5 ± 0.0 | 0.29 |" in text
     assert "| All 4 standalone paths (sum) | 138 ± 0 | 1.15 |" in text
     # Joint - standalone, paired by seed: 0.99 - 0.985 = +0.005 for every path.
     assert "| 3x3->3x3 | +0.0050 ± 0.0000 | 2 |" in text
-    assert (
-        "seeds 0, 1" in text
-        and "![Training curves](training_curves.png)" in text
-    )
+    assert "seeds 0, 1" in text and "![Training curves](training_curves.png)" in text
 
     image = matplotlib.image.imread(curves_path)
     assert image.shape[0] > 400 and image.shape[1] > 1000
@@ -292,9 +283,7 @@ def test_reports_the_bias_of_picking_the_epoch_on_test(tmp_path):
 
 
 def test_no_selection_bias_is_not_reported_as_plus_zero(tmp_path):
-    runs = [
-        _run("joint", 0, p, [0.98, 0.99], [0.98, 0.99], 10.0) for p in range(4)
-    ]
+    runs = [_run("joint", 0, p, [0.98, 0.99], [0.98, 0.99], 10.0) for p in range(4)]
     folder = _write(tmp_path / "a", [0], runs)
     text = open(report.write_report(folder)[0]).read()
     assert "instead of" not in text and "+0.0000" not in text
@@ -325,9 +314,7 @@ def _joint_runs(
             0.95 + 0.01 * min(e, best) - 0.002 * max(0, e - best)
             for e in range(1, epochs + 1)
         ]
-        tst = [
-            test if e == best else test - 0.01 for e in range(1, epochs + 1)
-        ]
+        tst = [test if e == best else test - 0.01 for e in range(1, epochs + 1)]
         run = _run("joint", seed, p, val, tst, seconds_per_epoch)
         for i, row in enumerate(run["history"]):
             row["wall_seconds"] = (seconds_per_epoch + 1) * row["epoch"]
@@ -371,9 +358,7 @@ def _comparison_folders(tmp_path):
     adaptive = _write(
         tmp_path / "adaptive_b512",
         [0, 1],
-        _joint_runs(
-            0, [3, 3, 3, 4], [0.97, 0.98, 0.99, 0.99], 5.0, _probabilities(0)
-        )
+        _joint_runs(0, [3, 3, 3, 4], [0.97, 0.98, 0.99, 0.99], 5.0, _probabilities(0))
         + _joint_runs(
             1, [3, 4, 3, 3], [0.97, 0.98, 0.99, 0.99], 6.0, _probabilities(1)
         ),
@@ -511,9 +496,7 @@ def test_comparison_merges_equal_settings_and_needs_two_variants(tmp_path):
         epochs=4,
         sampling="uniform",
     )
-    with pytest.raises(
-        ValueError, match="at least two different configurations"
-    ):
+    with pytest.raises(ValueError, match="at least two different configurations"):
         compare.write_comparison([first, second], tmp_path / "out.md")
     assert not (tmp_path / "out.md").exists()
     other = _write(
@@ -560,9 +543,7 @@ def test_cli_compare_writes_files_and_rejects_one_variant(tmp_path):
     text = (out / "comparison.md").read_text()
     assert text.startswith("# Uniform against adaptive\n")
     assert "| 5x5->5x5 | adaptive, batch 512 | Joint |" in text
-    assert (out / "comparison.png").is_file() and not (
-        out / "report.md"
-    ).exists()
+    assert (out / "comparison.png").is_file() and not (out / "report.md").exists()
     done = subprocess.run(
         command + [f"--run_dir={uniform}", f"--output_dir={out}"],
         capture_output=True,
@@ -595,7 +576,9 @@ def test_versions_are_told_apart(tmp_path):
         "uniform, batch 128, keras_supernet 0.2.0",
     ]
     other = _write(
-        tmp_path / "other", [1], _seed_runs(1, 0.0),
+        tmp_path / "other",
+        [1],
+        _seed_runs(1, 0.0),
         versions={"keras_supernet": "0.2.0"},
     )
     first = _write(tmp_path / "first", [0], _seed_runs(0, 0.0))

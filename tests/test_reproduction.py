@@ -19,8 +19,14 @@ from conftest import ROOT
 from conftest import SHARED_MNIST
 from keras_supernet import experiment
 
-NUMBERS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss",
-           "train_loss", "train_accuracy")
+NUMBERS = (
+    "val_accuracy",
+    "val_loss",
+    "test_accuracy",
+    "test_loss",
+    "train_loss",
+    "train_accuracy",
+)
 
 
 def _committed(folder):
@@ -46,7 +52,9 @@ def _skip_unless_reproducible(results):
     "folder, mode, path",
     [("full_mnist_joint_v020", "joint", None), ("full_mnist_v030", "standalone", 1)],
 )
-def test_first_epoch_of_a_committed_run_is_reproduced_exactly(folder, mode, path, tmp_path):
+def test_first_epoch_of_a_committed_run_is_reproduced_exactly(
+    folder, mode, path, tmp_path
+):
     if not os.path.isdir(os.path.join(ROOT, "docs", "results", folder)):
         pytest.skip(f"docs/results/{folder} is not committed yet")
     committed = _committed(folder)

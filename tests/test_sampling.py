@@ -87,8 +87,9 @@ def test_per_example_step_on_one_path_equals_the_fixed_step(train_step):
     x, y = learnable_batch(8)
     fixed = _model(sampling="fixed", padding="same")
     fixed.set_path((1, 0))
-    routed = _model(sampling=_ConstantPath((1, 0)), padding="same",
-                    train_step=train_step)
+    routed = _model(
+        sampling=_ConstantPath((1, 0)), padding="same", train_step=train_step
+    )
     for model in (fixed, routed):
         model.fit(x, y, batch_size=8, epochs=2, verbose=0)
     for a, b in zip(routed.trainable_variables, fixed.trainable_variables):
@@ -160,8 +161,9 @@ def test_adaptive_callback_updates_probabilities():
     x, y = learnable_batch(32)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     model.set_path(1)
-    model.fit(data, epochs=1, verbose=0,
-              callbacks=[sampling.AdaptiveSamplingCallback(data)])
+    model.fit(
+        data, epochs=1, verbose=0, callbacks=[sampling.AdaptiveSamplingCallback(data)]
+    )
     for variable in model.sampler.probabilities:
         values = variable.numpy()
         assert values.sum() == pytest.approx(1.0, abs=1e-5)
@@ -239,8 +241,7 @@ def test_branch_learning_rates_scale_the_update():
         before = [v.numpy().copy() for v in model.trainable_variables]
         model.train_on_batch(x, y)
         return {
-            v.path: v.numpy() - b
-            for v, b in zip(model.trainable_variables, before)
+            v.path: v.numpy() - b for v, b in zip(model.trainable_variables, before)
         }
 
     plain = deltas(None)
@@ -275,8 +276,14 @@ def test_a_sampler_serves_one_supernet():
     "kwargs, message",
     [
         ({"sampling": "random"}, "sampling='random'"),
-        ({"aggregation": "sum", "padding": "same", "sampling": "fair"}, "sampling='fair'"),
-        ({"kernel_sizes": ((3, 5, 7), (3, 5)), "sampling": "fair"}, "same number of candidates"),
+        (
+            {"aggregation": "sum", "padding": "same", "sampling": "fair"},
+            "sampling='fair'",
+        ),
+        (
+            {"kernel_sizes": ((3, 5, 7), (3, 5)), "sampling": "fair"},
+            "same number of candidates",
+        ),
     ],
 )
 def test_bad_sampling_arguments(kwargs, message):

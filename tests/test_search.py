@@ -73,7 +73,11 @@ def _paths(result):
 def test_pareto_front_of_a_hand_made_set():
     a = {"name": "a", "val_accuracy": 0.90, "flops": 100}
     b = {"name": "b", "val_accuracy": 0.95, "flops": 200}
-    c = {"name": "c", "val_accuracy": 0.90, "flops": 150}  # tie in accuracy, costlier: a dominates
+    c = {
+        "name": "c",
+        "val_accuracy": 0.90,
+        "flops": 150,
+    }  # tie in accuracy, costlier: a dominates
     d = {"name": "d", "val_accuracy": 0.95, "flops": 200}  # duplicate of b: both stay
     e = {"name": "e", "val_accuracy": 0.80, "flops": 50}
     f = {"name": "f", "val_accuracy": 0.85, "flops": 300}  # dominated by a and b
@@ -100,16 +104,28 @@ def test_pareto_front_refuses_bad_objectives_and_points():
 
 def test_path_scorer_is_repeatable_and_scores_a_path_once(supernet, arrays):
     x_val, y_val, x_train = arrays
-    scorer = PathScorer(supernet, x_val, y_val, x_train, recalibration_batches=2,
-                        recalibration_batch_size=16)
+    scorer = PathScorer(
+        supernet,
+        x_val,
+        y_val,
+        x_train,
+        recalibration_batches=2,
+        recalibration_batch_size=16,
+    )
     first = scorer(5)
     scorer("conv1x1->skip->bn3x3")
     again = scorer((0, 1, 2))  # path 5 again, spelled otherwise
     assert again == first and scorer.num_scored == 2
     # A fresh scorer scoring path 5 after others gives the same score: the
     # BatchNorm statistics are recalibrated on the same batches.
-    fresh = PathScorer(supernet, x_val, y_val, x_train, recalibration_batches=2,
-                       recalibration_batch_size=16)
+    fresh = PathScorer(
+        supernet,
+        x_val,
+        y_val,
+        x_train,
+        recalibration_batches=2,
+        recalibration_batch_size=16,
+    )
     fresh(20)
     assert fresh(5) == first
     assert 0 <= first["val_accuracy"] <= 1 and first["val_loss"] > 0
@@ -126,20 +142,29 @@ def test_path_scorer_arguments(supernet, arrays):
     with pytest.raises(ValueError, match="`num_examples`"):
         PathScorer(supernet, x_val, y_val, x_train, num_examples=0)
     # Without recalibration, no training images are needed.
-    scorer = PathScorer(supernet, x_val, y_val, recalibration_batches=0,
-                        num_examples=10)
+    scorer = PathScorer(
+        supernet, x_val, y_val, recalibration_batches=0, num_examples=10
+    )
     assert len(scorer.x_val) == 10 and not scorer.recalibrate
 
 
 # === Search ===
 
 
-def test_exhaustive_search_equals_scoring_every_path_by_hand(supernet, arrays, tmp_path):
+def test_exhaustive_search_equals_scoring_every_path_by_hand(
+    supernet, arrays, tmp_path
+):
     x_val, y_val, x_train = arrays
     result = run_search(
-        supernet, x_val, y_val, x_train, output_dir=tmp_path,
-        strategy="exhaustive", recalibration_batches=1,
-        recalibration_batch_size=len(x_train), verbose=0,
+        supernet,
+        x_val,
+        y_val,
+        x_train,
+        output_dir=tmp_path,
+        strategy="exhaustive",
+        recalibration_batches=1,
+        recalibration_batch_size=len(x_train),
+        verbose=0,
     )
     assert _paths(result) == list(range(27))
     for record in result["evaluated"]:
@@ -149,7 +174,9 @@ def test_exhaustive_search_equals_scoring_every_path_by_hand(supernet, arrays, t
         supernet.recalibrate_batchnorm([x_train], path=path)
         logits = keras.ops.convert_to_numpy(supernet.path_call(x_val, path))
         loss = keras.ops.convert_to_numpy(
-            keras.losses.sparse_categorical_crossentropy(y_val, logits, from_logits=True)
+            keras.losses.sparse_categorical_crossentropy(
+                y_val, logits, from_logits=True
+            )
         )
         assert record["val_accuracy"] == np.mean(logits.argmax(-1) == y_val)
         assert record["val_loss"] == pytest.approx(loss.mean(), rel=1e-5)
@@ -163,21 +190,38 @@ def test_exhaustive_search_equals_scoring_every_path_by_hand(supernet, arrays, t
 
 def test_search_outputs_are_written(supernet, tmp_path):
     result = run_search(
-        supernet, output_dir=tmp_path, strategy="random", budget=8,
-        scorer=_table_scorer(27), objectives="accuracy,params", verbose=0,
+        supernet,
+        output_dir=tmp_path,
+        strategy="random",
+        budget=8,
+        scorer=_table_scorer(27),
+        objectives="accuracy,params",
+        verbose=0,
     )
     written = json.loads((tmp_path / "search.json").read_text())
-    assert written["evaluated"] == result["evaluated"] and len(written["evaluated"]) == 8
+    assert (
+        written["evaluated"] == result["evaluated"] and len(written["evaluated"]) == 8
+    )
     for key in ("path", "label", "val_accuracy", "val_loss", "params", "flops"):
         assert key in written["best"]
     assert written["pareto"] == sorted(
         pareto_front(written["evaluated"], ["val_accuracy", "params"]),
         key=lambda r: (r["params"], -r["val_accuracy"]),
     )
-    assert set(written["versions"]) == {"keras_supernet", "keras", "tensorflow", "optuna"}
+    assert set(written["versions"]) == {
+        "keras_supernet",
+        "keras",
+        "tensorflow",
+        "optuna",
+    }
     assert written["settings"]["strategy"] == "random"
     markdown = (tmp_path / "search.md").read_text()
-    for section in ("## Best path", "## Top 8 paths", "## Pareto front", "## Convergence"):
+    for section in (
+        "## Best path",
+        "## Top 8 paths",
+        "## Pareto front",
+        "## Convergence",
+    ):
         assert section in markdown
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "search.db").exists()
@@ -188,22 +232,40 @@ def test_constraints_are_honoured(supernet, tmp_path):
     every = [costs.path_costs(supernet, p) for p in range(27)]
     limit = float(np.median([c["flops"] for c in every]))
     result = run_search(
-        supernet, output_dir=tmp_path, strategy="evolution", budget=6,
-        max_flops=limit, max_params=10_000, scorer=_table_scorer(27),
-        search_seed=3, verbose=0,
+        supernet,
+        output_dir=tmp_path,
+        strategy="evolution",
+        budget=6,
+        max_flops=limit,
+        max_params=10_000,
+        scorer=_table_scorer(27),
+        search_seed=3,
+        verbose=0,
     )
     assert result["num_scored"] == 6
     assert all(r["flops"] <= limit for r in result["evaluated"])
     # Proposals that broke the constraint were not scored and not counted.
     assert result["proposals"]["infeasible"] > 0
-    assert result["num_proposals"] == 6 + result["proposals"]["infeasible"] + result["proposals"]["duplicate"]
+    assert (
+        result["num_proposals"]
+        == 6 + result["proposals"]["infeasible"] + result["proposals"]["duplicate"]
+    )
 
 
-def test_impossible_constraint_is_one_error_naming_the_smallest_cost(supernet, tmp_path):
+def test_impossible_constraint_is_one_error_naming_the_smallest_cost(
+    supernet, tmp_path
+):
     smallest = min(costs.path_params(supernet, p) for p in range(27))
     with pytest.raises(ValueError) as error:
-        run_search(supernet, output_dir=tmp_path, strategy="random", budget=5,
-                   max_params=smallest - 1, scorer=_table_scorer(27), verbose=0)
+        run_search(
+            supernet,
+            output_dir=tmp_path,
+            strategy="random",
+            budget=5,
+            max_params=smallest - 1,
+            scorer=_table_scorer(27),
+            verbose=0,
+        )
     message = str(error.value)
     assert message.startswith(f"No path satisfies max_params={smallest - 1}:")
     assert f"smallest params of any path is {smallest:,}" in message
@@ -216,9 +278,16 @@ def test_a_search_under_a_tight_constraint_ends(supernet, tmp_path):
     limit = sorted(costs.path_flops(supernet, p) for p in range(27))[3]
     fitting = [p for p in range(27) if costs.path_flops(supernet, p) <= limit]
     assert len(fitting) == 4
-    result = run_search(supernet, output_dir=tmp_path, strategy="random", budget=10,
-                        max_flops=limit, max_proposals=40,
-                        scorer=_table_scorer(27), verbose=0)
+    result = run_search(
+        supernet,
+        output_dir=tmp_path,
+        strategy="random",
+        budget=10,
+        max_flops=limit,
+        max_proposals=40,
+        scorer=_table_scorer(27),
+        verbose=0,
+    )
     assert 1 <= len(result["evaluated"]) < 10 and set(_paths(result)) <= set(fitting)
     assert result["num_proposals"] == 40
     assert result["stopped"] == "max_proposals (40) reached"
@@ -229,9 +298,16 @@ def test_constraints_no_proposal_met_are_one_error(huge, tmp_path):
     # search does not find it in 30 proposals.
     index, smallest = costs.cheapest_path(huge, "flops")
     with pytest.raises(ValueError) as error:
-        run_search(huge, output_dir=tmp_path, strategy="random", budget=5,
-                   max_flops=smallest, max_proposals=30,
-                   scorer=_table_scorer(1), verbose=0)
+        run_search(
+            huge,
+            output_dir=tmp_path,
+            strategy="random",
+            budget=5,
+            max_flops=smallest,
+            max_proposals=30,
+            scorer=_table_scorer(1),
+            verbose=0,
+        )
     message = str(error.value)
     assert message.startswith(
         f"No path satisfying max_flops={smallest} was found in 30 proposals: "
@@ -244,8 +320,12 @@ def test_constraints_no_proposal_met_are_one_error(huge, tmp_path):
 def test_budget_covering_the_space_scores_every_path(supernet, tmp_path):
     for strategy in ("random", "evolution"):
         result = run_search(
-            supernet, output_dir=tmp_path / strategy, strategy=strategy,
-            budget=100, scorer=_table_scorer(27), verbose=0,
+            supernet,
+            output_dir=tmp_path / strategy,
+            strategy=strategy,
+            budget=100,
+            scorer=_table_scorer(27),
+            verbose=0,
         )
         assert sorted(_paths(result)) == list(range(27))
 
@@ -254,8 +334,13 @@ def test_budget_covering_the_space_scores_every_path(supernet, tmp_path):
 def test_same_seed_same_search(supernet, tmp_path, strategy):
     def run(name, seed):
         return run_search(
-            supernet, output_dir=tmp_path / name, strategy=strategy, budget=12,
-            search_seed=seed, population_size=4, scorer=_table_scorer(27),
+            supernet,
+            output_dir=tmp_path / name,
+            strategy=strategy,
+            budget=12,
+            search_seed=seed,
+            population_size=4,
+            scorer=_table_scorer(27),
             verbose=0,
         )
 
@@ -269,7 +354,9 @@ def test_same_seed_same_search(supernet, tmp_path, strategy):
 def test_evolution_converges_on_a_learnable_score(tmp_path):
     # 4**4 = 256 paths whose score rewards candidate 0 in every choice: the
     # best path is found by evolution with a fraction of the space.
-    inputs, outputs = choice_space(num_choices=4, specs=("conv3x3", "conv1x1", "bn3x3", "skip"))
+    inputs, outputs = choice_space(
+        num_choices=4, specs=("conv3x3", "conv1x1", "bn3x3", "skip")
+    )
     big = Supernet(inputs=inputs, outputs=outputs, seed=0)
 
     def score(index):
@@ -277,8 +364,15 @@ def test_evolution_converges_on_a_learnable_score(tmp_path):
         good = sum(k == 0 for k in indices) + 0.1 * sum(k == 1 for k in indices)
         return {"val_accuracy": good / 4, "val_loss": 1 - good / 4}
 
-    result = run_search(big, output_dir=tmp_path, strategy="evolution", budget=60,
-                        population_size=10, scorer=score, verbose=0)
+    result = run_search(
+        big,
+        output_dir=tmp_path,
+        strategy="evolution",
+        budget=60,
+        population_size=10,
+        scorer=score,
+        verbose=0,
+    )
     assert result["best"]["path"] == 0
 
 
@@ -286,23 +380,39 @@ def test_evolution_converges_on_a_learnable_score(tmp_path):
 def test_resume_after_an_interruption_equals_an_uninterrupted_search(
     supernet, tmp_path, strategy
 ):
-    settings = dict(strategy=strategy, budget=14, population_size=4,
-                    search_seed=7, max_flops=30_000, verbose=0)
-    whole = run_search(supernet, output_dir=tmp_path / "whole",
-                       scorer=_table_scorer(27), **settings)
+    settings = dict(
+        strategy=strategy,
+        budget=14,
+        population_size=4,
+        search_seed=7,
+        max_flops=30_000,
+        verbose=0,
+    )
+    whole = run_search(
+        supernet, output_dir=tmp_path / "whole", scorer=_table_scorer(27), **settings
+    )
     calls = []
     with pytest.raises(RuntimeError, match="interrupted"):
-        run_search(supernet, output_dir=tmp_path / "cut",
-                   scorer=_table_scorer(27, calls=calls, fail_after=6), **settings)
+        run_search(
+            supernet,
+            output_dir=tmp_path / "cut",
+            scorer=_table_scorer(27, calls=calls, fail_after=6),
+            **settings,
+        )
     assert len(calls) == 7
-    resumed = run_search(supernet, output_dir=tmp_path / "cut",
-                         scorer=_table_scorer(27), **settings)
+    resumed = run_search(
+        supernet, output_dir=tmp_path / "cut", scorer=_table_scorer(27), **settings
+    )
     assert resumed["evaluated"] == whole["evaluated"]
     assert resumed["best"] == whole["best"] and resumed["pareto"] == whole["pareto"]
     assert resumed["proposals"] == whole["proposals"]
     # A larger budget continues the same search.
-    more = run_search(supernet, output_dir=tmp_path / "cut", scorer=_table_scorer(27),
-                      **dict(settings, budget=18))
+    more = run_search(
+        supernet,
+        output_dir=tmp_path / "cut",
+        scorer=_table_scorer(27),
+        **dict(settings, budget=18),
+    )
     assert _paths(more)[:14] == _paths(whole) and len(more["evaluated"]) == 18
 
 
@@ -310,49 +420,97 @@ def test_a_larger_budget_keeps_the_default_population(huge, tmp_path):
     def score(index):
         return {"val_accuracy": (index % 89) / 89, "val_loss": 0.0}
 
-    first = run_search(huge, output_dir=tmp_path, strategy="evolution", budget=8,
-                       scorer=score, verbose=0)
+    first = run_search(
+        huge,
+        output_dir=tmp_path,
+        strategy="evolution",
+        budget=8,
+        scorer=score,
+        verbose=0,
+    )
     assert first["settings"]["population_size"] == search._default_population(8)
-    more = run_search(huge, output_dir=tmp_path, strategy="evolution", budget=400,
-                      max_proposals=10, scorer=score, verbose=0)
+    more = run_search(
+        huge,
+        output_dir=tmp_path,
+        strategy="evolution",
+        budget=400,
+        max_proposals=10,
+        scorer=score,
+        verbose=0,
+    )
     assert search._default_population(400) != search._default_population(8)
     assert more["settings"]["population_size"] == search._default_population(8)
     assert _paths(more)[:8] == _paths(first) and more["num_proposals"] == 10
 
 
 def test_a_search_with_other_settings_is_not_resumed(supernet, tmp_path):
-    run_search(supernet, output_dir=tmp_path, strategy="random", budget=3,
-               scorer=_table_scorer(27), verbose=0)
+    run_search(
+        supernet,
+        output_dir=tmp_path,
+        strategy="random",
+        budget=3,
+        scorer=_table_scorer(27),
+        verbose=0,
+    )
     with pytest.raises(ValueError, match="other settings.*search_seed: 0 there, 1 now"):
-        run_search(supernet, output_dir=tmp_path, strategy="random", budget=3,
-                   search_seed=1, scorer=_table_scorer(27), verbose=0)
+        run_search(
+            supernet,
+            output_dir=tmp_path,
+            strategy="random",
+            budget=3,
+            search_seed=1,
+            scorer=_table_scorer(27),
+            verbose=0,
+        )
 
 
 @pytest.mark.parametrize(
     "arguments, match",
     [
-        (dict(strategy="grid", budget=5), r"`strategy`.*'exhaustive', 'random', 'evolution'.*strategy='grid'"),
+        (
+            dict(strategy="grid", budget=5),
+            r"`strategy`.*'exhaustive', 'random', 'evolution'.*strategy='grid'",
+        ),
         (dict(strategy="random", budget=0), r"`budget`.*positive integer.*budget=0"),
         (dict(strategy="random"), r"`budget`.*budget=None"),
         (dict(strategy="exhaustive", budget=5), r"`budget`.*every path \(27\)"),
-        (dict(strategy="random", budget=5, objectives=["flops"]), r"`objectives`.*objectives=\['flops'\]"),
-        (dict(strategy="random", budget=5, objectives="accuracy,speed"), r"`objectives`"),
+        (
+            dict(strategy="random", budget=5, objectives=["flops"]),
+            r"`objectives`.*objectives=\['flops'\]",
+        ),
+        (
+            dict(strategy="random", budget=5, objectives="accuracy,speed"),
+            r"`objectives`",
+        ),
         (dict(strategy="random", budget=5, max_flops=-1), r"`max_flops`.*max_flops=-1"),
         (dict(strategy="evolution", budget=5, population_size=1), r"`population_size`"),
     ],
 )
 def test_bad_input_is_one_clear_error(supernet, tmp_path, arguments, match):
     with pytest.raises(ValueError, match=match) as error:
-        run_search(supernet, output_dir=tmp_path, scorer=_table_scorer(27),
-                   verbose=0, **arguments)
+        run_search(
+            supernet,
+            output_dir=tmp_path,
+            scorer=_table_scorer(27),
+            verbose=0,
+            **arguments,
+        )
     assert "\n" not in str(error.value)
     assert not os.path.exists(tmp_path / "search.db")
 
 
 def test_exhaustive_search_of_a_huge_space_is_refused(huge, tmp_path):
-    with pytest.raises(ValueError, match=r"Exhaustive search scores every path.*3\.49e\+09 paths \(more than 4,096\)"):
-        run_search(huge, output_dir=tmp_path, strategy="exhaustive",
-                   scorer=_table_scorer(1), verbose=0)
+    with pytest.raises(
+        ValueError,
+        match=r"Exhaustive search scores every path.*3\.49e\+09 paths \(more than 4,096\)",
+    ):
+        run_search(
+            huge,
+            output_dir=tmp_path,
+            strategy="exhaustive",
+            scorer=_table_scorer(1),
+            verbose=0,
+        )
 
 
 def test_search_of_a_huge_space_never_lists_its_paths(huge, tmp_path):
@@ -361,8 +519,16 @@ def test_search_of_a_huge_space_never_lists_its_paths(huge, tmp_path):
     def score(index):
         return {"val_accuracy": (index % 97) / 97, "val_loss": 0.0}
 
-    result = run_search(huge, output_dir=tmp_path, strategy="evolution", budget=10,
-                        population_size=4, max_flops=60_000, scorer=score, verbose=0)
+    result = run_search(
+        huge,
+        output_dir=tmp_path,
+        strategy="evolution",
+        budget=10,
+        population_size=4,
+        max_flops=60_000,
+        scorer=score,
+        verbose=0,
+    )
     assert result["num_scored"] == 10 and result["num_paths"] == 3**20
     assert all(r["flops"] <= 60_000 for r in result["evaluated"])
 
@@ -376,7 +542,10 @@ def test_importing_the_package_loads_no_optuna_or_litert():
         "if m in sys.modules))"
     )
     output = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
         env=dict(os.environ, PYTHONPATH=ROOT),
     ).stdout
     assert output.strip().splitlines()[-1] == "[]"
@@ -417,26 +586,50 @@ def _worker(tmp_path, output_dir, kill_after, sleep=0.0, strategy="evolution"):
     script = tmp_path / "worker.py"
     script.write_text(_WORKER.format(tests=os.path.join(ROOT, "tests"), specs=SPECS))
     return subprocess.Popen(
-        [sys.executable, str(script), str(output_dir), str(kill_after), str(sleep),
-         strategy],
-        env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            str(script),
+            str(output_dir),
+            str(kill_after),
+            str(sleep),
+            strategy,
+        ],
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["evolution", "regularized"])
-def test_resume_after_kill_9_equals_an_uninterrupted_search(supernet, tmp_path, strategy):
-    whole = run_search(supernet, output_dir=tmp_path / "whole", strategy=strategy,
-                       budget=14, population_size=4, search_seed=7,
-                       scorer=_table_scorer(27), verbose=0)
+def test_resume_after_kill_9_equals_an_uninterrupted_search(
+    supernet, tmp_path, strategy
+):
+    whole = run_search(
+        supernet,
+        output_dir=tmp_path / "whole",
+        strategy=strategy,
+        budget=14,
+        population_size=4,
+        search_seed=7,
+        scorer=_table_scorer(27),
+        verbose=0,
+    )
     process = _worker(tmp_path, tmp_path / "killed", kill_after=5, strategy=strategy)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == -9, output
     assert not (tmp_path / "killed" / "search.json").exists()
-    resumed = run_search(supernet, output_dir=tmp_path / "killed", strategy=strategy,
-                         budget=14, population_size=4, search_seed=7,
-                         scorer=_table_scorer(27), verbose=0)
+    resumed = run_search(
+        supernet,
+        output_dir=tmp_path / "killed",
+        strategy=strategy,
+        budget=14,
+        population_size=4,
+        search_seed=7,
+        scorer=_table_scorer(27),
+        verbose=0,
+    )
     assert resumed["evaluated"] == whole["evaluated"]
     assert resumed["best"] == whole["best"]
 
@@ -445,8 +638,10 @@ def test_resume_after_kill_9_equals_an_uninterrupted_search(supernet, tmp_path, 
 def test_processes_score_one_study_in_parallel(tmp_path):
     import optuna
 
-    workers = [_worker(tmp_path, tmp_path / "shared", kill_after=10**6, sleep=0.2)
-               for _ in range(2)]
+    workers = [
+        _worker(tmp_path, tmp_path / "shared", kill_after=10**6, sleep=0.2)
+        for _ in range(2)
+    ]
     for process in workers:
         output, _ = process.communicate(timeout=300)
         assert process.returncode == 0, output
@@ -472,10 +667,17 @@ def test_latency_from_a_table_constrains_and_is_recorded(supernet, tmp_path):
     table = costs.LatencyTable.build(supernet, runs=3, warmup=1, calibration_paths=2)
     path = table.save(tmp_path / "table.json")
     limit = float(np.median([table.predict(p) for p in range(27)]))
-    result = run_search(supernet, output_dir=tmp_path / "search", strategy="random",
-                        budget=5, max_latency_ms=limit, latency_table=path,
-                        objectives="accuracy,latency", scorer=_table_scorer(27),
-                        verbose=0)
+    result = run_search(
+        supernet,
+        output_dir=tmp_path / "search",
+        strategy="random",
+        budget=5,
+        max_latency_ms=limit,
+        latency_table=path,
+        objectives="accuracy,latency",
+        scorer=_table_scorer(27),
+        verbose=0,
+    )
     for record in result["evaluated"]:
         assert record["latency_ms"] == table.predict(record["path"]) <= limit
     assert result["pareto_objectives"] == ["val_accuracy", "latency_ms"]
@@ -485,9 +687,14 @@ def test_latency_from_a_table_constrains_and_is_recorded(supernet, tmp_path):
 @pytest.mark.slow
 def test_latency_is_measured_without_a_table(tmp_path):
     report = Supernet(seed=0)
-    result = run_search(report, output_dir=tmp_path, strategy="exhaustive",
-                        objectives="accuracy,latency", scorer=_table_scorer(4),
-                        verbose=0)
+    result = run_search(
+        report,
+        output_dir=tmp_path,
+        strategy="exhaustive",
+        objectives="accuracy,latency",
+        scorer=_table_scorer(4),
+        verbose=0,
+    )
     assert _paths(result) == [0, 1, 2, 3]
     assert all(r["latency_ms"] > 0 for r in result["evaluated"])
     assert "measured" in result["settings"]["latency"]
@@ -502,7 +709,9 @@ def test_strategy_study_ranks_the_path_each_search_returns(supernet, tmp_path):
     study = search.strategy_study(
         supernet, scores, str(tmp_path), fractions=(0.2, 1.0), seeds=(0, 1)
     )
-    order = sorted(range(27), key=lambda p: (-scores[p]["val_accuracy"], scores[p]["val_loss"], p))
+    order = sorted(
+        range(27), key=lambda p: (-scores[p]["val_accuracy"], scores[p]["val_loss"], p)
+    )
     assert study["num_paths"] == 27 and study["top1_rank"] == 1
     assert study["best_path"] == order[0]
     assert len(study["runs"]) == 2 * 2 * 2
@@ -539,8 +748,13 @@ def _smooth_scores(space, seed=0):
     for p in range(space.num_paths):
         indices = space.resolve(p)
         good = sum(values[c, k] for c, k in enumerate(indices)) / space.num_choices
-        scores.append({"path": p, "val_accuracy": float(good + noise[p]),
-                       "val_loss": float(1 - good)})
+        scores.append(
+            {
+                "path": p,
+                "val_accuracy": float(good + noise[p]),
+                "val_loss": float(1 - good),
+            }
+        )
     return scores
 
 
@@ -549,9 +763,15 @@ def test_regularized_evolution_mutates_exactly_one_choice(space256, tmp_path):
     scores = _smooth_scores(space)
     population = 5
     result = run_search(
-        space256, output_dir=tmp_path, strategy="regularized", budget=40,
-        population_size=population, tournament_size=2, search_seed=3,
-        scorer=lambda p: scores[p], verbose=0,
+        space256,
+        output_dir=tmp_path,
+        strategy="regularized",
+        budget=40,
+        population_size=population,
+        tournament_size=2,
+        search_seed=3,
+        scorer=lambda p: scores[p],
+        verbose=0,
     )
     assert result["settings"]["population_size"] == population
     assert result["settings"]["tournament_size"] == 2
@@ -570,26 +790,49 @@ def test_regularized_evolution_mutates_exactly_one_choice(space256, tmp_path):
 
 def test_regularized_evolution_defaults_and_refusals(space256, tmp_path):
     scores = _smooth_scores(space256.space)
-    result = run_search(space256, output_dir=tmp_path / "a", strategy="regularized",
-                        budget=26, scorer=lambda p: scores[p], verbose=0)
+    result = run_search(
+        space256,
+        output_dir=tmp_path / "a",
+        strategy="regularized",
+        budget=26,
+        scorer=lambda p: scores[p],
+        verbose=0,
+    )
     population = search._default_population(26, "regularized")
     assert result["settings"]["population_size"] == population
     assert result["settings"]["tournament_size"] == max(2, population // 4)
     assert result["settings"]["sampler"] == "regularized evolution"
     with pytest.raises(ValueError, match="one objective"):
-        run_search(space256, output_dir=tmp_path / "b", strategy="regularized",
-                   budget=10, objectives="val_accuracy,flops",
-                   scorer=lambda p: scores[p], verbose=0)
+        run_search(
+            space256,
+            output_dir=tmp_path / "b",
+            strategy="regularized",
+            budget=10,
+            objectives="val_accuracy,flops",
+            scorer=lambda p: scores[p],
+            verbose=0,
+        )
     with pytest.raises(ValueError, match="tournament_size"):
-        run_search(space256, output_dir=tmp_path / "c", strategy="regularized",
-                   budget=10, population_size=4, tournament_size=5,
-                   scorer=lambda p: scores[p], verbose=0)
+        run_search(
+            space256,
+            output_dir=tmp_path / "c",
+            strategy="regularized",
+            budget=10,
+            population_size=4,
+            tournament_size=5,
+            scorer=lambda p: scores[p],
+            verbose=0,
+        )
 
 
 def test_regularized_evolution_beats_random_on_a_smooth_score(space256, tmp_path):
     study = search.strategy_study(
-        space256, _smooth_scores(space256.space), str(tmp_path),
-        strategies=("random", "regularized"), fractions=(0.1,), seeds=range(6),
+        space256,
+        _smooth_scores(space256.space),
+        str(tmp_path),
+        strategies=("random", "regularized"),
+        fractions=(0.1,),
+        seeds=range(6),
     )
     rows = {r["strategy"]: r for r in study["summary"]}
     assert rows["regularized"]["top1_hits"] > rows["random"]["top1_hits"]

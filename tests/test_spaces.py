@@ -29,8 +29,19 @@ def test_paths_are_numbered_in_product_order():
 
 @pytest.mark.parametrize(
     "path",
-    [2, np.int64(2), "2", (1, 0), [1, 0], ("5x5", "3x3"), ("5x5", 0),
-     "5x5->3x3", "5x5,3x3", "5,3", " 5x5 ; 3x3 "],
+    [
+        2,
+        np.int64(2),
+        "2",
+        (1, 0),
+        [1, 0],
+        ("5x5", "3x3"),
+        ("5x5", 0),
+        "5x5->3x3",
+        "5x5,3x3",
+        "5,3",
+        " 5x5 ; 3x3 ",
+    ],
 )
 def test_every_spelling_of_a_path(path):
     assert REPORT.resolve(path) == (1, 0)
@@ -56,8 +67,12 @@ def test_unknown_paths_say_what_is_wrong(path, message):
 
 
 def test_a_space_of_ten_to_the_twenty_one_paths():
-    space = SearchSpace([(f"c{i}", ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j"))
-                         for i in range(21)])
+    space = SearchSpace(
+        [
+            (f"c{i}", ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j"))
+            for i in range(21)
+        ]
+    )
     assert space.num_paths == 10**21
     last = space.num_paths - 1
     assert space.resolve(last) == (9,) * 21

@@ -23,7 +23,9 @@ def _runs(accuracies, epochs=None):
                     "label": LABELS[path],
                     "test_accuracy": accuracy,
                     "best_val_accuracy": accuracy,
-                    "best_epoch": (epochs or {}).get((mode, path), [3] * len(values))[seed],
+                    "best_epoch": (epochs or {}).get((mode, path), [3] * len(values))[
+                        seed
+                    ],
                     "complete": True,
                 }
             )
@@ -48,11 +50,19 @@ def test_t_interval_of_1_2_3_4():
 def test_t_interval_three_values():
     # mean 0.92, s = 0.02, t(0.975, df=2) = 4.302653 -> half-width 0.049683.
     result = stats.mean_interval([0.90, 0.92, 0.94])
-    assert result["half_width"] == pytest.approx(4.302653 * 0.02 / math.sqrt(3), rel=1e-6)
+    assert result["half_width"] == pytest.approx(
+        4.302653 * 0.02 / math.sqrt(3), rel=1e-6
+    )
 
 
 def test_single_value_has_no_interval():
-    assert stats.mean_interval([0.97]) == {"n": 1, "mean": 0.97, "std": None, "ci": None, "half_width": None}
+    assert stats.mean_interval([0.97]) == {
+        "n": 1,
+        "mean": 0.97,
+        "std": None,
+        "ci": None,
+        "half_width": None,
+    }
 
 
 def test_constant_values_have_a_zero_width_interval():
@@ -86,8 +96,40 @@ def test_welch_statistic_and_degrees_of_freedom_by_hand():
 
 def test_welch_textbook_example():
     # Wikipedia, "Welch's t-test", example 1: t = -2.46, df = 25.0, p = 0.021.
-    a1 = [27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4]
-    a2 = [27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4]
+    a1 = [
+        27.5,
+        21.0,
+        19.0,
+        23.6,
+        17.0,
+        17.9,
+        16.9,
+        20.1,
+        21.9,
+        22.6,
+        23.1,
+        19.6,
+        19.0,
+        21.7,
+        21.4,
+    ]
+    a2 = [
+        27.1,
+        22.0,
+        20.8,
+        23.4,
+        23.4,
+        23.5,
+        25.8,
+        22.0,
+        24.8,
+        20.2,
+        21.9,
+        22.1,
+        22.9,
+        20.5,
+        24.4,
+    ]
     result = stats.welch_test(a1, a2)
     assert result["statistic"] == pytest.approx(-2.46, abs=0.005)
     assert result["df"] == pytest.approx(25.0, abs=0.05)
@@ -104,7 +146,12 @@ def test_exact_permutation_test_by_hand():
     # {1,2,3} vs {4,5,6}: of the 20 splits of 1..6 into triples, only the
     # observed one and its mirror are as extreme -> p = 2/20.
     result = stats.permutation_test([1, 2, 3], [4, 5, 6])
-    assert result == {"statistic": -3.0, "p_value": pytest.approx(0.1), "exact": True, "permutations": 20}
+    assert result == {
+        "statistic": -3.0,
+        "p_value": pytest.approx(0.1),
+        "exact": True,
+        "permutations": 20,
+    }
     # {1,2,4} vs {3,5,6}: difference -7/3; triples with sum <= 7 ({1,2,3},
     # {1,2,4}) or >= 14 ({3,5,6}, {4,5,6}) are as extreme -> p = 4/20.
     result = stats.permutation_test([1, 2, 4], [3, 5, 6])
@@ -115,7 +162,9 @@ def test_exact_permutation_test_by_hand():
 def test_compare_reports_permutation_when_runs_are_few_and_welch_otherwise():
     few = stats.compare([0.90, 0.91, 0.92], [0.95, 0.96, 0.97])
     assert few["test"] == "permutation" and few["p_value"] == pytest.approx(0.1)
-    assert few["p_welch"] < 0.01  # Welch would call it; 3 runs cannot show that without assumptions
+    assert (
+        few["p_welch"] < 0.01
+    )  # Welch would call it; 3 runs cannot show that without assumptions
     assert few["difference"] == pytest.approx(-0.05)
 
     many = stats.compare([0.90, 0.91, 0.92, 0.93, 0.94], [0.95, 0.96, 0.97, 0.98, 0.99])
@@ -128,7 +177,9 @@ def test_compare_reports_permutation_when_runs_are_few_and_welch_otherwise():
 
 def test_holm_adjustment_by_hand():
     # Sorted: 0.01 * 3 = 0.03; 0.03 * 2 = 0.06; 0.04 * 1 = 0.04 -> raised to 0.06.
-    assert stats.holm([0.01, 0.04, 0.03, None]) == pytest.approx([0.03, 0.06, 0.06, None])
+    assert stats.holm([0.01, 0.04, 0.03, None]) == pytest.approx(
+        [0.03, 0.06, 0.06, None]
+    )
     assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
 
 
@@ -159,7 +210,11 @@ def test_reversed_ranking_has_tau_minus_one():
 def test_kendall_chance_level():
     # 4 items: perfect agreement is 1 ranking of 24 -> two-sided p = 2/24, never < 0.05.
     four = stats.kendall_chance(4)
-    assert four == {"expected_tau": 0.0, "min_p_value": pytest.approx(2 / 24), "critical_tau": None}
+    assert four == {
+        "expected_tau": 0.0,
+        "min_p_value": pytest.approx(2 / 24),
+        "critical_tau": None,
+    }
     # 5 items: tau = 1 has p = 2/120; tau = 0.8 (1 inversion) has p = 2 * 5/120 > 0.05.
     five = stats.kendall_chance(5)
     assert five["min_p_value"] == pytest.approx(2 / 120)
@@ -187,11 +242,24 @@ def test_summarize_runs_groups_tests_and_ranks():
     runs.append(dict(runs[0], seed=7, test_accuracy=0.1, complete=False))
     summary = stats.summarize_runs(runs)
     keys = [(g["mode"], g["path"]) for g in summary["groups"]]
-    assert keys == [("standalone", 0), ("joint", 0), ("standalone", 1), ("joint", 1), ("joint", 2)]
+    assert keys == [
+        ("standalone", 0),
+        ("joint", 0),
+        ("standalone", 1),
+        ("joint", 1),
+        ("joint", 2),
+    ]
     joint0 = summary["groups"][1]
-    assert joint0["n"] == 3 and joint0["seeds"] == [0, 1, 2]  # the incomplete run is left out
+    assert joint0["n"] == 3 and joint0["seeds"] == [
+        0,
+        1,
+        2,
+    ]  # the incomplete run is left out
     assert joint0["accuracy"]["mean"] == pytest.approx(0.92)
-    assert [c["path"] for c in summary["comparisons"]] == [0, 1]  # path 2 has no standalone run
+    assert [c["path"] for c in summary["comparisons"]] == [
+        0,
+        1,
+    ]  # path 2 has no standalone run
     assert all(c["test"] == "permutation" for c in summary["comparisons"])
     assert summary["ranking"]["n"] == 2
 
@@ -213,7 +281,10 @@ def test_stats_markdown_on_a_multi_seed_run():
     text = stats.stats_markdown({"config": {}, "runs": runs})
     assert text.startswith("## Statistics over seeds")
     # Joint path 0: 0.92 ± 4.302653 * 0.02 / sqrt(3) = 0.0497; best epoch 3.0 ± 2.5.
-    assert "| 3x3->3x3 | Joint | 3 | 0.9200 ± 0.0497 [0.8703, 0.9697] | 3.0 ± 2.5 [0.5, 5.5] |" in text
+    assert (
+        "| 3x3->3x3 | Joint | 3 | 0.9200 ± 0.0497 [0.8703, 0.9697] | 3.0 ± 2.5 [0.5, 5.5] |"
+        in text
+    )
     # 3 runs per mode: exact permutation test, p = 2/20, Holm p = min(1, 4 * 0.1).
     assert "| 3x3->3x3 | -0.0400 [" in text
     assert "| permutation (exact) | 0.100 | 0.400 | no |" in text
@@ -245,7 +316,14 @@ def test_stats_markdown_marks_significant_differences_with_welch():
 
 
 def test_stats_markdown_with_a_single_seed_says_so_once():
-    runs = _runs({("joint", 0): [0.95], ("standalone", 0): [0.96], ("joint", 1): [0.97], ("standalone", 1): [0.98]})
+    runs = _runs(
+        {
+            ("joint", 0): [0.95],
+            ("standalone", 0): [0.96],
+            ("joint", 1): [0.97],
+            ("standalone", 1): [0.98],
+        }
+    )
     text = stats.stats_markdown({"runs": runs})
     assert text.count("need at least two") == 1
     assert "no interval" not in text and "none (n = 1)" not in text
@@ -253,7 +331,14 @@ def test_stats_markdown_with_a_single_seed_says_so_once():
 
 
 def test_stats_markdown_with_some_single_runs_keeps_the_tables():
-    runs = _runs({("joint", 0): [0.95, 0.96], ("standalone", 0): [0.96], ("joint", 1): [0.97, 0.98], ("standalone", 1): [0.98]})
+    runs = _runs(
+        {
+            ("joint", 0): [0.95, 0.96],
+            ("standalone", 0): [0.96],
+            ("joint", 1): [0.97, 0.98],
+            ("standalone", 1): [0.98],
+        }
+    )
     text = stats.stats_markdown({"runs": runs})
     assert "0.9600 (no interval, n = 1)" in text
     assert "| 3x3->3x3 | Joint | 2 | 0.9550 ± " in text
@@ -309,7 +394,11 @@ def test_regret_of_the_top_one_averages_ties():
 
 def test_bootstrap_interval_is_seeded_and_brackets_the_statistic():
     values = np.arange(20.0)
-    interval = stats.bootstrap_interval(lambda i: values[i].mean(), 20, resamples=500, seed=3)
-    assert interval == stats.bootstrap_interval(lambda i: values[i].mean(), 20, resamples=500, seed=3)
+    interval = stats.bootstrap_interval(
+        lambda i: values[i].mean(), 20, resamples=500, seed=3
+    )
+    assert interval == stats.bootstrap_interval(
+        lambda i: values[i].mean(), 20, resamples=500, seed=3
+    )
     assert interval[0] < 9.5 < interval[1] and interval[1] - interval[0] < 8
     assert stats.bootstrap_interval(lambda i: None, 5, resamples=10) is None

@@ -75,8 +75,14 @@ def test_paths_give_their_own_outputs_and_the_padded_embedding():
 @pytest.mark.parametrize(
     "kwargs, num_paths",
     [
-        ({"kernel_sizes": ((1, 3, 5, 7), (3, 5), (3, 5)), "padding": "same",
-          "filters": 4}, 16),
+        (
+            {
+                "kernel_sizes": ((1, 3, 5, 7), (3, 5), (3, 5)),
+                "padding": "same",
+                "filters": 4,
+            },
+            16,
+        ),
         ({"kernel_sizes": ((3,),), "filters": 4, "input_shape": (9, 9, 3)}, 1),
     ],
 )
@@ -159,8 +165,7 @@ def _large_sampler(name):
 def test_step_on_a_20_choice_space_changes_only_what_it_trained(name):
     inputs, outputs = choice_space(num_choices=20)
     model = compile_model(
-        Supernet(inputs=inputs, outputs=outputs, sampling=_large_sampler(name),
-                 seed=0)
+        Supernet(inputs=inputs, outputs=outputs, sampling=_large_sampler(name), seed=0)
     )
     assert model.num_paths == 4**20
     assert model.train_step_mode == "per_choice"
@@ -175,15 +180,12 @@ def test_step_on_a_20_choice_space_changes_only_what_it_trained(name):
         Supernet(inputs=inputs, outputs=outputs, sampling="fair", seed=1)
     )
     warm.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    model.optimizer.set_weights(
-        [v.numpy() for v in warm.optimizer.variables]
-    )
+    model.optimizer.set_weights([v.numpy() for v in warm.optimizer.variables])
     for step in range(2):
         before = candidate_state(model)
         model.fit(x[:8], y[:8], batch_size=8, epochs=1, verbose=0)
         changed = {
-            k for k in changed_keys(before, candidate_state(model))
-            if k[0] != "shared"
+            k for k in changed_keys(before, candidate_state(model)) if k[0] != "shared"
         }
         with_variables = {k for k in before if k[0] != "shared"}
         if name in ("uniform", "fixed", "adaptive"):
@@ -275,8 +277,9 @@ def test_recalibration_sets_the_mean_of_batch_statistics():
     model = Supernet(inputs=inputs, outputs=outputs, seed=0)
     path = ("bn3x3", "conv1x1")
     rng = np.random.default_rng(0)
-    batches = [rng.normal(size=(8, 8, 8, 1)).astype("float32") * (i + 1)
-               for i in range(3)]
+    batches = [
+        rng.normal(size=(8, 8, 8, 1)).astype("float32") * (i + 1) for i in range(3)
+    ]
     used = model.recalibrate_batchnorm(batches, path=path, batches=2)
     assert used == 2 and model.active_indices == (2, 1)
     # By hand: stem conv -> stem BN (shared), then choice_0's bn3x3 block.
@@ -288,16 +291,25 @@ def test_recalibration_sets_the_mean_of_batch_statistics():
         h = stem(x).numpy()
         means.append(h.mean(axis=(0, 1, 2)))
         variances.append(h.var(axis=(0, 1, 2)))
-        h = ((h - means[-1]) / np.sqrt(variances[-1] + stem_bn.epsilon)
-             * stem_bn.gamma.numpy() + stem_bn.beta.numpy())
+        h = (h - means[-1]) / np.sqrt(
+            variances[-1] + stem_bn.epsilon
+        ) * stem_bn.gamma.numpy() + stem_bn.beta.numpy()
         c = block.get_layer("conv")(h).numpy()
         block_means.append(c.mean(axis=(0, 1, 2)))
         block_variances.append(c.var(axis=(0, 1, 2)))
-    np.testing.assert_allclose(stem_bn.moving_mean.numpy(), np.mean(means, 0), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(stem_bn.moving_variance.numpy(), np.mean(variances, 0), rtol=1e-4)
+    np.testing.assert_allclose(
+        stem_bn.moving_mean.numpy(), np.mean(means, 0), rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        stem_bn.moving_variance.numpy(), np.mean(variances, 0), rtol=1e-4
+    )
     bn = block.get_layer("bn")
-    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean(block_means, 0), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean(block_variances, 0), rtol=1e-4)
+    np.testing.assert_allclose(
+        bn.moving_mean.numpy(), np.mean(block_means, 0), rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        bn.moving_variance.numpy(), np.mean(block_variances, 0), rtol=1e-4
+    )
     # Off the path: untouched; momentum restored.
     other = model.choices[1].candidates[2].get_layer("bn")
     np.testing.assert_array_equal(other.moving_mean.numpy(), 0.0)
@@ -387,7 +399,9 @@ def test_mixed_precision_reaches_every_candidate(how):
     x, y = learnable_batch(16, (8, 8, 1))
     before = candidate_state(model)
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    changed = {k for k in changed_keys(before, candidate_state(model)) if k[0] != "shared"}
+    changed = {
+        k for k in changed_keys(before, candidate_state(model)) if k[0] != "shared"
+    }
     assert changed == set(enumerate(model.active_indices)) - {(c, 3) for c in range(3)}
 
 
@@ -404,8 +418,11 @@ def test_supernet_layer_computes_in_its_dtype():
 
 def test_preset_config_round_trip():
     model = Supernet(
-        kernel_sizes=((3, 5), (3, 5, 7)), filters=(4, 6), hidden_units=8,
-        sampling=sampling.AdaptiveSampler(floor=0.2), seed=5,
+        kernel_sizes=((3, 5), (3, 5, 7)),
+        filters=(4, 6),
+        hidden_units=8,
+        sampling=sampling.AdaptiveSampler(floor=0.2),
+        seed=5,
         branch_learning_rates={"5x5": 0.5},
     )
     config = json.loads(json.dumps(model.get_config()))
@@ -418,7 +435,9 @@ def test_preset_config_round_trip():
 
 
 def test_functional_config_round_trip_rebuilds_the_candidates():
-    model = _functional(num_choices=3, sampling=sampling.AdaptiveSampler(floor=0.2), seed=2)
+    model = _functional(
+        num_choices=3, sampling=sampling.AdaptiveSampler(floor=0.2), seed=2
+    )
     config = json.loads(json.dumps(model.get_config()))
     clone = Supernet.from_config(config)
     assert clone.space == model.space
@@ -495,7 +514,10 @@ def test_earlier_weights_need_the_preset():
         ({"kernel_sizes": ((9, 11), (9, 11)), "filters": 2}, "shrinks"),
         ({"aggregation": "sum"}, "one output shape"),
         ({"aggregation": "max"}, "`aggregation`"),
-        ({"path_dropout": 1.0, "aggregation": "sum", "padding": "same"}, "`path_dropout`"),
+        (
+            {"path_dropout": 1.0, "aggregation": "sum", "padding": "same"},
+            "`path_dropout`",
+        ),
         ({"path_dropout": 0.2, "sampling": "fair"}, "`path_dropout`"),
         ({"branch_learning_rates": {"7x7": 0.5}}, "`branch_learning_rates`"),
         ({"branch_learning_rates": {"3x3": float("inf")}}, "`branch_learning_rates`"),

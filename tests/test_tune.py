@@ -49,7 +49,9 @@ def test_joint_search_writes_best_hparams(joint_search):
         f"--hidden_units={best['hparams']['hidden_units']}"
     )
     assert best["mode"] == "joint" and best["path"] is None
-    assert len(best["trials"]) == 2 and all(t["status"] == "COMPLETED" for t in best["trials"])
+    assert len(best["trials"]) == 2 and all(
+        t["status"] == "COMPLETED" for t in best["trials"]
+    )
     for trial in best["trials"]:
         hparams = trial["hparams"]
         assert 1e-4 <= hparams["learning_rate"] <= 1e-2
@@ -74,7 +76,9 @@ def test_same_seed_draws_the_same_hyperparameters(joint_search, tmp_path):
     _, joint = joint_search
     # The draws depend on the seed and the search space only, not on the
     # mode: a standalone search with seed 0 tries the joint search's values.
-    alone = tune.tune(mode="standalone", path="5x5,3x3", output_dir=str(tmp_path), **TINY)
+    alone = tune.tune(
+        mode="standalone", path="5x5,3x3", output_dir=str(tmp_path), **TINY
+    )
     assert _drawn(alone) == _drawn(joint)
     assert alone["path"] == 2 and alone["label"] == "5x5->3x3"
     for trial in alone["trials"]:
@@ -97,7 +101,10 @@ def _draws(seed, trials=5):
         project_name=None,
     )
     tuner.search(verbose=0)
-    return [tuner.oracle.trials[i].hyperparameters.values for i in sorted(tuner.oracle.trials)]
+    return [
+        tuner.oracle.trials[i].hyperparameters.values
+        for i in sorted(tuner.oracle.trials)
+    ]
 
 
 def test_tuner_draws_depend_on_the_seed(tmp_path, monkeypatch):
@@ -120,15 +127,24 @@ def test_tuner_draws_depend_on_the_seed(tmp_path, monkeypatch):
         (dict(mode="joint", epochs=-1), "Received epochs=-1"),
         (dict(mode="both"), "Received mode='both'"),
         (dict(mode="joint", batch_sizes=(32, 32)), "Received batch_sizes=(32, 32)"),
-        (dict(mode="joint", learning_rate_range=(1e-2, 1e-4)), "argument `learning_rate_range`"),
-        (dict(mode="joint", val_size=2000), "Expected fewer than the 2000 training examples"),
+        (
+            dict(mode="joint", learning_rate_range=(1e-2, 1e-4)),
+            "argument `learning_rate_range`",
+        ),
+        (
+            dict(mode="joint", val_size=2000),
+            "Expected fewer than the 2000 training examples",
+        ),
         (dict(mode="standalone", path="9x9,3x3"), "9x9"),
     ],
 )
 def test_bad_arguments_raise_before_writing(kwargs, message, tmp_path):
     output_dir = tmp_path / "search"
     args = dict(TINY, **kwargs)
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+    with pytest.raises(
+        ValueError,
+        match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\."),
+    ):
         tune.tune(output_dir=str(output_dir), **args)
     assert not output_dir.exists()
 
@@ -143,7 +159,9 @@ def test_resuming_with_other_settings_is_refused(joint_search):
 def _bin_tune(*args):
     return subprocess.run(
         [sys.executable, os.path.join(REPO, "bin", "tune"), *args],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -151,8 +169,15 @@ def _bin_tune(*args):
 def test_cli_extends_a_search(joint_search):
     output_dir, first = joint_search
     done = _bin_tune(
-        "--mode=joint", f"--data_dir={SMALL_DIR}", "--trials=3", "--epochs=1", "--train_size=256",
-        "--val_size=128", "--seed=0", "--filters=4,8", f"--output_dir={output_dir}",
+        "--mode=joint",
+        f"--data_dir={SMALL_DIR}",
+        "--trials=3",
+        "--epochs=1",
+        "--train_size=256",
+        "--val_size=128",
+        "--seed=0",
+        "--filters=4,8",
+        f"--output_dir={output_dir}",
     )
     assert done.returncode == 0, done.stderr
     assert "best of 3 trials: --learning_rate=" in done.stdout
@@ -160,12 +185,18 @@ def test_cli_extends_a_search(joint_search):
         extended = json.load(f)
     # The two finished trials are kept, not rerun; one new trial is drawn.
     assert extended["trials"][:2] == first["trials"]
-    assert len(extended["trials"]) == 3 and extended["trials"][2]["status"] == "COMPLETED"
-    assert extended["objective"]["value"] == max(t["val_accuracy"] for t in extended["trials"])
+    assert (
+        len(extended["trials"]) == 3 and extended["trials"][2]["status"] == "COMPLETED"
+    )
+    assert extended["objective"]["value"] == max(
+        t["val_accuracy"] for t in extended["trials"]
+    )
 
 
 def test_cli_bad_input_is_one_line(tmp_path):
-    done = _bin_tune("--mode=standalone", f"--data_dir={SMALL_DIR}", f"--output_dir={tmp_path / 'x'}")
+    done = _bin_tune(
+        "--mode=standalone", f"--data_dir={SMALL_DIR}", f"--output_dir={tmp_path / 'x'}"
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         "error: Invalid value for argument `path`. Expected the path to tune in standalone mode, "

@@ -46,12 +46,8 @@ def main():
     for split, count in (("train", args.train), ("test", args.test)):
         images, labels = arrays[split]
         images_name, labels_name = data.IDX_FILES[split]
-        write_idx(
-            os.path.join(args.output, images_name + ".gz"), images[:count]
-        )
-        write_idx(
-            os.path.join(args.output, labels_name + ".gz"), labels[:count]
-        )
+        write_idx(os.path.join(args.output, images_name + ".gz"), images[:count])
+        write_idx(os.path.join(args.output, labels_name + ".gz"), labels[:count])
         counts = np.bincount(labels[:count], minlength=10)
         print(f"{split}: {count} examples, per class {counts.tolist()}")
 
