@@ -678,14 +678,7 @@ def _pool(space, size, seed):
             f"Invalid value for argument `pool_size`: the space has "
             f"{space.describe()}. Received pool_size={size}."
         )
-    rng = np.random.default_rng(seed)
-    pool, seen = [], set()
-    while len(pool) < size:
-        path = space.index(space.sample(rng))
-        if path not in seen:
-            seen.add(path)
-            pool.append(path)
-    return pool
+    return space.sample_distinct(size, seed)
 
 
 def _split_choice(space, paths, scores):
