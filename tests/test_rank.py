@@ -428,7 +428,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, flags, message):
 
 
 @pytest.mark.slow
-def test_killed_standalone_grid_resumes_to_identical_numbers(study, tmp_path):
+def test_killed_standalone_grid_resumes_to_identical_numbers(tmp_path):
     space = tmp_path / "tiny.json"
     space.write_text(json.dumps(TINY_SPACE))
     flags = [*TINY_FLAGS, f"--space={space}"]
@@ -456,7 +456,13 @@ def test_killed_standalone_grid_resumes_to_identical_numbers(study, tmp_path):
     done = _rank("--stage=standalone", *flags, f"--output_dir={killed}")
     assert done.returncode == 0, done.stderr
     assert "standalone seed=1 arch=5" in done.stdout
-    assert _accuracies(killed) == _accuracies(study)
+    # Against an uninterrupted run of the same command in its own process:
+    # an in-process study may differ in floating point (TensorFlow's thread
+    # pools are set once per process), and these tiny models amplify it.
+    fresh = str(tmp_path / "fresh")
+    done = _rank("--stage=standalone", *flags, f"--output_dir={fresh}")
+    assert done.returncode == 0, done.stderr
+    assert _accuracies(killed) == _accuracies(fresh)
     # The pilot's report: the ground truth alone, with its noise ceiling.
     out = str(tmp_path / "report")
     done = _rank("--stage=report", f"--run_dir={killed}", f"--output_dir={out}")
