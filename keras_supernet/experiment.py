@@ -448,14 +448,11 @@ class _Trainer:
                 f"no resume state {progress['state_file']}: training again from epoch 1"
             )
             progress = None
-        # A kill can leave temporary files, or the state of the epoch before
-        # the last one; only the state that progress.json names is kept.
+        # A kill can leave the state of the epoch before the last one (its
+        # temporary files went when the folder was locked): only the state
+        # that progress.json names is kept.
         current = progress["state_file"] if progress else None
-        for leftover in (
-            glob.glob(os.path.join(run.dir, ".tmp-*"))
-            + glob.glob(os.path.join(run.state_dir, ".tmp-*"))
-            + glob.glob(os.path.join(run.state_dir, "epoch_*.npz"))
-        ):
+        for leftover in glob.glob(os.path.join(run.state_dir, "epoch_*.npz")):
             if os.path.basename(leftover) != current:
                 os.remove(leftover)
         if progress:

@@ -179,6 +179,45 @@ def check_free_space(folder, needed, what):
 
 # === One writer per folder ===
 
+_TMP_PATTERN = re.compile(r"\.tmp-(\d+)-")
+
+
+def _process_is_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder):
+    """Removes the temporary files of writers that died mid-write.
+
+    `atomic_write` removes its temporary file when writing fails, but a
+    writer killed with `kill -9` between writing and renaming leaves it.
+    The file is only removed when its process (the pid in its name) is
+    gone: `bin/report` may be writing its own next to a live writer.
+
+    Returns:
+        The paths removed.
+    """
+    removed = []
+    for root, _, names in os.walk(folder):
+        for name in names:
+            match = _TMP_PATTERN.match(name)
+            if match is None:
+                continue
+            pid = int(match.group(1))
+            if pid == os.getpid() or _process_is_alive(pid):
+                continue
+            path = os.path.join(root, name)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed.append(path)
+    return removed
+
 
 @contextlib.contextmanager
 def folder_lock(folder):
@@ -191,7 +230,8 @@ def folder_lock(folder):
     one. The kernel drops the lock when its process ends, `kill -9`
     included, so no stale lock can block the next run; the file itself stays
     (removing it would let a third process lock a new file while the second
-    still holds the old one).
+    still holds the old one). Once held, the temporary files of writers
+    killed mid-write are removed (`remove_stale_temporaries`).
 
     Raises:
         OutputDirBusyError: another process holds the lock.
@@ -210,6 +250,7 @@ def folder_lock(folder):
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        remove_stale_temporaries(folder)
         yield path
     finally:
         os.close(fd)

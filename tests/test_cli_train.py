@@ -237,8 +237,25 @@ def test_second_writer_of_a_folder_is_refused_and_a_killed_one_blocks_nothing(
     def holds_lock(process):
         return lambda: lock.exists() and lock.read_text().strip() == str(process.pid)
 
+    # The first writer holds the folder until the test lets it train: a tiny
+    # run can otherwise finish before the second process has imported
+    # TensorFlow (it did on a fast CI machine).
+    go = tmp_path / "go"
+    gated = (
+        "import os, runpy, sys, time\n"
+        "from keras_supernet import training\n"
+        "real, go = training.train_epoch, sys.argv[1]\n"
+        "def gated(*args, **kwargs):\n"
+        "    while not os.path.exists(go):\n"
+        "        time.sleep(0.05)\n"
+        "    return real(*args, **kwargs)\n"
+        "training.train_epoch = gated\n"
+        "sys.argv = sys.argv[2:]\n"
+        "sys.path.insert(0, os.path.dirname(sys.argv[0]))\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
     first = subprocess.Popen(
-        [sys.executable, TRAIN, *flags, "--seeds=0"],
+        [sys.executable, "-c", gated, str(go), TRAIN, *flags, "--seeds=0"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -253,6 +270,7 @@ def test_second_writer_of_a_folder_is_refused_and_a_killed_one_blocks_nothing(
         elapsed = time.monotonic() - start
         first_was_running = first.poll() is None
     finally:
+        go.touch()
         first.wait(timeout=300)
     assert second.returncode == 1, second.stderr
     lines = second.stderr.strip().splitlines()

@@ -8,6 +8,8 @@ import os
 import re
 import shutil
 import struct
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -476,6 +478,29 @@ def test_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     assert not _leftovers(output_dir)
     state = os.path.join(output_dir, "checkpoints", "joint", "seed0", "state")
     assert os.listdir(state) == []
+
+
+def test_locking_a_folder_removes_temporaries_of_dead_writers_only(tmp_path):
+    # A writer killed between writing and renaming leaves its temporary
+    # file; one of a live process (bin/report next to bin/train) is kept.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = os.getppid()
+    (tmp_path / "checkpoints" / "joint").mkdir(parents=True)
+    stale = [
+        tmp_path / f".tmp-{dead.pid}-results.json",
+        tmp_path / "checkpoints" / "joint" / f".tmp-{dead.pid}-progress.json",
+    ]
+    kept = [
+        tmp_path / f".tmp-{live}-report.md",
+        tmp_path / "results.json",
+        tmp_path / "tmp-1-notes.txt",
+    ]
+    for path in stale + kept:
+        path.write_text("x")
+    with runs.folder_lock(str(tmp_path)):
+        assert [p.exists() for p in stale] == [False, False]
+        assert all(p.exists() for p in kept)
 
 
 # === Non-finite numbers ===
