@@ -576,13 +576,25 @@ _WORKER = textwrap.dedent(
         time.sleep(float(sys.argv[3]))
         return {{"val_accuracy": float(accuracy[index]), "val_loss": float(loss[index])}}
 
+    if len(sys.argv) > 5:
+        # Start together: a worker that started late could find the budget
+        # already spent.
+        barrier, count = sys.argv[5], int(sys.argv[6])
+        open(os.path.join(barrier, str(os.getpid())), "w").close()
+        while len(os.listdir(barrier)) < count:
+            time.sleep(0.05)
+
     run_search(supernet, output_dir=sys.argv[1], strategy=sys.argv[4], budget=14,
                population_size=4, search_seed=7, scorer=score, verbose=0)
     """
 )
 
 
-def _worker(tmp_path, output_dir, kill_after, sleep=0.0, strategy="evolution"):
+def _worker(
+    tmp_path, output_dir, kill_after, sleep=0.0, strategy="evolution", barrier=()
+):
+    """A process running `run_search`; `barrier` (folder, count) makes it
+    wait until `count` workers have reached the search."""
     script = tmp_path / "worker.py"
     script.write_text(_WORKER.format(tests=os.path.join(ROOT, "tests"), specs=SPECS))
     return subprocess.Popen(
@@ -593,6 +605,7 @@ def _worker(tmp_path, output_dir, kill_after, sleep=0.0, strategy="evolution"):
             str(kill_after),
             str(sleep),
             strategy,
+            *map(str, barrier),
         ],
         env=dict(os.environ, PYTHONPATH=ROOT),
         stdout=subprocess.PIPE,
@@ -638,8 +651,16 @@ def test_resume_after_kill_9_equals_an_uninterrupted_search(
 def test_processes_score_one_study_in_parallel(tmp_path):
     import optuna
 
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     workers = [
-        _worker(tmp_path, tmp_path / "shared", kill_after=10**6, sleep=0.2)
+        _worker(
+            tmp_path,
+            tmp_path / "shared",
+            kill_after=10**6,
+            sleep=0.2,
+            barrier=(barrier, 2),
+        )
         for _ in range(2)
     ]
     for process in workers:
