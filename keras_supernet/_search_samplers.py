@@ -300,3 +300,69 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
             "RegularizedEvolutionSampler proposes every choice; "
             f"{param_name!r} is not a choice of the space."
         )
+
+
+class RepairingSampler(optuna.samplers.BaseSampler):
+    """Moves the proposals of another sampler into the feasible region.
+
+    Under a tight constraint on a large space almost every proposal breaks
+    it (a latency budget that 0.015% of a 2-million-path space meets):
+    proposals that are not scored teach the evolution nothing, and the
+    search ends before it has scored a path. Here every proposal of `inner`
+    (all of its choices, relative and independent) goes through `repair`
+    before the trial takes it, the way once-for-all and SPOS keep their
+    populations within a FLOPs or latency budget by resampling.
+
+    Args:
+        inner: The sampler whose proposals are repaired (`KeyedSampler`,
+            `RegularizedEvolutionSampler`).
+        space: The `SearchSpace`.
+        repair: Called with a path index and a `numpy` generator, returns a
+            path index (the same one if it is feasible or cannot be made so).
+        seed: The search seed; the generator of a trial is seeded from it
+            and the trial's key (see `trial_key`), so a restarted search
+            repairs the same way.
+    """
+
+    def __init__(self, inner, space, repair, seed):
+        self._inner = inner
+        self._space = space
+        self._repair = repair
+        self._seed = seed
+        self._distributions = distributions(space)
+
+    def before_trial(self, study, trial):
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return dict(self._distributions)
+
+    def sample_relative(self, study, trial, search_space):
+        inner_space = self._inner.infer_relative_search_space(study, trial)
+        params = dict(self._inner.sample_relative(study, trial, inner_space))
+        # The choices the inner sampler leaves to sample_independent (all of
+        # them for random search, the mutated ones for NSGA-II), in the
+        # order the objective suggests them.
+        for name, distribution in self._distributions.items():
+            if name not in params:
+                params[name] = self._inner.sample_independent(
+                    study, trial, name, distribution
+                )
+        index = self._space.index(tuple(params[n] for n in self._space.choice_names))
+        # Key 1: not the stream of the inner sampler (key 0 of the seed).
+        rng = np.random.default_rng(
+            sampling.derived_seed(self._seed, trial_key(study, trial), 1)
+        )
+        return params_of(self._space, self._repair(index, rng))
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        raise RuntimeError(
+            "RepairingSampler proposes every choice; "
+            f"{param_name!r} is not a choice of the space."
+        )
+
+    def after_trial(self, study, trial, state, values):
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self):
+        pass

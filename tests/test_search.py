@@ -244,12 +244,60 @@ def test_constraints_are_honoured(supernet, tmp_path):
     )
     assert result["num_scored"] == 6
     assert all(r["flops"] <= limit for r in result["evaluated"])
-    # Proposals that broke the constraint were not scored and not counted.
-    assert result["proposals"]["infeasible"] > 0
-    assert (
-        result["num_proposals"]
-        == 6 + result["proposals"]["infeasible"] + result["proposals"]["duplicate"]
+    assert all(r["params"] <= 10_000 for r in result["evaluated"])
+    # Proposals that broke a constraint were repaired, not thrown away.
+    assert result["settings"]["repair"] is not None
+    assert result["proposals"]["infeasible"] == 0
+    assert result["num_proposals"] == 6 + result["proposals"]["duplicate"]
+
+
+@pytest.mark.parametrize("strategy", ["random", "evolution", "regularized"])
+def test_a_budget_that_almost_no_path_meets_is_searched_by_repair(
+    huge, tmp_path, strategy
+):
+    # 3**20 paths; at most two 1x1 convolutions and skips elsewhere: 211
+    # paths, one in 17 million. Rejecting proposals would score none.
+    every = costs.path_costs(huge, huge.num_paths - 1)["params"]
+    one_by_one = costs.path_params(huge, huge.space.index((1,) + (2,) * 19))
+    limit = every + 2 * (one_by_one - every)
+    runs = [
+        run_search(
+            huge,
+            output_dir=tmp_path / str(i),
+            strategy=strategy,
+            budget=6,
+            max_params=limit,
+            scorer=lambda p: {
+                "val_accuracy": p % 97 / 100,
+                "val_loss": p % 89 / 100,
+            },
+            search_seed=5,
+            verbose=0,
+        )
+        for i in range(2)
+    ]
+    result = runs[0]
+    assert result["num_scored"] == 6 and result["proposals"]["infeasible"] == 0
+    assert all(r["params"] <= limit for r in result["evaluated"])
+    assert len({r["path"] for r in result["evaluated"]}) == 6
+    # Repairs draw from the search seed: the same seed, the same search.
+    assert _paths(runs[1]) == _paths(result)
+
+
+@pytest.mark.slow
+def test_constraints_on_measured_latency_reject_without_repair(supernet, tmp_path):
+    # Walking neighbours would measure each one: too slow, so not done.
+    result = run_search(
+        supernet,
+        output_dir=tmp_path,
+        strategy="random",
+        budget=2,
+        max_latency_ms=1e6,
+        scorer=_table_scorer(27),
+        verbose=0,
     )
+    assert result["settings"]["repair"] is None
+    assert result["num_scored"] == 2
 
 
 def test_impossible_constraint_is_one_error_naming_the_smallest_cost(
@@ -293,27 +341,44 @@ def test_a_search_under_a_tight_constraint_ends(supernet, tmp_path):
     assert result["stopped"] == "max_proposals (40) reached"
 
 
-def test_constraints_no_proposal_met_are_one_error(huge, tmp_path):
-    # In 3**20 paths only the all-skip path has the smallest FLOPs; a random
-    # search does not find it in 30 proposals.
+def test_a_budget_only_one_path_meets_is_found_by_repair(huge, tmp_path):
+    # In 3**20 paths only the all-skip path has the smallest FLOPs; random
+    # proposals repaired walk down to it.
     index, smallest = costs.cheapest_path(huge, "flops")
+    result = run_search(
+        huge,
+        output_dir=tmp_path,
+        strategy="random",
+        budget=5,
+        max_flops=smallest,
+        max_proposals=30,
+        scorer=lambda p: {"val_accuracy": 0.5, "val_loss": 1.0},
+        verbose=0,
+    )
+    assert _paths(result) == [index]
+    assert result["num_proposals"] == 30
+    assert result["proposals"]["duplicate"] == 29
+
+
+@pytest.mark.slow
+def test_constraints_no_proposal_met_are_one_error(supernet, tmp_path):
+    # Latency measured per path is not repaired; no path takes 1 ns.
     with pytest.raises(ValueError) as error:
         run_search(
-            huge,
+            supernet,
             output_dir=tmp_path,
             strategy="random",
             budget=5,
-            max_flops=smallest,
-            max_proposals=30,
-            scorer=_table_scorer(1),
+            max_latency_ms=1e-6,
+            max_proposals=2,
+            scorer=_table_scorer(27),
             verbose=0,
         )
     message = str(error.value)
     assert message.startswith(
-        f"No path satisfying max_flops={smallest} was found in 30 proposals: "
-        "the smallest flops proposed is "
-    )
-    assert f"of any path {smallest:,} (path {index})" in message
+        "No path satisfying max_latency_ms=1e-06 was found in 2 proposals: "
+        "the smallest latency_ms proposed is "
+    ), message
     assert "\n" not in message
 
 
