@@ -317,8 +317,9 @@ class RepairingSampler(optuna.samplers.BaseSampler):
         inner: The sampler whose proposals are repaired (`KeyedSampler`,
             `RegularizedEvolutionSampler`).
         space: The `SearchSpace`.
-        repair: Called with a path index and a `numpy` generator, returns a
-            path index (the same one if it is feasible or cannot be made so).
+        repair: Called with a path index, a `numpy` generator and the set
+            of paths other trials have proposed; returns a path index (the
+            same one if it is feasible and new, or cannot be made so).
         seed: The search seed; the generator of a trial is seeded from it
             and the trial's key (see `trial_key`), so a restarted search
             repairs the same way.
@@ -353,7 +354,13 @@ class RepairingSampler(optuna.samplers.BaseSampler):
         rng = np.random.default_rng(
             sampling.derived_seed(self._seed, trial_key(study, trial), 1)
         )
-        return params_of(self._space, self._repair(index, rng))
+        taken = set()
+        for other in study.get_trials(deepcopy=False):
+            if other.number != trial.number and other.state != TrialState.FAIL:
+                path = trial_path(self._space, other)
+                if path is not None:
+                    taken.add(path)
+        return params_of(self._space, self._repair(index, rng, taken))
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         raise RuntimeError(

@@ -890,7 +890,8 @@ def _repair_function(space, cost, constraints, latency_table):
     improving neighbours rather than taking the cheapest keeps the repaired
     paths varied and close to the budget (a greedy walk would fall to the
     cheapest candidates); a path no neighbour improves is left as it is
-    (and not scored).
+    (and not scored). A feasible path in `taken` (already proposed) moves
+    to a feasible neighbour not in it, where there is one.
     """
     if not constraints or ("max_latency_ms" in constraints and latency_table is None):
         return None
@@ -901,24 +902,28 @@ def _repair_function(space, cost, constraints, latency_table):
         record = cost(index)
         return sum(max(0.0, record[c] / v - 1.0) for c, v in limits)
 
-    def repair(index, rng):
-        current = excess(index)
-        while current > 0:
-            choice = list(space.resolve(index))
-            better = []
-            for c, size in enumerate(sizes):
-                for k in range(size):
-                    if k == choice[c]:
-                        continue
+    def neighbours(index):
+        choice = list(space.resolve(index))
+        for c, size in enumerate(sizes):
+            for k in range(size):
+                if k != choice[c]:
                     child = list(choice)
                     child[c] = k
-                    neighbour = space.index(tuple(child))
-                    value = excess(neighbour)
-                    if value < current:
-                        better.append((neighbour, value))
+                    yield space.index(tuple(child))
+
+    def repair(index, rng, taken=()):
+        current = excess(index)
+        while current > 0:
+            better = [(n, v) for n in neighbours(index) if (v := excess(n)) < current]
             if not better:
-                break
+                return index
             index, current = better[int(rng.integers(len(better)))]
+        if index in taken:
+            # The walks of many proposals end on the same few paths near
+            # the budget: step on to a feasible one not proposed yet.
+            free = [n for n in neighbours(index) if n not in taken and not excess(n)]
+            if free:
+                index = free[int(rng.integers(len(free)))]
         return index
 
     return repair
