@@ -202,6 +202,19 @@ def _bad_inputs(run_dir, tmp_path):
             r"max_flops.*\d",
         ),
         "standalone": (["--mode=standalone"], r"argument `mode`.*joint"),
+        "tournament_above_population": (
+            [
+                "--strategy=regularized",
+                "--budget=3",
+                "--population_size=2",
+                "--tournament_size=3",
+            ],
+            r"argument `tournament_size`.*population_size \(2\)",
+        ),
+        "max_proposals_0": (
+            ["--strategy=random", "--budget=3", "--max_proposals=0"],
+            r"argument `max_proposals`",
+        ),
     }
 
 
@@ -215,6 +228,8 @@ def _bad_inputs(run_dir, tmp_path):
         "budget_0",
         "impossible_budget",
         "standalone",
+        "tournament_above_population",
+        "max_proposals_0",
     ],
 )
 def test_search_bad_input_is_one_line(run_dir, tmp_path, case):
