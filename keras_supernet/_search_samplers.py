@@ -30,6 +30,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
+from keras_supernet import runs
 from keras_supernet import sampling
 
 WORKER_ATTR = "worker"
@@ -43,16 +44,6 @@ def _mark_worker(study, trial):
     # Optuna's own samplers write trial attributes through the storage in
     # before_trial too; this is the first moment the trial exists.
     study._storage.set_trial_user_attr(trial._trial_id, WORKER_ATTR, worker_id())
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def stale_trials(study):
@@ -71,7 +62,7 @@ def stale_trials(study):
         if not isinstance(worker, dict) or worker.get("host") != me["host"]:
             continue
         pid = worker.get("pid")
-        if pid == me["pid"] or not _pid_alive(pid):
+        if pid == me["pid"] or not runs.process_is_alive(pid):
             stale.append(trial.number)
     return stale
 

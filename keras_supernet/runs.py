@@ -182,7 +182,8 @@ def check_free_space(folder, needed, what):
 _TMP_PATTERN = re.compile(r"\.tmp-(\d+)-")
 
 
-def _process_is_alive(pid):
+def process_is_alive(pid):
+    """Whether a process of this host has the id `pid`."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -210,7 +211,7 @@ def remove_stale_temporaries(folder):
             if match is None:
                 continue
             pid = int(match.group(1))
-            if pid == os.getpid() or _process_is_alive(pid):
+            if pid == os.getpid() or process_is_alive(pid):
                 continue
             path = os.path.join(root, name)
             with contextlib.suppress(FileNotFoundError):
