@@ -237,16 +237,17 @@ def test_second_writer_of_a_folder_is_refused_and_a_killed_one_blocks_nothing(
     def holds_lock(process):
         return lambda: lock.exists() and lock.read_text().strip() == str(process.pid)
 
-    # The first writer holds the folder until the test lets it train: a tiny
-    # run can otherwise finish before the second process has imported
-    # TensorFlow (it did on a fast CI machine).
+    # The first writer holds the folder until the test lets it train (or
+    # 10 minutes pass, should the test die): a tiny run can otherwise finish
+    # before the second process has imported TensorFlow (it did in CI).
     go = tmp_path / "go"
     gated = (
         "import os, runpy, sys, time\n"
         "from keras_supernet import training\n"
         "real, go = training.train_epoch, sys.argv[1]\n"
+        "deadline = time.monotonic() + 600\n"
         "def gated(*args, **kwargs):\n"
-        "    while not os.path.exists(go):\n"
+        "    while not os.path.exists(go) and time.monotonic() < deadline:\n"
         "        time.sleep(0.05)\n"
         "    return real(*args, **kwargs)\n"
         "training.train_epoch = gated\n"
