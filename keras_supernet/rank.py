@@ -1812,6 +1812,10 @@ def plot_scatter(analysis, path):
         ax.set_xlabel("standalone test accuracy (%)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
+    if len(seeds) >= 2:
+        axes.flat[len(methods)].set_xlabel(
+            f"standalone test accuracy, seed {seeds[0]} (%)", fontsize=8
+        )
     for ax in axes.flat[panels:]:
         ax.axis("off")
     fig.suptitle(
