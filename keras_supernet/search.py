@@ -880,9 +880,9 @@ def _cost_function(supernet, latency_table, latency_needed, latency_threads):
 
 
 def _repair_function(space, cost, constraints, latency_table):
-    """`repair(index, rng)`: a path that meets `constraints`, reached from
-    `index` by changing one choice at a time; None where a constrained cost
-    is measured per path (too slow to walk with).
+    """`repair(index, rng, taken=())`: a path that meets `constraints`,
+    reached from `index` by changing one choice at a time; None where a
+    constrained cost is measured per path (too slow to walk with).
 
     Each step moves to a one-choice neighbour drawn uniformly among those
     that break the constraints less (the sum over broken constraints of
