@@ -87,6 +87,19 @@ def trial_path(space, trial):
         return None
 
 
+def proposed_paths(space, study, trial):
+    """The paths the trials of `study` other than `trial` have proposed (a
+    failed trial's path is free again)."""
+    proposed = set()
+    for other in study.get_trials(deepcopy=False):
+        if other.number == trial.number or other.state == TrialState.FAIL:
+            continue
+        path = trial_path(space, other)
+        if path is not None:
+            proposed.add(path)
+    return proposed
+
+
 def params_of(space, index):
     """The Optuna parameters (choice name -> candidate label) of a path."""
     return {
@@ -156,13 +169,7 @@ class EnumerationSampler(optuna.samplers.BaseSampler):
         return dict(self._distributions)
 
     def sample_relative(self, study, trial, search_space):
-        claimed = set()
-        for other in study.get_trials(deepcopy=False):
-            if other.number == trial.number or other.state == TrialState.FAIL:
-                continue
-            path = trial_path(self._space, other)
-            if path is not None:
-                claimed.add(path)
+        claimed = proposed_paths(self._space, study, trial)
         index = 0
         while index in claimed and index < self._space.num_paths - 1:
             index += 1
@@ -345,12 +352,7 @@ class RepairingSampler(optuna.samplers.BaseSampler):
         rng = np.random.default_rng(
             sampling.derived_seed(self._seed, trial_key(study, trial), 1)
         )
-        taken = set()
-        for other in study.get_trials(deepcopy=False):
-            if other.number != trial.number and other.state != TrialState.FAIL:
-                path = trial_path(self._space, other)
-                if path is not None:
-                    taken.add(path)
+        taken = proposed_paths(self._space, study, trial)
         return params_of(self._space, self._repair(index, rng, taken))
 
     def sample_independent(self, study, trial, param_name, param_distribution):
