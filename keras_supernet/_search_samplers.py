@@ -273,19 +273,9 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
             (population[int(i)] for i in picks),
             key=lambda m: (-sign * m[2], m[0]),
         )[1]
-        choice = list(self._space.resolve(parent))
-        sizes = [len(labels) for labels in self._space.candidate_labels]
-        neighbours = [
-            (c, k)
-            for c, size in enumerate(sizes)
-            for k in range(size)
-            if k != choice[c]
-        ]
+        neighbours = self._space.neighbours(parent)
         for j in rng.permutation(len(neighbours)):
-            c, k = neighbours[int(j)]
-            child = list(choice)
-            child[c] = k
-            index = self._space.index(tuple(child))
+            index = neighbours[int(j)]
             if index not in proposed:
                 return index
         return self._random_unproposed(rng, proposed)

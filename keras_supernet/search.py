@@ -896,32 +896,26 @@ def _repair_function(space, cost, constraints, latency_table):
     if not constraints or ("max_latency_ms" in constraints and latency_table is None):
         return None
     limits = [(CONSTRAINTS[k], v) for k, v in constraints.items()]
-    sizes = [len(labels) for labels in space.candidate_labels]
 
     def excess(index):
         record = cost(index)
         return sum(max(0.0, record[c] / v - 1.0) for c, v in limits)
 
-    def neighbours(index):
-        choice = list(space.resolve(index))
-        for c, size in enumerate(sizes):
-            for k in range(size):
-                if k != choice[c]:
-                    child = list(choice)
-                    child[c] = k
-                    yield space.index(tuple(child))
-
     def repair(index, rng, taken=()):
         current = excess(index)
         while current > 0:
-            better = [(n, v) for n in neighbours(index) if (v := excess(n)) < current]
+            better = [
+                (n, v) for n in space.neighbours(index) if (v := excess(n)) < current
+            ]
             if not better:
                 return index
             index, current = better[int(rng.integers(len(better)))]
         if index in taken:
             # The walks of many proposals end on the same few paths near
             # the budget: step on to a feasible one not proposed yet.
-            free = [n for n in neighbours(index) if n not in taken and not excess(n)]
+            free = [
+                n for n in space.neighbours(index) if n not in taken and not excess(n)
+            ]
             if free:
                 index = free[int(rng.integers(len(free)))]
         return index

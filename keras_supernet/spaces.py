@@ -255,6 +255,20 @@ class SearchSpace:
             "one candidate index per choice, or labels joined by '->'."
         )
 
+    def neighbours(self, path):
+        """The indices of the paths that differ from `path` in one choice,
+        choice by choice, then candidate by candidate (a fixed order, so
+        that a seeded draw among them is reproducible): the moves of a
+        mutation or of a local search."""
+        choice = self.resolve(path)
+        index = self.index(choice)
+        return [
+            index + (k - current) * stride
+            for current, count, stride in zip(choice, self._counts, self._strides)
+            for k in range(count)
+            if k != current
+        ]
+
     def paths(self):
         """Iterates over every path's candidate indices, in index order."""
         return itertools.product(*(range(c) for c in self._counts))

@@ -103,6 +103,20 @@ def test_distinct_samples_are_seeded_and_never_repeat():
     assert space.sample_distinct(50, seed=3) == list(range(9))
 
 
+def test_neighbours_differ_in_one_choice_in_a_fixed_order():
+    space = SearchSpace([("a", ("x", "y", "z")), ("b", ("p", "q"))])
+    # Path 3 is y->q: a changes to x or z, then b to p.
+    assert space.neighbours(3) == [1, 5, 2]
+    assert space.neighbours("y->q") == space.neighbours((1, 1)) == [1, 5, 2]
+    for index, indices in enumerate(space.paths()):
+        expected = [
+            p
+            for p, other in enumerate(space.paths())
+            if sum(i != j for i, j in zip(indices, other)) == 1
+        ]
+        assert sorted(space.neighbours(index)) == expected
+
+
 def test_config_round_trip():
     config = json.loads(json.dumps(REPORT.get_config()))
     assert SearchSpace.from_config(config) == REPORT
