@@ -335,6 +335,9 @@ class StudyConfig:
         standalone_seeds, standalone_epochs, average_epochs: the ground
             truth (test accuracy averaged over the last `average_epochs`
             epochs of `standalone_epochs`).
+        standalone_schedule: `"constant"` (Adam at `learning_rate`
+            throughout) or `"cosine"` (the rate of epoch e is
+            `standalone_learning_rate(learning_rate, e, standalone_epochs)`).
         supernet_seeds, supernet_epochs, longer_epochs, few_shot_epochs,
             warmup_epochs, methods: the supernets.
     """
@@ -358,6 +361,7 @@ class StudyConfig:
     standalone_seeds: list = (0, 1)
     standalone_epochs: int = 8
     average_epochs: int = 1
+    standalone_schedule: str = "constant"
     supernet_seeds: list = (0, 1, 2)
     supernet_epochs: int = 16
     longer_epochs: int = 32
@@ -395,10 +399,32 @@ class StudyConfig:
         """The first key outside `FREE_KEYS` on which two configs differ, with
         (other's, this one's) values, or None."""
         mine, theirs = self.to_json(), other.to_json()
+        free = self.FREE_KEYS
+        if self.standalone_schedule != "constant":
+            # A decaying rate is a function of the run's length: more epochs
+            # would be another training, not the same one extended.
+            free = tuple(k for k in free if k != "standalone_epochs")
         for key in mine:
-            if key not in self.FREE_KEYS and mine[key] != theirs.get(key):
+            if key not in free and mine[key] != theirs.get(key):
                 return key, theirs.get(key), mine[key]
         return None
+
+
+STANDALONE_SCHEDULES = ("constant", "cosine")
+
+
+def standalone_learning_rate(learning_rate, epoch, epochs, schedule="cosine"):
+    """Adam's rate during 0-based `epoch` of a standalone run of `epochs`.
+
+    `"cosine"` decays it per epoch from `learning_rate` towards 0
+    (`learning_rate * (1 + cos(pi * epoch / epochs)) / 2`): a run that ends at
+    a small rate ends near a minimum rather than wherever its last steps
+    threw it, so two seeds of one architecture agree more (the ground
+    truth's noise ceiling).
+    """
+    if schedule == "constant":
+        return learning_rate
+    return learning_rate * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
 
 
 def _check_config(
@@ -426,6 +452,7 @@ def _check_config(
     few_shot_epochs,
     warmup_epochs,
     methods,
+    standalone_schedule="constant",
 ):
     """Checks every setting that needs no data; returns a `StudyConfig`."""
     spec = (
@@ -458,6 +485,9 @@ def _check_config(
             "standalone_epochs", standalone_epochs
         ),
         average_epochs=validation.positive_int("average_epochs", average_epochs),
+        standalone_schedule=validation.one_of(
+            "standalone_schedule", standalone_schedule, STANDALONE_SCHEDULES
+        ),
         supernet_seeds=list(validation.seeds("supernet_seeds", supernet_seeds)),
         supernet_epochs=validation.positive_int("supernet_epochs", supernet_epochs),
         longer_epochs=validation.positive_int("longer_epochs", longer_epochs),
@@ -810,6 +840,10 @@ def _standalone(folder, config, data, selection, units, verbose, every_epoch=Tru
         path = selection["paths"][arch]
         run_dir = folder.standalone_dir(seed, arch)
         info = {"settings": settings, "seed": seed, "arch": arch, "path": path}
+        if config.standalone_schedule != "constant":
+            # Recorded only when it is not the rate of earlier folders, so
+            # that their runs still resume.
+            info["schedule"] = [config.standalone_schedule, config.standalone_epochs]
         progress = _read_progress(run_dir, info)
         if progress is not None and progress["epochs"] >= config.standalone_epochs:
             continue
@@ -834,12 +868,23 @@ def _standalone(folder, config, data, selection, units, verbose, every_epoch=Tru
                 "test_loss": row["test_loss"],
             }
 
+        def set_rate(model, epoch):
+            model.optimizer.learning_rate.assign(
+                standalone_learning_rate(
+                    config.learning_rate,
+                    epoch,
+                    config.standalone_epochs,
+                    config.standalone_schedule,
+                )
+            )
+
         _train_run(
             model,
             run_dir,
             data,
             seed,
             config.standalone_epochs,
+            before_epoch=set_rate,
             after_epoch=evaluate,
             info=info,
             verbose=verbose,
@@ -1256,6 +1301,7 @@ def run_study(
     shard=None,
     threads=None,
     standalone_eval="every",
+    standalone_schedule="constant",
     verbose=1,
 ):
     """Runs (or resumes) the ranking study in `output_dir`.
@@ -1294,6 +1340,8 @@ def run_study(
         standalone_eval: `"every"` evaluates a standalone run after every
             epoch (the noise ceiling epoch by epoch), `"last"` after the
             last `average_epochs` only (the same accuracies, less CPU).
+        standalone_schedule: `"constant"` or `"cosine"`: Adam's rate of the
+            standalone runs (see `standalone_learning_rate`).
         verbose: 0 silent, 1 a line per epoch.
 
     Returns:
@@ -1342,6 +1390,7 @@ def run_study(
         few_shot_epochs,
         warmup_epochs,
         methods,
+        standalone_schedule,
     )
     folder = StudyFolder(output_dir)
     given = None
@@ -1886,6 +1935,7 @@ def _command_lines(config, output="runs/rank"):
         "longer_epochs",
         "few_shot_epochs",
         "warmup_epochs",
+        "standalone_schedule",
     ):
         if getattr(config, key) != getattr(defaults, key):
             flags.append(f"--{key}={getattr(config, key)}")
@@ -2023,7 +2073,15 @@ def format_report(analysis, merged, pilot=None, commands=None):
         "equal numbers per bin (a bin short of architectures gives its places to the others), so the whole "
         "range of supernet scores is covered.",
         f"- **Ground truth.** Each architecture trained alone, seeds {', '.join(map(str, analysis['standalone_seeds']))}, "
-        f"{config.standalone_epochs} epochs, from the supernet's initial weights for that seed; its accuracy is "
+        f"{config.standalone_epochs} epochs, from the supernet's initial weights for that seed"
+        + (
+            ", Adam's rate decayed per epoch along a cosine from "
+            f"{config.learning_rate:g} towards 0 (epoch e of E at "
+            "rate x (1 + cos(pi e / E)) / 2)"
+            if config.standalone_schedule == "cosine"
+            else ""
+        )
+        + "; its accuracy is "
         + (
             f"the mean test accuracy of its last {config.average_epochs} epochs, "
             if config.average_epochs > 1

@@ -334,6 +334,38 @@ def test_shards_merge_into_the_same_report(study, tmp_path):
 
 
 @pytest.mark.slow
+def test_cosine_standalone_rate_decays_from_the_rate_towards_zero():
+    rate = rank.standalone_learning_rate
+    assert rate(0.004, 0, 4) == pytest.approx(0.004)
+    assert rate(0.004, 1, 4) == pytest.approx(0.004 * (1 + 2**-0.5) / 2)
+    assert rate(0.004, 2, 4) == pytest.approx(0.002)
+    assert rate(0.004, 3, 4) == pytest.approx(0.004 * (1 - 2**-0.5) / 2)
+    assert rate(0.004, 3, 4, "constant") == 0.004
+
+
+@pytest.mark.slow
+def test_cosine_study_trains_standalone_runs_at_the_decayed_rates(
+    tmp_path, monkeypatch
+):
+    real = training.train_epoch
+    rates = []
+
+    def record_rate(model, *args, **kwargs):
+        rates.append(float(model.optimizer.learning_rate.numpy()))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(training, "train_epoch", record_rate)
+    folder = str(tmp_path / "cosine")
+    cosine = dict(TINY, standalone_schedule="cosine", standalone_seeds=(0,))
+    rank.run_study(folder, stage="standalone", pilot=1, **cosine)
+    selection_epochs = TINY["selection_epochs"]
+    assert rates[selection_epochs:] == pytest.approx([3e-3, 1.5e-3])
+    # Its epochs are part of the schedule: more of them would be another
+    # training, so the folder refuses them instead of extending the runs.
+    with pytest.raises(rank.StudyError, match="standalone_epochs=2, this one has"):
+        rank.run_study(folder, **dict(cosine, standalone_epochs=3))
+
+
 def test_a_folder_of_other_settings_is_refused(study):
     with pytest.raises(
         rank.StudyError,
