@@ -427,73 +427,56 @@ def standalone_learning_rate(learning_rate, epoch, epochs, schedule="cosine"):
     return learning_rate * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
 
 
-def _check_config(
-    space,
-    dataset,
-    data_dir,
-    train_size,
-    val_size,
-    split_seed,
-    batch_size,
-    learning_rate,
-    supernet_learning_rate,
-    bn_batches,
-    selection_seed,
-    selection_epochs,
-    pool_size,
-    architectures,
-    bins,
-    standalone_seeds,
-    standalone_epochs,
-    average_epochs,
-    supernet_seeds,
-    supernet_epochs,
-    longer_epochs,
-    few_shot_epochs,
-    warmup_epochs,
-    methods,
-    standalone_schedule="constant",
-):
-    """Checks every setting that needs no data; returns a `StudyConfig`."""
-    spec = (
+def _check_config(settings):
+    """Checks every setting that needs no data (`StudyConfig`'s fields, by
+    keyword; the others take its defaults); returns a `StudyConfig`."""
+    given = set(settings) - {"data_fingerprint", "versions", "space_name"}
+    fields = {f.name for f in dataclasses.fields(StudyConfig)}
+    unknown = sorted(given - fields) + sorted(set(settings) - given)
+    if unknown:
+        raise TypeError(
+            f"run_study() got an unexpected keyword argument {unknown[0]!r}."
+        )
+    config = StudyConfig(**{"space": "ranking", **settings})
+    space = config.space
+    config.space = (
         presets.load_space(space)
         if isinstance(space, str)
         else presets.check_spec(space)
     )
-    methods = validation.distinct_choices("methods", methods, tuple(METHODS))
-    config = StudyConfig(
-        space=spec,
-        space_name=space if isinstance(space, str) else spec.get("name", "custom"),
-        dataset=validation.one_of("dataset", dataset, data_lib.DATASETS),
-        data_dir=os.path.abspath(data_dir) if data_dir is not None else None,
-        train_size=validation.positive_int("train_size", train_size, allow_none=True),
-        val_size=validation.positive_int("val_size", val_size),
-        split_seed=validation.non_negative_int("split_seed", split_seed),
-        batch_size=validation.positive_int("batch_size", batch_size),
-        learning_rate=validation.positive_float("learning_rate", learning_rate),
-        supernet_learning_rate=validation.positive_float(
-            "supernet_learning_rate", supernet_learning_rate
-        ),
-        bn_batches=validation.positive_int("bn_batches", bn_batches),
-        selection_seed=validation.non_negative_int("selection_seed", selection_seed),
-        selection_epochs=validation.positive_int("selection_epochs", selection_epochs),
-        pool_size=validation.positive_int("pool_size", pool_size),
-        architectures=validation.positive_int("architectures", architectures),
-        bins=validation.positive_int("bins", bins),
-        standalone_seeds=list(validation.seeds("standalone_seeds", standalone_seeds)),
-        standalone_epochs=validation.positive_int(
-            "standalone_epochs", standalone_epochs
-        ),
-        average_epochs=validation.positive_int("average_epochs", average_epochs),
-        standalone_schedule=validation.one_of(
-            "standalone_schedule", standalone_schedule, STANDALONE_SCHEDULES
-        ),
-        supernet_seeds=list(validation.seeds("supernet_seeds", supernet_seeds)),
-        supernet_epochs=validation.positive_int("supernet_epochs", supernet_epochs),
-        longer_epochs=validation.positive_int("longer_epochs", longer_epochs),
-        few_shot_epochs=validation.positive_int("few_shot_epochs", few_shot_epochs),
-        warmup_epochs=validation.non_negative_int("warmup_epochs", warmup_epochs),
-        methods=methods,
+    config.space_name = space if isinstance(space, str) else space.get("name", "custom")
+    config.methods = validation.distinct_choices(
+        "methods", config.methods, tuple(METHODS)
+    )
+    config.dataset = validation.one_of("dataset", config.dataset, data_lib.DATASETS)
+    if config.data_dir is not None:
+        config.data_dir = os.path.abspath(config.data_dir)
+    config.train_size = validation.positive_int(
+        "train_size", config.train_size, allow_none=True
+    )
+    for name in (
+        "val_size",
+        "batch_size",
+        "bn_batches",
+        "selection_epochs",
+        "pool_size",
+        "architectures",
+        "bins",
+        "standalone_epochs",
+        "average_epochs",
+        "supernet_epochs",
+        "longer_epochs",
+        "few_shot_epochs",
+    ):
+        setattr(config, name, validation.positive_int(name, getattr(config, name)))
+    for name in ("split_seed", "selection_seed", "warmup_epochs"):
+        setattr(config, name, validation.non_negative_int(name, getattr(config, name)))
+    for name in ("learning_rate", "supernet_learning_rate"):
+        setattr(config, name, validation.positive_float(name, getattr(config, name)))
+    for name in ("standalone_seeds", "supernet_seeds"):
+        setattr(config, name, list(validation.seeds(name, getattr(config, name))))
+    config.standalone_schedule = validation.one_of(
+        "standalone_schedule", config.standalone_schedule, STANDALONE_SCHEDULES
     )
     validation.compared(
         "architectures", config.architectures, "<=", "pool_size", config.pool_size
@@ -1272,37 +1255,13 @@ def set_threads(threads):
 def run_study(
     output_dir,
     stage="all",
-    space="ranking",
-    dataset="mnist",
-    data_dir=None,
-    train_size=10000,
-    val_size=5000,
-    split_seed=0,
-    batch_size=128,
-    learning_rate=1e-3,
-    supernet_learning_rate=3e-3,
-    bn_batches=training.DEFAULT_BN_BATCHES,
-    selection_seed=1000,
-    selection_epochs=16,
-    pool_size=256,
-    architectures=32,
-    bins=8,
-    standalone_seeds=(0, 1),
-    standalone_epochs=8,
-    average_epochs=1,
-    supernet_seeds=(0, 1, 2),
-    supernet_epochs=16,
-    longer_epochs=32,
-    few_shot_epochs=2,
-    warmup_epochs=4,
-    methods=tuple(METHODS),
     architectures_file=None,
     pilot=None,
     shard=None,
     threads=None,
     standalone_eval="every",
-    standalone_schedule="constant",
     verbose=1,
+    **settings,
 ):
     """Runs (or resumes) the ranking study in `output_dir`.
 
@@ -1317,19 +1276,6 @@ def run_study(
         stage: `"all"` (selection, standalone runs, supernets, then the
             report when not sharded), `"select"`, `"standalone"` or
             `"supernets"` (each runs the selection first if it is missing).
-        space: the search space (a name or file of `keras_supernet.presets`,
-            or a spec).
-        dataset, data_dir, train_size, val_size, split_seed: the data (see
-            `keras_supernet.data.load_splits`).
-        batch_size, learning_rate, supernet_learning_rate: the recipe of
-            every training (Adam's rate alone and in supernets).
-        bn_batches: BatchNorm recalibration batches before an evaluation.
-        selection_seed, selection_epochs, pool_size, architectures, bins:
-            the selection (see the module docstring).
-        standalone_seeds, standalone_epochs, average_epochs: the ground
-            truth.
-        supernet_seeds, supernet_epochs, longer_epochs, few_shot_epochs,
-            warmup_epochs, methods: the supernets (see `METHODS`).
         architectures_file: an architectures.json of another folder of the
             same settings, so that shards share one selection.
         pilot: with `stage="standalone"`, train the first `pilot`
@@ -1340,9 +1286,16 @@ def run_study(
         standalone_eval: `"every"` evaluates a standalone run after every
             epoch (the noise ceiling epoch by epoch), `"last"` after the
             last `average_epochs` only (the same accuracies, less CPU).
-        standalone_schedule: `"constant"` or `"cosine"`: Adam's rate of the
-            standalone runs (see `standalone_learning_rate`).
         verbose: 0 silent, 1 a line per epoch.
+        **settings: the study's settings, by keyword: the fields of
+            `StudyConfig` (whose defaults the others take), but
+            `space_name`, `data_fingerprint` and `versions`, which the
+            study fills in. `space` is a name or file of
+            `keras_supernet.presets` or a spec (default `"ranking"`);
+            `dataset`, `data_dir`, `train_size`, `val_size`, `split_seed`
+            the data (see `keras_supernet.data.load_splits`); the others
+            the recipe, the selection, the ground truth and the supernets
+            (see `StudyConfig` and the module docstring).
 
     Returns:
         The selection (architectures.json's content).
@@ -1365,33 +1318,7 @@ def run_study(
             "Invalid value for argument `pilot`: a pilot trains standalone "
             f"runs only; use it with stage='standalone'. Received stage={stage!r}."
         )
-    config = _check_config(
-        space,
-        dataset,
-        data_dir,
-        train_size,
-        val_size,
-        split_seed,
-        batch_size,
-        learning_rate,
-        supernet_learning_rate,
-        bn_batches,
-        selection_seed,
-        selection_epochs,
-        pool_size,
-        architectures,
-        bins,
-        standalone_seeds,
-        standalone_epochs,
-        average_epochs,
-        supernet_seeds,
-        supernet_epochs,
-        longer_epochs,
-        few_shot_epochs,
-        warmup_epochs,
-        methods,
-        standalone_schedule,
-    )
+    config = _check_config(settings)
     folder = StudyFolder(output_dir)
     given = None
     if architectures_file is not None:
@@ -1401,7 +1328,13 @@ def run_study(
             raise StudyError(
                 f"Invalid value for argument `architectures_file`. {e}"
             ) from None
-    splits = data_lib.load_splits(dataset, data_dir, val_size, train_size, split_seed)
+    splits = data_lib.load_splits(
+        config.dataset,
+        config.data_dir,
+        config.val_size,
+        config.train_size,
+        config.split_seed,
+    )
     config.data_fingerprint = data_lib.fingerprint(splits)
     config.versions = {
         "keras_supernet": keras_supernet.__version__,

@@ -366,6 +366,14 @@ def test_cosine_study_trains_standalone_runs_at_the_decayed_rates(
         rank.run_study(folder, **dict(cosine, standalone_epochs=3))
 
 
+def test_an_unknown_setting_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'epochs'"):
+        rank.run_study(str(tmp_path / "out"), epochs=3)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'versions'"):
+        rank.run_study(str(tmp_path / "out"), versions={})
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_folder_of_other_settings_is_refused(study):
     with pytest.raises(
         rank.StudyError,
