@@ -1885,6 +1885,7 @@ def _command_lines(config, output="runs/rank"):
 # What the issue asks of a study whose conclusions can be trusted.
 TARGET = {
     "architectures": 30,
+    "standalone_spread_pp": 2.0,
     "standalone_seeds": 2,
     "noise_ceiling": 0.85,
     "supernet_seeds": 3,
@@ -1898,6 +1899,12 @@ def _limits_lines(analysis, config):
     n, ceiling = analysis["architectures"], analysis["standalone_seed_tau"]
     if n < TARGET["architectures"]:
         short.append(f"{n} architectures (target: at least {TARGET['architectures']})")
+    spread = analysis["standalone_spread_pp"]
+    if spread is not None and spread < TARGET["standalone_spread_pp"]:
+        short.append(
+            f"standalone accuracies {spread:.2f} pp apart (target: at least "
+            f"{TARGET['standalone_spread_pp']:g}, architectures that really differ)"
+        )
     if len(analysis["standalone_seeds"]) < TARGET["standalone_seeds"]:
         short.append(
             f"{len(analysis['standalone_seeds'])} standalone seed (target: at least 2)"

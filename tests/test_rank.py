@@ -366,6 +366,23 @@ def test_cosine_study_trains_standalone_runs_at_the_decayed_rates(
         rank.run_study(folder, **dict(cosine, standalone_epochs=3))
 
 
+def test_limits_name_a_spread_too_narrow_to_rank(tmp_path):
+    analysis = {
+        "architectures": 30,
+        "standalone_seed_tau": 0.9,
+        "standalone_spread_pp": 1.75,
+        "standalone_seeds": [0, 1],
+        "methods": {m: {"seeds": [0, 1, 2]} for m in rank.METHODS},
+        "cpu_seconds": 600.0,
+    }
+    config = rank.StudyConfig(space={})
+    text = "\n".join(rank._limits_lines(analysis, config))
+    assert "standalone accuracies 1.75 pp apart (target: at least 2" in text
+    assert "trustworthy enough" in text
+    analysis["standalone_spread_pp"] = 2.5
+    assert "pp apart" not in "\n".join(rank._limits_lines(analysis, config))
+
+
 def test_an_unknown_setting_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(TypeError, match="unexpected keyword argument 'epochs'"):
         rank.run_study(str(tmp_path / "out"), epochs=3)
