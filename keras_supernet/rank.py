@@ -1573,6 +1573,35 @@ def _seed_tau(accuracies, archs):
     return float(np.mean(taus)) if taus else None
 
 
+def ground_truth_reliability(per_seed):
+    """How much of the standalone accuracies' spread is the architectures'.
+
+    `per_seed`: accuracies, one row per seed, one column per architecture.
+    Returns `r = a / (a + e)`, where `e` is the mean variance between seeds
+    of one architecture and `a` the variance of the architectures' seed
+    means less `e / seeds` (what the seeds' noise adds to it), clipped to
+    [0, 1]; None with fewer than 2 seeds or 2 architectures. For normal
+    noise, two seeds' Kendall tau is about `(2 / pi) * arcsin(r)` (Greiner's
+    relation), so `r` says how far a ground truth is from a given noise
+    ceiling, and whether more seeds or more spread is what it lacks.
+    """
+    per_seed = np.asarray(per_seed, dtype=np.float64)
+    seeds, archs = per_seed.shape
+    if seeds < 2 or archs < 2:
+        return None
+    noise = float(np.mean(per_seed.var(axis=0, ddof=1)))
+    spread = float(per_seed.mean(axis=0).var(ddof=1)) - noise / seeds
+    if spread + noise <= 0:
+        return None
+    return float(min(1.0, max(0.0, spread / (spread + noise))))
+
+
+def predicted_seed_tau(reliability):
+    """Greiner's relation: Kendall's tau of two normal variables whose
+    correlation is `reliability`."""
+    return 2.0 / math.pi * math.asin(reliability)
+
+
 def _median_cost(phases):
     """CPU seconds of training: per group of phases, the median epoch's CPU
     (robust to the one-off graph trace in a process's first epoch) times
@@ -1618,6 +1647,7 @@ def analyze(merged, resamples=stats.BOOTSTRAP_RESAMPLES):
         if len(seeds) > 1
         else None,
         standalone_sd_pp=float(100 * truth.std(ddof=1)),
+        standalone_reliability=ground_truth_reliability(per_seed),
         architecture_indices=[int(a) for a in archs],
         labels=[selection["labels"][a] for a in archs],
         paths=[selection["paths"][a] for a in archs],
@@ -2052,6 +2082,17 @@ def format_report(analysis, merged, pilot=None, commands=None):
         )
         + f"seed-to-seed Kendall tau **{_fmt(analysis['standalone_seed_tau'])}**."
     )
+    reliability = analysis.get("standalone_reliability")
+    if reliability is not None:
+        target = TARGET["noise_ceiling"]
+        lines[-1] += (
+            f" Of one run's variance across architectures, r = {reliability:.2f} is the architecture's "
+            f"(the rest the seed's); for normal noise two seeds agree at about (2/pi) arcsin(r) = "
+            f"{_fmt(predicted_seed_tau(reliability))} (Greiner's relation), and a noise ceiling of {target} "
+            f"needs r >= {math.sin(math.pi * target / 2):.2f}: seed noise under "
+            f"{math.sqrt(1 / math.sin(math.pi * target / 2) - 1):.2f} of the architectures' own standard "
+            "deviation."
+        )
     lines += [
         "",
         "The noise ceiling as training goes on (test accuracy after that epoch; and averaged "

@@ -250,6 +250,8 @@ def test_study_reports_every_method_and_the_ground_truth(study):
     if report["standalone_seed_tau"] < rank.TARGET["noise_ceiling"]:
         assert "The ground truth is noisy" in text[limits:]
     assert "1 supernet seed(s) per method (target: at least 3)" in text
+    assert 0 <= report["standalone_reliability"] <= 1
+    assert "(Greiner's relation), and a noise ceiling of 0.85 needs r >= 0.97" in text
     assert os.path.getsize(os.path.join(study, rank.REPORT_PNG)) > 10_000
     # Every architecture's score comes from the sub-supernet owning its
     # candidate of the split choice.
@@ -364,6 +366,20 @@ def test_cosine_study_trains_standalone_runs_at_the_decayed_rates(
     # training, so the folder refuses them instead of extending the runs.
     with pytest.raises(rank.StudyError, match="standalone_epochs=2, this one has"):
         rank.run_study(folder, **dict(cosine, standalone_epochs=3))
+
+
+def test_ground_truth_reliability_against_hand_values():
+    # Architecture 0 scores 0 and 2 over two seeds, architecture 1 scores 4
+    # and 6: between-seed variance 2, seed means 1 and 5 (variance 8, of
+    # which 2 / 2 is the seeds'), so r = 7 / (7 + 2).
+    assert rank.ground_truth_reliability([[0, 4], [2, 6]]) == pytest.approx(7 / 9)
+    assert rank.ground_truth_reliability([[1, 2, 3], [1, 2, 3]]) == 1.0
+    # Seeds that disagree more than architectures differ: nothing is the
+    # architectures'.
+    assert rank.ground_truth_reliability([[0, 2], [2, 0]]) == 0.0
+    assert rank.ground_truth_reliability([[1, 2, 3]]) is None
+    assert rank.predicted_seed_tau(1.0) == pytest.approx(1.0)
+    assert rank.predicted_seed_tau(0.5) == pytest.approx(1 / 3)
 
 
 def test_limits_name_a_spread_too_narrow_to_rank(tmp_path):
