@@ -17,7 +17,7 @@ bin/rank --stage=select $COMMON --output_dir=runs/rank_cos0
 
 # 2. Ground truth and supernets in two shards sharing that selection
 #    (resumable: rerun a shard to continue it). A third folder with
-#    --standalone_seeds=2 was started beside them and stopped after one run
+#    --standalone_seeds=2 was started beside them and stopped during its first run
 #    to keep the study within the session's CPU; it is not merged.
 bin/rank $COMMON --threads=1 --shard=0/2 --output_dir=runs/rank_cos0 &
 bin/rank $COMMON --threads=1 --shard=1/2 \
