@@ -430,9 +430,10 @@ def standalone_learning_rate(learning_rate, epoch, epochs, schedule="cosine"):
 def _check_config(settings):
     """Checks every setting that needs no data (`StudyConfig`'s fields, by
     keyword; the others take its defaults); returns a `StudyConfig`."""
-    given = set(settings) - {"data_fingerprint", "versions", "space_name"}
-    fields = {f.name for f in dataclasses.fields(StudyConfig)}
-    unknown = sorted(given - fields) + sorted(set(settings) - given)
+    # The study fills these in; a caller does not choose them.
+    filled_in = {"data_fingerprint", "versions", "space_name"}
+    accepted = {f.name for f in dataclasses.fields(StudyConfig)} - filled_in
+    unknown = sorted(set(settings) - accepted)
     if unknown:
         raise TypeError(
             f"run_study() got an unexpected keyword argument {unknown[0]!r}."
@@ -2085,12 +2086,13 @@ def format_report(analysis, merged, pilot=None, commands=None):
     reliability = analysis.get("standalone_reliability")
     if reliability is not None:
         target = TARGET["noise_ceiling"]
+        needed = math.sin(math.pi * target / 2)  # Greiner's relation, inverted
         lines[-1] += (
             f" Of one run's variance across architectures, r = {reliability:.2f} is the architecture's "
             f"(the rest the seed's); for normal noise two seeds agree at about (2/pi) arcsin(r) = "
             f"{_fmt(predicted_seed_tau(reliability))} (Greiner's relation), and a noise ceiling of {target} "
-            f"needs r >= {math.sin(math.pi * target / 2):.2f}: seed noise under "
-            f"{math.sqrt(1 / math.sin(math.pi * target / 2) - 1):.2f} of the architectures' own standard "
+            f"needs r >= {needed:.2f}: seed noise under "
+            f"{math.sqrt(1 / needed - 1):.2f} of the architectures' own standard "
             "deviation."
         )
     lines += [
