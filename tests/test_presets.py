@@ -13,6 +13,7 @@ from keras_supernet import presets
         ("mnist20", 4**20, 20),
         ("mobile7", 8**7, 7),
         ("ranking", 7**6, 6),
+        ("ranking_depth", 4**6, 6),
     ],
 )
 def test_named_spaces(name, num_paths, num_choices):
