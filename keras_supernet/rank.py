@@ -1603,6 +1603,22 @@ def predicted_seed_tau(reliability):
     return 2.0 / math.pi * math.asin(reliability)
 
 
+def predicted_truth_tau(reliability, seeds):
+    """The Kendall tau to expect between the architectures' true order and
+    the mean of `seeds` standalone runs: what a ranking free of noise (a
+    perfect supernet) can reach against this ground truth.
+
+    Averaging `k` seeds makes the mean's reliability `k r / (1 + (k - 1) r)`
+    (Spearman-Brown), and the truth correlates with the mean at its square
+    root; Greiner's relation turns that correlation into tau. The seed-to-seed
+    tau bounds a comparison of two single runs; this bounds the one the
+    study makes, a supernet's scores against the seeds' mean.
+    """
+    seeds = validation.positive_int("seeds", seeds)
+    mean_reliability = seeds * reliability / (1 + (seeds - 1) * reliability)
+    return predicted_seed_tau(math.sqrt(mean_reliability))
+
+
 def _median_cost(phases):
     """CPU seconds of training: per group of phases, the median epoch's CPU
     (robust to the one-off graph trace in a process's first epoch) times
@@ -1657,6 +1673,10 @@ def analyze(merged, resamples=stats.BOOTSTRAP_RESAMPLES):
             str(s): [float(v) for v in accuracies[s][archs]] for s in seeds
         },
     )
+    if result["standalone_reliability"] is not None:
+        result["standalone_truth_tau"] = predicted_truth_tau(
+            result["standalone_reliability"], len(seeds)
+        )
     # The noise ceiling epoch by epoch (and over the pilot's prefix).
     common = min(len(p["history"]) for p in merged["standalone"].values())
     by_epoch = []
@@ -1960,7 +1980,13 @@ def _limits_lines(analysis, config):
             f"{_fmt(ceiling)}, below the {TARGET['noise_ceiling']} this study aims at.** Two single runs "
             "of one architecture disagree about as much as a supernet and the ground truth do (the ground "
             "truth is the mean of the seeds, a little less noisy than one run, so a method can score "
-            "somewhat above that tau); differences between methods inside the bootstrap intervals below "
+            "above that tau"
+            + (
+                f": a ranking free of noise can expect {_fmt(analysis['standalone_truth_tau'])} against it"
+                if analysis.get("standalone_truth_tau") is not None
+                else ""
+            )
+            + "); differences between methods inside the bootstrap intervals below "
             "mean nothing. Read the numbers as a rough ordering, not as a verdict."
         )
     else:
@@ -1981,7 +2007,9 @@ def _limits_lines(analysis, config):
     return lines
 
 
-def format_report(analysis, merged, pilot=None, commands=None):
+def format_report(
+    analysis, merged, pilot=None, commands=None, output_dir="docs/results/ranking"
+):
     """The text of ranking.md."""
     config, selection = merged["config"], merged["selection"]
     methods = analysis["methods"]
@@ -2093,7 +2121,10 @@ def format_report(analysis, merged, pilot=None, commands=None):
             f"{_fmt(predicted_seed_tau(reliability))} (Greiner's relation), and a noise ceiling of {target} "
             f"needs r >= {needed:.2f}: seed noise under "
             f"{math.sqrt(1 / needed - 1):.2f} of the architectures' own standard "
-            "deviation."
+            "deviation. Against the mean of its "
+            f"{len(analysis['standalone_seeds'])} seeds (the ground truth the supernets are compared "
+            "with), a ranking free of noise can expect tau "
+            f"{_fmt(analysis['standalone_truth_tau'])} (the mean's reliability by Spearman-Brown)."
         )
     lines += [
         "",
@@ -2209,7 +2240,7 @@ def format_report(analysis, merged, pilot=None, commands=None):
         f"bin/rank {data_dir} {flags} --output_dir=runs/rank".replace("  ", " ")
     )
     lines.append(
-        "bin/rank --stage=report --run_dir=runs/rank --output_dir=docs/results/ranking"
+        f"bin/rank --stage=report --run_dir=runs/rank --output_dir={output_dir}"
     )
     lines += [
         "```",
@@ -2270,6 +2301,8 @@ def write_report(run_dirs, output_dir, pilot=None, resamples=stats.BOOTSTRAP_RES
         if os.path.isfile(os.path.join(output_dir, COMMANDS_FILE))
         else None
     )
-    runs.write_text(paths[1], format_report(analysis, merged, pilot, commands))
+    runs.write_text(
+        paths[1], format_report(analysis, merged, pilot, commands, output_dir)
+    )
     plot_scatter(analysis, paths[2])
     return paths

@@ -3,6 +3,7 @@ BatchNorm recalibration, few-shot splitting, resume and shards of the study."""
 
 import glob
 import json
+import math
 import os
 import signal
 import subprocess
@@ -380,6 +381,13 @@ def test_ground_truth_reliability_against_hand_values():
     assert rank.ground_truth_reliability([[1, 2, 3]]) is None
     assert rank.predicted_seed_tau(1.0) == pytest.approx(1.0)
     assert rank.predicted_seed_tau(0.5) == pytest.approx(1 / 3)
+    # Two seeds of r = 0.5: the mean's reliability is 2 * 0.5 / 1.5 = 2 / 3,
+    # its correlation with the truth sqrt(2 / 3).
+    assert rank.predicted_truth_tau(0.5, 2) == pytest.approx(
+        2 / math.pi * math.asin(math.sqrt(2 / 3))
+    )
+    assert rank.predicted_truth_tau(1.0, 3) == pytest.approx(1.0)
+    assert rank.predicted_truth_tau(0.0, 4) == 0.0
 
 
 def test_limits_name_a_spread_too_narrow_to_rank(tmp_path):
