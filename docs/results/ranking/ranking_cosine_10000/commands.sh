@@ -25,4 +25,4 @@ bin/rank $COMMON --threads=1 --shard=1/2 \
 wait
 
 # 3. The report.
-bin/rank --stage=report --run_dir=runs/rank_cos0,runs/rank_cos1 --output_dir=docs/results/ranking
+bin/rank --stage=report --run_dir=runs/rank_cos0,runs/rank_cos1 --output_dir=docs/results/ranking/ranking_cosine_10000
