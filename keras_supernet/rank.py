@@ -1574,6 +1574,12 @@ def _seed_tau(accuracies, archs):
     return float(np.mean(taus)) if taus else None
 
 
+def _seed_variance(per_seed):
+    """The mean variance between seeds of one architecture (`per_seed`: one
+    row per seed, one column per architecture)."""
+    return float(np.mean(np.asarray(per_seed).var(axis=0, ddof=1)))
+
+
 def ground_truth_reliability(per_seed):
     """How much of the standalone accuracies' spread is the architectures'.
 
@@ -1590,7 +1596,7 @@ def ground_truth_reliability(per_seed):
     seeds, archs = per_seed.shape
     if seeds < 2 or archs < 2:
         return None
-    noise = float(np.mean(per_seed.var(axis=0, ddof=1)))
+    noise = _seed_variance(per_seed)
     spread = float(per_seed.mean(axis=0).var(ddof=1)) - noise / seeds
     if spread + noise <= 0:
         return None
@@ -1658,9 +1664,7 @@ def analyze(merged, resamples=stats.BOOTSTRAP_RESAMPLES):
     result.update(
         standalone_spread_pp=float(100 * np.ptp(truth)),
         standalone_seed_tau=_seed_tau(accuracies, archs),
-        standalone_seed_sd_pp=float(
-            100 * np.sqrt(np.mean(per_seed.var(axis=0, ddof=1)))
-        )
+        standalone_seed_sd_pp=100 * math.sqrt(_seed_variance(per_seed))
         if len(seeds) > 1
         else None,
         standalone_sd_pp=float(100 * truth.std(ddof=1)),

@@ -390,7 +390,7 @@ def test_ground_truth_reliability_against_hand_values():
     assert rank.predicted_truth_tau(0.0, 4) == 0.0
 
 
-def test_limits_name_a_spread_too_narrow_to_rank(tmp_path):
+def test_limits_name_a_spread_too_narrow_to_rank():
     analysis = {
         "architectures": 30,
         "standalone_seed_tau": 0.9,
