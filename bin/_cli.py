@@ -18,7 +18,7 @@ SAMPLINGS = ("uniform", "per_example", "fair", "adaptive")
 DATASETS = ("mnist", "fashion_mnist")
 AGGREGATIONS = ("none", "sum", "concat_1x1")
 STRATEGIES = ("default", "mirrored", "multi_worker")
-SEARCH_STRATEGIES = ("exhaustive", "random", "evolution", "regularized")
+SEARCH_STRATEGIES = ("exhaustive", "random", "evolution", "regularized", "local")
 
 
 def import_tensorflow_quietly():

@@ -14,8 +14,9 @@ Three samplers serve a search that must resume exactly:
 - `EnumerationSampler` proposes the paths in index order: the first path
   that no trial has claimed yet (a failed trial's path is free again), so
   that several processes enumerate one space together.
-- `RegularizedEvolutionSampler` is regularized ("aging") evolution, seeded
-  per trial key like `KeyedSampler`, its population read from the storage.
+- `RegularizedEvolutionSampler` (regularized, "aging" evolution) and
+  `LocalSearchSampler` (best-first local search) are seeded per trial key
+  like `KeyedSampler`, and read what has been scored from the storage.
 
 Each trial records which process runs it (`worker`: host and pid) as soon as
 it exists, so that a restarted search can tell its own dead trials from
@@ -190,7 +191,88 @@ def default_tournament(population_size):
     return max(2, population_size // 4)
 
 
-class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
+class _HistorySampler(optuna.samplers.BaseSampler):
+    """A sampler whose proposal is a function of the trials in the storage
+    and a generator seeded from (seed, trial key): `propose` decides it."""
+
+    def __init__(self, space, seed):
+        self._space = space
+        self._seed = seed
+        self._distributions = distributions(space)
+
+    def before_trial(self, study, trial):
+        _mark_worker(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return dict(self._distributions)
+
+    def _rng(self, study, trial):
+        return np.random.default_rng(
+            sampling.derived_seed(self._seed, trial_key(study, trial))
+        )
+
+    def _history(self, study, trial):
+        """The paths other trials have proposed (a set), and the scored ones
+        as `(trial number, path, objective value)` in trial order."""
+        proposed = set()
+        scored = []
+        for other in study.get_trials(deepcopy=False):
+            if other.number == trial.number or other.state == TrialState.FAIL:
+                continue
+            path = trial_path(self._space, other)
+            if path is None:
+                continue
+            proposed.add(path)
+            if other.state == TrialState.COMPLETE:
+                scored.append((other.number, path, other.values[0]))
+        scored.sort()
+        return proposed, scored
+
+    @staticmethod
+    def _rank_key(study):
+        """Sort key of a scored member: the best first; ties: the older."""
+        sign = (
+            1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1.0
+        )
+        return lambda member: (-sign * member[2], member[0])
+
+    def _random_unproposed(self, rng, proposed):
+        n = self._space.num_paths
+        if len(proposed) >= n:
+            return int(rng.integers(n))
+        if n <= 4 * len(proposed) + 64:
+            free = [p for p in range(n) if p not in proposed]
+            return int(free[rng.integers(len(free))])
+        while True:
+            index = int(rng.integers(n))
+            if index not in proposed:
+                return index
+
+    def _unproposed_neighbour(self, rng, path, proposed):
+        """A one-choice neighbour of `path` that no trial has proposed,
+        drawn uniformly; None if every neighbour has been."""
+        neighbours = self._space.neighbours(path)
+        for j in rng.permutation(len(neighbours)):
+            index = neighbours[int(j)]
+            if index not in proposed:
+                return index
+        return None
+
+    def propose(self, study, trial):
+        """The path index that trial `trial` is to score."""
+        raise NotImplementedError
+
+    def sample_relative(self, study, trial, search_space):
+        return params_of(self._space, self.propose(study, trial))
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        raise RuntimeError(
+            f"{type(self).__name__} proposes every choice; "
+            f"{param_name!r} is not a choice of the space."
+        )
+
+
+class RegularizedEvolutionSampler(_HistorySampler):
     """Regularized ("aging") evolution of Real et al. 2019, one objective.
 
     The population is the last `population_size` scored paths, by trial
@@ -217,77 +299,64 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
     """
 
     def __init__(self, space, seed, population_size, tournament_size=None):
-        self._space = space
-        self._seed = seed
-        self._distributions = distributions(space)
+        super().__init__(space, seed)
         self.population_size = int(population_size)
         self.tournament_size = min(
             self.population_size,
             int(tournament_size or default_tournament(self.population_size)),
         )
 
-    def before_trial(self, study, trial):
-        _mark_worker(study, trial)
-
-    def infer_relative_search_space(self, study, trial):
-        return dict(self._distributions)
-
-    def _random_unproposed(self, rng, proposed):
-        n = self._space.num_paths
-        if len(proposed) >= n:
-            return int(rng.integers(n))
-        if n <= 4 * len(proposed) + 64:
-            free = [p for p in range(n) if p not in proposed]
-            return int(free[rng.integers(len(free))])
-        while True:
-            index = int(rng.integers(n))
-            if index not in proposed:
-                return index
-
     def propose(self, study, trial):
-        """The path index that trial `trial` is to score."""
-        rng = np.random.default_rng(
-            sampling.derived_seed(self._seed, trial_key(study, trial))
-        )
-        proposed = set()
-        scored = []
-        for other in study.get_trials(deepcopy=False):
-            if other.number == trial.number or other.state == TrialState.FAIL:
-                continue
-            path = trial_path(self._space, other)
-            if path is None:
-                continue
-            proposed.add(path)
-            if other.state == TrialState.COMPLETE:
-                scored.append((other.number, path, other.values[0]))
+        rng = self._rng(study, trial)
+        proposed, scored = self._history(study, trial)
         if len(scored) < self.population_size:
             return self._random_unproposed(rng, proposed)
-        scored.sort()
         population = scored[-self.population_size :]
         picks = rng.choice(len(population), self.tournament_size, replace=False)
-        sign = (
-            1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1.0
-        )
-        # Best by the objective; ties: the older (earlier in the population).
-        parent = min(
-            (population[int(i)] for i in picks),
-            key=lambda m: (-sign * m[2], m[0]),
-        )[1]
-        neighbours = self._space.neighbours(parent)
-        for j in rng.permutation(len(neighbours)):
-            index = neighbours[int(j)]
-            if index not in proposed:
-                return index
+        parent = min((population[int(i)] for i in picks), key=self._rank_key(study))
+        child = self._unproposed_neighbour(rng, parent[1], proposed)
+        return child if child is not None else self._random_unproposed(rng, proposed)
+
+
+class LocalSearchSampler(_HistorySampler):
+    """Local search (best-first hill climbing), one objective.
+
+    The first `initial_size` proposals are uniform draws among the paths no
+    trial has proposed. Then each proposal is a one-choice neighbour, not
+    proposed yet, of the best scored path (ties: the older); once every
+    neighbour of that path has been proposed (a local optimum, or a path
+    whose neighbourhood is spent), of the next best, and so on: the search
+    climbs from the best path found, and when it is stuck, carries on from
+    the best paths it left behind. Only when every scored path's
+    neighbourhood is spent is a proposal a uniform draw again.
+
+    On scores where neighbouring paths score alike (the choices add up,
+    as in a supernet's), this is what finds the top of a space with few
+    evaluations (White et al. 2021, "Local search is state of the art for
+    neural architecture search benchmarks"); measured in
+    docs/results/search.md. Seeded per trial key and read from the storage
+    like `RegularizedEvolutionSampler`, so it resumes exactly.
+
+    Args:
+        space: The `SearchSpace`.
+        seed: The search seed.
+        initial_size: Int >= 1, the random paths it starts from.
+    """
+
+    def __init__(self, space, seed, initial_size):
+        super().__init__(space, seed)
+        self.initial_size = int(initial_size)
+
+    def propose(self, study, trial):
+        rng = self._rng(study, trial)
+        proposed, scored = self._history(study, trial)
+        if len(scored) < self.initial_size:
+            return self._random_unproposed(rng, proposed)
+        for member in sorted(scored, key=self._rank_key(study)):
+            child = self._unproposed_neighbour(rng, member[1], proposed)
+            if child is not None:
+                return child
         return self._random_unproposed(rng, proposed)
-
-    def sample_relative(self, study, trial, search_space):
-        return params_of(self._space, self.propose(study, trial))
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        raise RuntimeError(
-            "RegularizedEvolutionSampler proposes every choice; "
-            f"{param_name!r} is not a choice of the space."
-        )
 
 
 class RepairingSampler(optuna.samplers.BaseSampler):

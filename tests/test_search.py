@@ -251,7 +251,7 @@ def test_constraints_are_honoured(supernet, tmp_path):
     assert result["num_proposals"] == 6 + result["proposals"]["duplicate"]
 
 
-@pytest.mark.parametrize("strategy", ["random", "evolution", "regularized"])
+@pytest.mark.parametrize("strategy", ["random", "evolution", "regularized", "local"])
 def test_a_budget_that_almost_no_path_meets_is_searched_by_repair(
     huge, tmp_path, strategy
 ):
@@ -399,7 +399,7 @@ def test_budget_covering_the_space_scores_every_path(supernet, tmp_path):
         assert sorted(_paths(result)) == list(range(27))
 
 
-@pytest.mark.parametrize("strategy", ["random", "evolution", "regularized"])
+@pytest.mark.parametrize("strategy", ["random", "evolution", "regularized", "local"])
 def test_same_seed_same_search(supernet, tmp_path, strategy):
     def run(name, seed):
         return run_search(
@@ -408,7 +408,7 @@ def test_same_seed_same_search(supernet, tmp_path, strategy):
             strategy=strategy,
             budget=12,
             search_seed=seed,
-            population_size=4,
+            population_size=None if strategy == "random" else 4,
             scorer=_table_scorer(27),
             verbose=0,
         )
@@ -445,7 +445,7 @@ def test_evolution_converges_on_a_learnable_score(tmp_path):
     assert result["best"]["path"] == 0
 
 
-@pytest.mark.parametrize("strategy", ["evolution", "regularized"])
+@pytest.mark.parametrize("strategy", ["evolution", "regularized", "local"])
 def test_resume_after_an_interruption_equals_an_uninterrupted_search(
     supernet, tmp_path, strategy
 ):
@@ -927,3 +927,108 @@ def test_regularized_evolution_beats_random_on_a_smooth_score(space256, tmp_path
     rows = {r["strategy"]: r for r in study["summary"]}
     assert rows["regularized"]["top1_hits"] > rows["random"]["top1_hits"]
     assert np.mean(rows["regularized"]["ranks"]) < np.mean(rows["random"]["ranks"])
+
+
+def test_local_search_climbs_from_the_best_path_scored(space256, tmp_path):
+    space = space256.space
+    scores = _smooth_scores(space)
+    result = run_search(
+        space256,
+        output_dir=tmp_path,
+        strategy="local",
+        budget=40,
+        population_size=3,
+        search_seed=5,
+        scorer=lambda p: scores[p],
+        verbose=0,
+    )
+    assert result["settings"]["population_size"] == 3
+    paths = _paths(result)
+    assert len(set(paths)) == 40
+
+    def value(p):
+        return scores[p]["val_accuracy"]
+
+    for i in range(3, len(paths)):
+        # The child is a one-choice neighbour of the best earlier path that
+        # still had a neighbour nobody had proposed.
+        earlier = paths[:i]
+        open_paths = [
+            p for p in earlier if any(q not in earlier for q in space.neighbours(p))
+        ]
+        parent = max(open_paths, key=value)
+        assert paths[i] in space.neighbours(parent), i
+
+
+def test_local_search_defaults_and_refusals(space256, tmp_path):
+    scores = _smooth_scores(space256.space)
+    # Local search is the default strategy with one objective.
+    result = run_search(
+        space256,
+        output_dir=tmp_path / "a",
+        budget=26,
+        scorer=lambda p: scores[p],
+        verbose=0,
+    )
+    assert result["settings"]["strategy"] == "local"
+    assert search._default_population(26, "local") == 2
+    assert search._default_population(1000, "local") == 10
+    assert result["settings"]["population_size"] == 2
+    assert result["settings"]["tournament_size"] is None
+    assert result["settings"]["sampler"] == "local search"
+    several = run_search(
+        space256,
+        output_dir=tmp_path / "several",
+        budget=8,
+        objectives="val_accuracy,flops",
+        scorer=lambda p: scores[p],
+        verbose=0,
+    )
+    assert several["settings"]["strategy"] == "evolution"
+    with pytest.raises(ValueError, match="`tournament_size`: strategy='local' does"):
+        run_search(
+            space256,
+            output_dir=tmp_path / "c",
+            strategy="local",
+            budget=10,
+            tournament_size=2,
+            scorer=lambda p: scores[p],
+            verbose=0,
+        )
+    with pytest.raises(ValueError, match="`population_size`: strategy='random'"):
+        run_search(
+            space256,
+            output_dir=tmp_path / "d",
+            strategy="random",
+            budget=10,
+            population_size=4,
+            scorer=lambda p: scores[p],
+            verbose=0,
+        )
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+    with pytest.raises(ValueError, match="Local search searches one objective"):
+        run_search(
+            space256,
+            output_dir=tmp_path / "b",
+            strategy="local",
+            budget=10,
+            objectives="val_accuracy,flops",
+            scorer=lambda p: scores[p],
+            verbose=0,
+        )
+
+
+def test_local_search_finds_the_top_of_a_smooth_score_where_random_does_not(
+    space256, tmp_path
+):
+    study = search.strategy_study(
+        space256,
+        _smooth_scores(space256.space),
+        str(tmp_path),
+        strategies=("random", "local"),
+        fractions=(0.1,),
+        seeds=range(6),
+    )
+    rows = {r["strategy"]: r for r in study["summary"]}
+    assert rows["local"]["top1_hits"] > rows["random"]["top1_hits"]
+    assert max(rows["local"]["ranks"]) < np.median(rows["random"]["ranks"])

@@ -11,7 +11,8 @@ Options after the three paths (any order):
   evolution);
 - `population_size=4`, `tournament_size=2`: the evolutions' (default:
   `run_search`'s);
-- `fractions=0.05,0.1`: the budgets (default 0.01, 0.05, 0.1).
+- `fractions=0.05,0.1`: the budgets (default 0.01, 0.05, 0.1);
+- `seeds=10-39`: the search seeds (default 0-9).
 
 A bare number as fourth argument is `population_size` with evolution alone
 (the earlier form), e.g.
@@ -43,6 +44,9 @@ def main(run_dir, exhaustive_dir, output, *options):
             variant[key] = tuple(cast(v) for v in value.split(","))
         elif key in ("population_size", "tournament_size"):
             variant[key] = int(value)
+        elif key == "seeds":
+            first, last = value.split("-")
+            variant[key] = range(int(first), int(last) + 1)
         else:
             raise ValueError(f"Unknown option {option!r}.")
     name = os.path.splitext(os.path.basename(output))[0]
@@ -51,11 +55,12 @@ def main(run_dir, exhaustive_dir, output, *options):
         loaded.supernet,
         exhaustive["evaluated"],
         os.path.join(run_dir, name),
-        seeds=range(10),
-        **variant,
+        **{"seeds": range(10), **variant},
     )
     study["population_size"] = variant.get("population_size", "default")
     study["tournament_size"] = variant.get("tournament_size", "default")
+    seeds = variant.get("seeds", range(10))
+    study["seeds"] = [seeds[0], seeds[-1]]
     study["exhaustive"] = os.path.relpath(exhaustive_dir)
     study["wall_s"] = round(time.time() - start[0], 1)
     study["cpu_s"] = round(time.process_time() - start[1], 1)
