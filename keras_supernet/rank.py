@@ -47,6 +47,7 @@ write_report(["runs/rank"], "docs/results/ranking")
 
 import copy
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -1621,8 +1622,48 @@ def predicted_truth_tau(reliability, seeds):
     study makes, a supernet's scores against the seeds' mean.
     """
     seeds = validation.positive_int("seeds", seeds)
-    mean_reliability = seeds * reliability / (1 + (seeds - 1) * reliability)
-    return predicted_seed_tau(math.sqrt(mean_reliability))
+    return predicted_seed_tau(math.sqrt(_mean_reliability(reliability, seeds)))
+
+
+def split_half_tau(per_seed):
+    """The agreement of two ground truths of this study, each the mean of
+    half the seeds: Kendall's tau between the means of two disjoint halves
+    of the seeds (`per_seed`: one row per seed, one column per
+    architecture), averaged over every split. With k seeds, the halves have
+    k // 2 and k - k // 2 of them. None below 4 seeds.
+
+    Measured, this checks what `predicted_truth_tau` predicts: the two
+    halves' means correlate at sqrt(r1 r2), r1 and r2 their reliabilities
+    by Spearman-Brown (`predicted_split_half_tau`).
+    """
+    per_seed = np.asarray(per_seed, dtype=np.float64)
+    k = len(per_seed)
+    if k < 4:
+        return None
+    taus = []
+    for rest in itertools.combinations(range(1, k), k // 2 - 1):
+        # The first half holds seed 0, so that no split is counted twice.
+        first = (0,) + rest
+        second = [i for i in range(k) if i not in first]
+        tau = stats.kendall_tau(
+            per_seed[list(first)].mean(axis=0), per_seed[second].mean(axis=0)
+        )
+        if tau is not None:
+            taus.append(tau)
+    return float(np.mean(taus)) if taus else None
+
+
+def _mean_reliability(reliability, seeds):
+    # Spearman-Brown: the reliability of the mean of `seeds` runs.
+    return seeds * reliability / (1 + (seeds - 1) * reliability)
+
+
+def predicted_split_half_tau(reliability, seeds):
+    """The tau `split_half_tau` expects for normal noise with `seeds` seeds
+    of reliability `reliability` (Spearman-Brown, then Greiner)."""
+    first = _mean_reliability(reliability, seeds // 2)
+    second = _mean_reliability(reliability, seeds - seeds // 2)
+    return predicted_seed_tau(math.sqrt(first * second))
 
 
 def _median_cost(phases):
@@ -1679,6 +1720,14 @@ def analyze(merged, resamples=stats.BOOTSTRAP_RESAMPLES):
     )
     if result["standalone_reliability"] is not None:
         result["standalone_truth_tau"] = predicted_truth_tau(
+            result["standalone_reliability"], len(seeds)
+        )
+    result["standalone_split_half_tau"] = split_half_tau(per_seed)
+    if (
+        result["standalone_split_half_tau"] is not None
+        and result["standalone_reliability"] is not None
+    ):
+        result["standalone_split_half_predicted"] = predicted_split_half_tau(
             result["standalone_reliability"], len(seeds)
         )
     # The noise ceiling epoch by epoch (and over the pilot's prefix).
@@ -2129,6 +2178,18 @@ def format_report(
             f"{len(analysis['standalone_seeds'])} seeds (the ground truth the supernets are compared "
             "with), a ranking free of noise can expect tau "
             f"{_fmt(analysis['standalone_truth_tau'])} (the mean's reliability by Spearman-Brown)."
+        )
+    if analysis.get("standalone_split_half_tau") is not None:
+        k = len(analysis["standalone_seeds"])
+        lines[-1] += (
+            f" Two ground truths made the same way from disjoint halves of the seeds ({k // 2} and "
+            f"{k - k // 2} seeds) agree at tau **{_fmt(analysis['standalone_split_half_tau'])}** "
+            "(mean over every split"
+            + (
+                f"; predicted {_fmt(analysis['standalone_split_half_predicted'])})."
+                if analysis.get("standalone_split_half_predicted") is not None
+                else ")."
+            )
         )
     lines += [
         "",

@@ -390,6 +390,26 @@ def test_ground_truth_reliability_against_hand_values():
     assert rank.predicted_truth_tau(0.0, 4) == 0.0
 
 
+def test_split_half_tau_against_hand_values():
+    # Seed 2 swaps architectures 1 and 2. Every split into halves of two
+    # seeds sets (1, 2, 3) against (1, 2.5, 2.5): two concordant pairs, one
+    # tied in one half only, so tau-b = 2 / sqrt(3 * 2).
+    per_seed = [[1, 2, 3], [1, 2, 3], [1, 3, 2], [1, 2, 3]]
+    assert rank.split_half_tau(per_seed) == pytest.approx(2 / math.sqrt(6))
+    # Seeds 0, 1 against 2, 3 disagree completely; the two other splits tie
+    # every architecture in both halves, give no tau and are left out.
+    assert rank.split_half_tau([[1, 2], [1, 2], [2, 1], [2, 1]]) == pytest.approx(-1)
+    assert rank.split_half_tau([[1, 2, 3]] * 3) is None
+    # Five seeds: halves of 2 and 3, the prediction from both reliabilities.
+    assert rank.split_half_tau([[1, 2, 3]] * 5) == pytest.approx(1.0)
+    assert rank.predicted_split_half_tau(0.5, 4) == pytest.approx(
+        2 / math.pi * math.asin(2 / 3)
+    )
+    assert rank.predicted_split_half_tau(0.5, 5) == pytest.approx(
+        2 / math.pi * math.asin(math.sqrt(2 / 3 * 0.75))
+    )
+
+
 def test_limits_name_a_spread_too_narrow_to_rank():
     analysis = {
         "architectures": 30,
