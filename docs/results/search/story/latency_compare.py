@@ -4,7 +4,9 @@ Float TFLite, batch 1, 1 LiteRT thread, 200 timed runs each, the two models
 interleaved over 5 rounds (the shared machine's load changes between rounds).
 
     PYTHONPATH=. python docs/results/search/story/latency_compare.py \\
-        PATH_INDEX TABLE.json OUTPUT.json
+        PATH_INDEX TABLE.json OUTPUT.json [SPACE]
+
+SPACE: the winner's space (default `mobile7`).
 """
 
 import json
@@ -17,9 +19,9 @@ from keras_supernet import costs
 from keras_supernet import presets
 
 
-def main(path, table_path, output_path):
+def main(path, table_path, output_path, space="mobile7"):
     report = presets.build_supernet(presets.load_space("report"))
-    mobile = presets.build_supernet(presets.load_space("mobile7"))
+    mobile = presets.build_supernet(presets.load_space(space))
     winner = int(path)
     start, cpu = time.time(), time.process_time()
     rows = {

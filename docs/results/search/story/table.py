@@ -1,10 +1,11 @@
-"""The latency budget of the user's story and mobile7's latency table.
+"""The latency budget of the user's story and its space's latency table.
 
 Measures the report's 3x3->3x3 and 5x5->5x5 models before and after building
-the per-candidate latency table of `mobile7` (float TFLite, batch 1, 1 LiteRT
-thread, median of 200 runs), then predicts 20,000 seeded paths.
+the per-candidate latency table of the space (default `mobile7`; float
+TFLite, batch 1, 1 LiteRT thread, median of 200 runs), then predicts 20,000
+seeded paths.
 
-    PYTHONPATH=. python docs/results/search/story/table.py TABLE.json SUMMARY.json
+    PYTHONPATH=. python docs/results/search/story/table.py TABLE.json SUMMARY.json [SPACE]
 """
 
 import json
@@ -17,11 +18,11 @@ from keras_supernet import costs
 from keras_supernet import presets
 
 
-def main(table_path, summary_path):
+def main(table_path, summary_path, space="mobile7"):
     start, cpu = time.time(), time.process_time()
     report = presets.build_supernet(presets.load_space("report"))
     before = costs.measure_latencies(report, [0, 3], threads=1, runs=200, warmup=20)
-    mobile = presets.build_supernet(presets.load_space("mobile7"))
+    mobile = presets.build_supernet(presets.load_space(space))
     table = costs.LatencyTable.build(
         mobile, threads=1, runs=200, warmup=20, calibration_paths=3, seed=0, verbose=1
     )
