@@ -22,5 +22,15 @@ bin/rank $COMMON --threads=1 --shard=1/2 \
   --architectures_file=runs/rdep0/architectures.json --output_dir=runs/rdep1 &
 wait
 
+# 2b. (A later session.) Two more standalone seeds of the same 30
+#     architectures, one shard each (79 CPU-minutes, run beside other jobs):
+#     the ground truth becomes the mean of 4 seeds, and the report measures
+#     how two 2-seed ground truths agree (split-half tau).
+C2=$(echo "$COMMON" | sed 's/--standalone_seeds=0,1/--standalone_seeds=2,3/')
+bin/rank --stage=standalone $C2 --threads=1 --shard=0/2 --output_dir=runs/rdep0 &
+bin/rank --stage=standalone $C2 --threads=1 --shard=1/2 \
+  --architectures_file=runs/rdep0/architectures.json --output_dir=runs/rdep1 &
+wait
+
 # 3. The report.
 bin/rank --stage=report --run_dir=runs/rdep0,runs/rdep1 --output_dir=docs/results/ranking
