@@ -1640,10 +1640,15 @@ def split_half_tau(per_seed):
     k = len(per_seed)
     if k < 4:
         return None
-    taus = []
-    for rest in itertools.combinations(range(1, k), k // 2 - 1):
+    half = k // 2
+    if k % 2:
+        # Halves of different sizes: each split is one choice of the smaller.
+        firsts = itertools.combinations(range(k), half)
+    else:
         # The first half holds seed 0, so that no split is counted twice.
-        first = (0,) + rest
+        firsts = ((0,) + r for r in itertools.combinations(range(1, k), half - 1))
+    taus = []
+    for first in firsts:
         second = [i for i in range(k) if i not in first]
         tau = stats.kendall_tau(
             per_seed[list(first)].mean(axis=0), per_seed[second].mean(axis=0)

@@ -400,8 +400,11 @@ def test_split_half_tau_against_hand_values():
     # every architecture in both halves, give no tau and are left out.
     assert rank.split_half_tau([[1, 2], [1, 2], [2, 1], [2, 1]]) == pytest.approx(-1)
     assert rank.split_half_tau([[1, 2, 3]] * 3) is None
-    # Five seeds: halves of 2 and 3, the prediction from both reliabilities.
-    assert rank.split_half_tau([[1, 2, 3]] * 5) == pytest.approx(1.0)
+    # Five seeds: halves of 2 and 3, every one of the 10 splits. The 4 that
+    # put seed 0 in the pair tie both architectures in both halves; the 6
+    # others order them alike.
+    assert rank.split_half_tau([[1, 2]] + [[2, 1]] * 4) == pytest.approx(1.0)
+    # The prediction from both halves' reliabilities.
     assert rank.predicted_split_half_tau(0.5, 4) == pytest.approx(
         2 / math.pi * math.asin(2 / 3)
     )

@@ -971,37 +971,32 @@ def test_local_search_defaults_and_refusals(space256, tmp_path):
         verbose=0,
     )
     assert several["settings"]["strategy"] == "evolution"
-    with pytest.raises(ValueError, match="`tournament_size`: strategy='local' does"):
-        run_search(
-            space256,
-            output_dir=tmp_path / "c",
-            strategy="local",
-            budget=10,
-            tournament_size=2,
-            scorer=lambda p: scores[p],
-            verbose=0,
-        )
-    with pytest.raises(ValueError, match="`population_size`: strategy='random'"):
-        run_search(
-            space256,
-            output_dir=tmp_path / "d",
-            strategy="random",
-            budget=10,
-            population_size=4,
-            scorer=lambda p: scores[p],
-            verbose=0,
-        )
-    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
-    with pytest.raises(ValueError, match="Local search searches one objective"):
-        run_search(
-            space256,
-            output_dir=tmp_path / "b",
-            strategy="local",
-            budget=10,
-            objectives="val_accuracy,flops",
-            scorer=lambda p: scores[p],
-            verbose=0,
-        )
+    refused = [
+        (
+            dict(strategy="local", tournament_size=2),
+            "`tournament_size`: strategy='local' does",
+        ),
+        (
+            dict(strategy="random", population_size=4),
+            "`population_size`: strategy='random'",
+        ),
+        (
+            dict(strategy="local", objectives="val_accuracy,flops"),
+            "Local search searches one",
+        ),
+    ]
+    for i, (settings, message) in enumerate(refused):
+        with pytest.raises(ValueError, match=message):
+            run_search(
+                space256,
+                output_dir=tmp_path / f"refused{i}",
+                budget=10,
+                scorer=lambda p: scores[p],
+                verbose=0,
+                **settings,
+            )
+        # Refused before anything is written.
+        assert not (tmp_path / f"refused{i}").exists()
 
 
 def test_the_single_objective_searches_beat_random_on_a_smooth_score(
