@@ -1610,6 +1610,11 @@ def predicted_seed_tau(reliability):
     return 2.0 / math.pi * math.asin(reliability)
 
 
+def _mean_reliability(reliability, seeds):
+    # Spearman-Brown: the reliability of the mean of `seeds` runs.
+    return seeds * reliability / (1 + (seeds - 1) * reliability)
+
+
 def predicted_truth_tau(reliability, seeds):
     """The Kendall tau to expect between the architectures' true order and
     the mean of `seeds` standalone runs: what a ranking free of noise (a
@@ -1632,9 +1637,10 @@ def split_half_tau(per_seed):
     architecture), averaged over every split. With k seeds, the halves have
     k // 2 and k - k // 2 of them. None below 4 seeds.
 
-    Measured, this checks what `predicted_truth_tau` predicts: the two
-    halves' means correlate at sqrt(r1 r2), r1 and r2 their reliabilities
-    by Spearman-Brown (`predicted_split_half_tau`).
+    Measured, this checks the reliability model that `predicted_truth_tau`
+    rests on: for normal noise the two halves' means correlate at
+    sqrt(r1 r2), r1 and r2 their reliabilities by Spearman-Brown
+    (`predicted_split_half_tau`).
     """
     per_seed = np.asarray(per_seed, dtype=np.float64)
     k = len(per_seed)
@@ -1656,11 +1662,6 @@ def split_half_tau(per_seed):
         if tau is not None:
             taus.append(tau)
     return float(np.mean(taus)) if taus else None
-
-
-def _mean_reliability(reliability, seeds):
-    # Spearman-Brown: the reliability of the mean of `seeds` runs.
-    return seeds * reliability / (1 + (seeds - 1) * reliability)
 
 
 def predicted_split_half_tau(reliability, seeds):

@@ -102,9 +102,13 @@ from keras_supernet import validation
 STRATEGIES = ("exhaustive", "random", "evolution", "regularized", "local")
 # The strategies that take `population_size`, and those of one objective.
 _POPULATION_STRATEGIES = ("evolution", "regularized", "local")
-_SINGLE_OBJECTIVE = {
-    "regularized": "Regularized evolution",
-    "local": "Local search",
+_SINGLE_OBJECTIVE = ("regularized", "local")
+# What proposes the paths, per strategy (search.json's `settings.sampler`).
+_SAMPLERS = {
+    "random": "optuna RandomSampler",
+    "evolution": "optuna NSGAIISampler",
+    "regularized": "regularized evolution",
+    "local": "local search",
 }
 # Exhaustive search (and any budget that covers the whole space) scores every
 # path; at about a second per scored path on a CPU (BatchNorm recalibration
@@ -1279,7 +1283,8 @@ def run_search(
             )
     if strategy in _SINGLE_OBJECTIVE and len(objectives) > 1:
         raise ValueError(
-            f"Invalid value for argument `strategy`. {_SINGLE_OBJECTIVE[strategy]} "
+            "Invalid value for argument `strategy`. "
+            f"{_SAMPLERS[strategy].capitalize()} "
             "searches one objective; use strategy='evolution' (NSGA-II) for "
             f"several. Received objectives={list(objectives)}."
         )
@@ -1359,16 +1364,9 @@ def run_search(
     )
     settings = {
         "strategy": strategy,
-        "sampler": (
-            "every path in index order"
-            if enumerate_all
-            else {
-                "random": "optuna RandomSampler",
-                "evolution": "optuna NSGAIISampler",
-                "regularized": "regularized evolution",
-                "local": "local search",
-            }[strategy]
-        ),
+        "sampler": "every path in index order"
+        if enumerate_all
+        else _SAMPLERS[strategy],
         "budget": budget,
         "search_seed": search_seed,
         "objectives": list(objectives),
