@@ -324,6 +324,31 @@ def test_impossible_constraint_is_one_error_naming_the_smallest_cost(
     assert "\n" not in message
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["regularized", "local"])
+def test_a_climb_under_a_tight_budget_spends_its_proposals_on_new_paths(
+    huge, tmp_path, strategy
+):
+    # 211 of 3**20 paths fit. A climb whose neighbours break the budget must
+    # not propose them again and again (each repaired onto a path already
+    # scored): nearly every proposal scores a new path.
+    every = costs.path_costs(huge, huge.num_paths - 1)["params"]
+    one_by_one = costs.path_params(huge, huge.space.index((1,) + (2,) * 19))
+    limit = every + 2 * (one_by_one - every)
+    result = run_search(
+        huge,
+        output_dir=tmp_path,
+        strategy=strategy,
+        budget=60,
+        max_params=limit,
+        max_proposals=75,
+        scorer=lambda p: {"val_accuracy": p % 97 / 100, "val_loss": p % 89 / 100},
+        search_seed=1,
+        verbose=0,
+    )
+    assert result["num_scored"] == 60, result["proposals"]
+
+
 def test_a_search_under_a_tight_constraint_ends(supernet, tmp_path):
     # Only the 4 paths of smallest FLOPs fit: the budget cannot be scored,
     # and the search stops after max_proposals proposals.
