@@ -130,6 +130,23 @@ def parse_branch_learning_rates(text):
     return result
 
 
+def parse_limit(name, text):
+    """Parses a cost limit: `""`/None -> None, `"reference"` as it is (the
+    reference path's cost), else a number (checked by the library)."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    if text.lower() == "reference":
+        return "reference"
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a number or "
+            f"'reference'. Received {name}={text!r}."
+        ) from None
+
+
 def parse_shard(text):
     """Parses `"i/n"` (slice `i` of `n`, 0-based) into `(i, n)`; `""` gives None."""
     text = (text or "").strip()

@@ -54,6 +54,14 @@ does not count, nor does one of a path already scored; proposals are capped
 budget of at least the space's size, every path is scored (in index order),
 whatever the strategy.
 
+`reference` names the path the search is to beat (the model deployed today,
+if it is a path of the space). It is scored and costed as every proposal
+is, outside the budget, and reported beside the best path; a constraint
+given as `"reference"` (`max_latency_ms="reference"`) is that path's cost,
+computed the same way as the proposals' (predicted by the same latency
+table, or measured once and kept in the study), so that a budget read off
+a model measured on a machine under other load cannot shift it.
+
 A search lives in an Optuna study, stored by default in SQLite in the
 output folder (`search.db`), or in any database given by URL. Rerun with the
 same arguments, a search that was killed (kill -9 included) resumes and
@@ -129,6 +137,8 @@ CONSTRAINTS = {
     "max_flops": "flops",
     "max_latency_ms": "latency_ms",
 }
+# A constraint's value that means "the cost of the reference path".
+REFERENCE = "reference"
 # Without `max_proposals`, a search stops after this many proposals per unit
 # of budget, however few of them it could score.
 PROPOSALS_PER_BUDGET = 50
@@ -449,7 +459,7 @@ def _ms(value):
     return "-" if value is None else f"{value:.4f}"
 
 
-def _table(records, limit=None):
+def _table(records, limit=None, ranked=True):
     lines = [
         "| rank | path | label | val accuracy | val loss | params | FLOPs "
         "| latency (ms) |",
@@ -457,7 +467,8 @@ def _table(records, limit=None):
     ]
     for rank, r in enumerate(records[:limit] if limit else records, 1):
         lines.append(
-            f"| {rank} | {r['path']} | `{r['label']}` | {r['val_accuracy']:.4f} "
+            f"| {rank if ranked else '-'} | {r['path']} | `{r['label']}` "
+            f"| {r['val_accuracy']:.4f} "
             f"| {r['val_loss']:.4f} | {r['params']:,} | {r['flops']:,} | "
             f"{_ms(r.get('latency_ms'))} |"
         )
@@ -467,7 +478,11 @@ def _table(records, limit=None):
 def format_markdown(result):
     """`search.md`: the settings, top paths, Pareto front and convergence."""
     s = result["settings"]
-    constraints = [f"{k}={s[k]:g}" for k in CONSTRAINTS if s.get(k) is not None]
+    limits = _limits(result)
+    constraints = [
+        f"{k}={v:g}" + (" (the reference path's)" if s.get(k) == REFERENCE else "")
+        for k, v in limits.items()
+    ]
     lines = [
         "# Search after training",
         "",
@@ -501,6 +516,8 @@ def format_markdown(result):
     if s.get("latency"):
         lines += [f"Latency: {s['latency']}.", ""]
     lines += ["## Best path", ""] + _table([result["best"]]) + [""]
+    if result.get("reference"):
+        lines += _reference_lines(result["best"], result["reference"])
     ranked = sorted(
         result["evaluated"],
         key=lambda r: (-r["val_accuracy"], r["val_loss"], r["path"]),
@@ -549,6 +566,40 @@ def format_markdown(result):
         "",
     ]
     return "\n".join(lines)
+
+
+def _limits(result):
+    """The constraints as numbers (search.json files older than
+    `constraints` hold them in the settings only)."""
+    if "constraints" in result:
+        return result["constraints"]
+    s = result["settings"]
+    return {k: s[k] for k in CONSTRAINTS if s.get(k) is not None}
+
+
+def _reference_lines(best, reference):
+    """search.md's reference section: the path and how the best compares."""
+
+    def ratio(cost):
+        if best.get(cost) is None or not reference.get(cost):
+            return None
+        return f"{cost} {best[cost] / reference[cost]:.2f}x"
+
+    ratios = [r for r in map(ratio, COSTS) if r is not None]
+    return (
+        ["## Reference path", ""]
+        + _table([reference], ranked=False)
+        + [
+            "",
+            "The best path against it: val accuracy "
+            f"{best['val_accuracy'] - reference['val_accuracy']:+.4f} with the "
+            "shared weights"
+            + (", " + ", ".join(ratios) if ratios else "")
+            + ". Scores with shared weights rank paths; retrain the best path "
+            "alone (bin/train --mode=standalone) to compare accuracies.",
+            "",
+        ]
+    )
 
 
 def _round_mark(n):
@@ -615,21 +666,29 @@ def plot_pareto(result, path):
                     fontsize=7,
                     color="#8c2f39",
                 )
-    best = result["best"]
-    if best.get(cost) is not None:
-        ax.scatter(
-            [best[cost]],
-            [best["val_accuracy"]],
-            s=160,
-            marker="*",
-            color="#edae49",
-            edgecolors="black",
-            linewidths=0.6,
-            zorder=4,
-            label=f"best: {_short(best['label'])}",
-        )
+    for name, record, style in (
+        (
+            "best",
+            result["best"],
+            dict(s=160, marker="*", color="#edae49", linewidths=0.6),
+        ),
+        (
+            "reference",
+            result.get("reference"),
+            dict(s=90, marker="D", color="white", linewidths=1.0),
+        ),
+    ):
+        if record and record.get(cost) is not None:
+            ax.scatter(
+                [record[cost]],
+                [record["val_accuracy"]],
+                edgecolors="black",
+                zorder=4,
+                label=f"{name}: {_short(record['label'])}",
+                **style,
+            )
     limit_name = {v: k for k, v in CONSTRAINTS.items()}.get(cost)
-    limit = result["settings"].get(limit_name) if limit_name else None
+    limit = _limits(result).get(limit_name) if limit_name else None
     if limit is not None:
         ax.axvline(
             limit,
@@ -668,10 +727,44 @@ def _short(label, width=40):
 # === Search ===
 
 
-def _check_constraint(name, value):
+def _check_constraint(name, value, reference):
     if value is None:
         return None
+    if isinstance(value, str) and value.strip().lower() == REFERENCE:
+        if reference is None:
+            raise ValueError(
+                f"Invalid value for argument `{name}`. A limit of "
+                "'reference' is the cost of the `reference` path, and none "
+                f"was given. Received {name}={value!r}, reference=None."
+            )
+        return REFERENCE
     return validation.positive_float(name, value)
+
+
+def _check_reference(reference, space):
+    """The index of the reference path (any spelling of a path), or None."""
+    if reference is None:
+        return None
+    try:
+        return space.index(reference)
+    except ValueError as error:
+        raise ValueError(f"Invalid value for argument `reference`: {error}") from None
+
+
+def _reference_record(study, reference, cost, scorer):
+    """The reference path's record (costs and score), computed once per
+    study and kept in it: a measured latency is not measured again on
+    resume, so the limits it gives stay those the search started with."""
+    stored = study.user_attrs.get("reference")
+    if stored is not None and stored.get("path") == reference:
+        return stored
+    record = cost(reference)
+    score = scorer(reference)
+    record["val_accuracy"] = float(score["val_accuracy"])
+    record["val_loss"] = float(score["val_loss"])
+    study.set_user_attr("reference", record)
+    # Another process may have stored its own first: all use the stored one.
+    return study.user_attrs["reference"]
 
 
 def _default_population(budget, strategy="evolution"):
@@ -900,6 +993,12 @@ def _cost_function(supernet, latency_table, latency_needed, latency_threads):
     return cost
 
 
+def _repairable(constraints, latency_table):
+    return bool(constraints) and not (
+        "max_latency_ms" in constraints and latency_table is None
+    )
+
+
 def _repair_function(space, cost, constraints, latency_table):
     """`repair(index, rng, taken=())`: a path that meets `constraints`,
     reached from `index` by changing one choice at a time; None where a
@@ -914,7 +1013,7 @@ def _repair_function(space, cost, constraints, latency_table):
     (and not scored). A feasible path in `taken` (already proposed) moves
     to a feasible neighbour not in it, where there is one.
     """
-    if not constraints or ("max_latency_ms" in constraints and latency_table is None):
+    if not _repairable(constraints, latency_table):
         return None
     limits = [(CONSTRAINTS[k], v) for k, v in constraints.items()]
 
@@ -1058,6 +1157,7 @@ def _result(
     stopped,
     storage,
     study_name,
+    reference=None,
 ):
     """The content of search.json."""
     evaluated = [_public(r) for r in scored]
@@ -1102,6 +1202,8 @@ def _result(
         },
         "stopped": stopped,
         "best": best,
+        "reference": None if reference is None else _public(reference),
+        "constraints": dict(constraints),
         "pareto_objectives": pareto_objectives,
         "plot_cost": plot_cost,
         "pareto": pareto,
@@ -1125,6 +1227,7 @@ def run_search(
     max_params=None,
     max_flops=None,
     max_latency_ms=None,
+    reference=None,
     latency_table=None,
     latency_threads=1,
     num_examples=None,
@@ -1164,9 +1267,16 @@ def run_search(
             (`"params"`, `"flops"`, `"latency_ms"`) for a multi-objective
             search that returns the Pareto front (a sequence or a
             comma-separated string; `accuracy`, `latency` also).
-        max_params: Optional limit on a path's parameters.
-        max_flops: Optional limit on a path's FLOPs (multiply-adds).
-        max_latency_ms: Optional limit on a path's latency.
+        max_params: Optional limit on a path's parameters, or
+            `"reference"`: the reference path's.
+        max_flops: Optional limit on a path's FLOPs (multiply-adds), or
+            `"reference"`.
+        max_latency_ms: Optional limit on a path's latency, or
+            `"reference"` (computed as the proposals' latencies are).
+        reference: Optional path to compare with (an index or any spelling
+            of a path, e.g. a label): scored and costed outside the
+            budget, reported as `reference`, and the cost a `"reference"`
+            limit stands for.
         latency_table: A `keras_supernet.costs.LatencyTable` (or the path of
             its JSON file) to predict latencies with; without one, a
             latency that is needed is measured per path
@@ -1211,7 +1321,9 @@ def run_search(
         The content of `search.json`: `evaluated` (every scored path, in
         scoring order: `path`, `label`, `val_accuracy`, `val_loss`,
         `params`, `flops`, `latency_ms` when known), `best` (the highest
-        val accuracy; ties: lower loss, then lower index), `pareto` (the
+        val accuracy; ties: lower loss, then lower index), `reference`
+        (the reference path's record, or None), `constraints` (the limits
+        as numbers), `pareto` (the
         front of `pareto_objectives`: the objectives, or val accuracy
         against `plot_cost` for one objective), `convergence`, counts of
         proposals, `stopped`, `settings`, `versions`.
@@ -1231,8 +1343,9 @@ def run_search(
     strategy = validation.one_of("strategy", strategy, STRATEGIES)
     budget = validation.positive_int("budget", budget, allow_none=True)
     search_seed = validation.non_negative_int("search_seed", search_seed)
+    reference = _check_reference(reference, space)
     constraints = {
-        name: _check_constraint(name, value)
+        name: _check_constraint(name, value, reference)
         for name, value in (
             ("max_params", max_params),
             ("max_flops", max_flops),
@@ -1310,8 +1423,13 @@ def run_search(
     elif latency_needed:
         latency_source = f"measured per path with LiteRT, {latency_threads} thread(s)"
 
-    # Constraints below the cheapest path: one clear error before searching.
-    minima = _check_feasible(supernet, constraints, latency_table)
+    # Constraints below the cheapest path: one clear error before searching
+    # (a limit set by the reference path is met by that path).
+    minima = _check_feasible(
+        supernet,
+        {k: v for k, v in constraints.items() if v != REFERENCE},
+        latency_table,
+    )
 
     if scorer is None:
         if x_val is None or y_val is None:
@@ -1352,15 +1470,11 @@ def run_search(
         scorer_settings = {"scorer": "custom"}
 
     cost = _cost_function(supernet, latency_table, latency_needed, latency_threads)
-    repair = (
-        None
-        if enumerate_all
-        else _repair_function(space, cost, constraints, latency_table)
-    )
+    repairs = not enumerate_all and _repairable(constraints, latency_table)
     repair_text = (
-        None
-        if repair is None
-        else "a proposal breaking a constraint walks to a feasible neighbour"
+        "a proposal breaking a constraint walks to a feasible neighbour"
+        if repairs
+        else None
     )
     settings = {
         "strategy": strategy,
@@ -1373,6 +1487,7 @@ def run_search(
         "max_params": constraints.get("max_params"),
         "max_flops": constraints.get("max_flops"),
         "max_latency_ms": constraints.get("max_latency_ms"),
+        "reference": reference,
         "latency": latency_source,
         "latency_table_base_ms": (
             latency_table.base_ms if latency_table is not None else None
@@ -1415,6 +1530,18 @@ def run_search(
         )
         for number in samplers_lib.stale_trials(study):
             study.tell(number, state=TrialState.FAIL)
+        reference_record = None
+        if reference is not None:
+            reference_record = _reference_record(study, reference, cost, scorer)
+            constraints = {
+                k: reference_record[CONSTRAINTS[k]] if v == REFERENCE else v
+                for k, v in constraints.items()
+            }
+        repair = (
+            _repair_function(space, cost, constraints, latency_table)
+            if repairs
+            else None
+        )
         if repair is not None:
             study.sampler = samplers_lib.RepairingSampler(
                 study.sampler, space, repair, search_seed
@@ -1455,6 +1582,7 @@ def run_search(
         stopped,
         storage_url if storage is not None else "search.db",
         study_name,
+        reference_record,
     )
     runs.write_json(os.path.join(output_dir, "search.json"), result)
     runs.write_text(os.path.join(output_dir, "search.md"), format_markdown(result))

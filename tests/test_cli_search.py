@@ -156,6 +156,32 @@ def test_search_honours_a_flops_budget(run_dir, exhaustive, tmp_path):
 
 
 @pytest.mark.slow
+def test_search_under_the_flops_of_a_reference_path(run_dir, exhaustive, tmp_path):
+    by_flops = sorted(exhaustive[2]["evaluated"], key=lambda r: (r["flops"], r["path"]))
+    reference = by_flops[len(by_flops) // 2]
+    result = _run(
+        "search",
+        f"--run_dir={run_dir}",
+        "--budget=5",
+        f"--reference={reference['label']}",
+        "--max_flops=reference",
+        "--num_examples=200",
+        f"--output_dir={tmp_path / 'search'}",
+        "--verbose=0",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "search" / "search.json") as f:
+        found = json.load(f)
+    # Scored as the exhaustive search scored it, on the same examples.
+    assert found["reference"] == reference
+    assert found["constraints"] == {"max_flops": reference["flops"]}
+    assert all(r["flops"] <= reference["flops"] for r in found["evaluated"])
+    assert f"Reference: path {reference['path']} ({reference['label']})" in (
+        result.stdout
+    )
+
+
+@pytest.mark.slow
 def test_search_under_a_latency_budget_builds_and_reuses_a_table(run_dir, tmp_path):
     table = tmp_path / "table.json"
     args = (
@@ -201,6 +227,14 @@ def _bad_inputs(run_dir, tmp_path):
             ["--strategy=random", "--budget=3", "--max_flops=10"],
             r"max_flops.*\d",
         ),
+        "limit_not_a_number": (
+            ["--strategy=random", "--budget=3", "--max_flops=lots"],
+            r"argument `max_flops`.*a number or 'reference'.*max_flops='lots'",
+        ),
+        "reference_limit_without_reference": (
+            ["--strategy=random", "--budget=3", "--max_params=reference"],
+            r"argument `max_params`.*reference=None",
+        ),
         "standalone": (["--mode=standalone"], r"argument `mode`.*joint"),
         "tournament_above_population": (
             [
@@ -227,6 +261,8 @@ def _bad_inputs(run_dir, tmp_path):
         "unknown_strategy",
         "budget_0",
         "impossible_budget",
+        "limit_not_a_number",
+        "reference_limit_without_reference",
         "standalone",
         "tournament_above_population",
         "max_proposals_0",

@@ -251,6 +251,55 @@ def test_constraints_are_honoured(supernet, tmp_path):
     assert result["num_proposals"] == 6 + result["proposals"]["duplicate"]
 
 
+def test_a_reference_path_is_scored_beside_the_search_and_sets_its_limits(
+    supernet, tmp_path
+):
+    reference = "bn3x3->conv1x1->skip"
+    index = supernet.space.index(reference)
+    own = costs.path_costs(supernet, index)
+    calls = []
+    arguments = dict(
+        output_dir=tmp_path,
+        budget=6,
+        reference=reference,
+        max_params="reference",
+        max_flops=own["flops"] * 10,
+        scorer=_table_scorer(27, calls=calls),
+        search_seed=2,
+        verbose=0,
+    )
+    result = run_search(supernet, **arguments)
+    score = _table_scorer(27)(index)
+    assert result["reference"] == {
+        "path": index,
+        "label": reference,
+        **score,
+        "params": own["params"],
+        "flops": own["flops"],
+    }
+    # Scored once, outside the budget.
+    assert calls.count(index) == 1 + _paths(result).count(index)
+    assert result["num_scored"] == 6
+    assert result["constraints"] == {
+        "max_params": own["params"],
+        "max_flops": own["flops"] * 10,
+    }
+    assert result["settings"]["max_params"] == "reference"
+    assert result["settings"]["reference"] == index
+    assert all(r["params"] <= own["params"] for r in result["evaluated"])
+    markdown = (tmp_path / "search.md").read_text()
+    assert "## Reference path" in markdown
+    assert f"max_params={own['params']:g} (the reference path's)" in markdown
+    # Rerun: resumed as it was, the reference not scored again.
+    before = len(calls)
+    assert run_search(supernet, **arguments)["evaluated"] == result["evaluated"]
+    assert len(calls) == before
+    # Another reference is another search.
+    arguments["reference"] = "skip->skip->skip"
+    with pytest.raises(ValueError, match=r"other settings \(reference: "):
+        run_search(supernet, **arguments)
+
+
 @pytest.mark.parametrize("strategy", ["random", "evolution", "regularized", "local"])
 def test_a_budget_that_almost_no_path_meets_is_searched_by_repair(
     huge, tmp_path, strategy
@@ -577,6 +626,14 @@ def test_a_search_with_other_settings_is_not_resumed(supernet, tmp_path):
             r"`objectives`",
         ),
         (dict(strategy="random", budget=5, max_flops=-1), r"`max_flops`.*max_flops=-1"),
+        (
+            dict(strategy="random", budget=5, max_flops="reference"),
+            r"`max_flops`.*`reference` path.*max_flops='reference', reference=None",
+        ),
+        (
+            dict(strategy="random", budget=5, reference="conv9x9->skip->skip"),
+            r"`reference`.*conv9x9",
+        ),
         (dict(strategy="evolution", budget=5, population_size=1), r"`population_size`"),
     ],
 )
@@ -797,6 +854,22 @@ def test_latency_from_a_table_constrains_and_is_recorded(supernet, tmp_path):
         assert record["latency_ms"] == table.predict(record["path"]) <= limit
     assert result["pareto_objectives"] == ["val_accuracy", "latency_ms"]
     assert "latency table" in result["settings"]["latency"]
+    # A reference's latency is predicted by the same table, and is the limit.
+    reference = int(np.argsort([table.predict(p) for p in range(27)])[13])
+    result = run_search(
+        supernet,
+        output_dir=tmp_path / "reference",
+        strategy="random",
+        budget=5,
+        reference=reference,
+        max_latency_ms="reference",
+        latency_table=path,
+        scorer=_table_scorer(27),
+        verbose=0,
+    )
+    assert result["reference"]["latency_ms"] == table.predict(reference)
+    assert result["constraints"] == {"max_latency_ms": table.predict(reference)}
+    assert all(r["latency_ms"] <= table.predict(reference) for r in result["evaluated"])
 
 
 @pytest.mark.slow
