@@ -6,8 +6,10 @@ A space is given as
   choices of 4 candidates with BatchNorm, 4**20 ~ 1.1e12 paths),
   `mobile7` (7 choices of 8 MobileNet-style candidates, 8**7 ~ 2.1e6
   paths), `ranking` (the first ranking study's 6 choices, 7**6 = 117,649
-  paths), `ranking_depth` (the ranking study's space whose architectures
-  differ in depth and width, 4**6 = 4,096 paths);
+  paths), `ranking_depth` (the third ranking study's space, whose
+  architectures differ in depth and width, 4**6 = 4,096 paths; the
+  current study's is the same at half the width, a JSON file in
+  docs/results/ranking);
 - a JSON file, either the report's preset with its arguments
 
   ```json
