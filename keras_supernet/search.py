@@ -50,7 +50,9 @@ random path is feasible (0.015% of `mobile7`'s 2 million paths at the
 report model's latency), and a search that only rejected proposals would
 score none. A proposal that still breaks a constraint is not scored and
 does not count, nor does one of a path already scored; proposals are capped
-(`max_proposals`), so a search under a tight constraint still ends. With a
+(`max_proposals`), and a search also stops after `STALL_PROPOSALS` (1,000)
+proposals in a row that scored no new path, so a search under a tight
+constraint still ends, and soon once the paths it can reach are spent. With a
 budget of at least the space's size, every path is scored (in index order),
 whatever the strategy.
 
@@ -142,6 +144,12 @@ REFERENCE = "reference"
 # Without `max_proposals`, a search stops after this many proposals per unit
 # of budget, however few of them it could score.
 PROPOSALS_PER_BUDGET = 50
+# A search also stops after this many proposals in a row that scored no new
+# path: under a constraint that few paths meet, once the feasible paths the
+# strategy reaches are scored, every further proposal is a repeat (each
+# about 0.3 s of Optuna's bookkeeping), and `50 * budget` of them would run
+# for hours without changing the result.
+STALL_PROPOSALS = 1000
 SEARCH_FORMAT = "keras_supernet.search"
 # Settings a resumed search may change: they decide when it stops, not what
 # it proposes.
@@ -844,6 +852,27 @@ def _records(study, space):
         else:
             duplicate.append(record)
     return scored, infeasible, duplicate
+
+
+def _stalled(study):
+    """How many proposals in a row, up to the last, scored no new path
+    (0 before the first path is scored: until then `max_proposals` decides,
+    and its error names the constraints that no proposal met)."""
+    from optuna.trial import TrialState
+
+    seen, since = set(), 0
+    for trial in study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
+    ):
+        record = trial.user_attrs.get("record")
+        if not record:
+            continue
+        if record.get("outcome") == "scored" and record["path"] not in seen:
+            seen.add(record["path"])
+            since = 0
+        elif seen:
+            since += 1
+    return since
 
 
 def _public(record):
@@ -1628,6 +1657,9 @@ def _optimize(
             return "every path proposed"
         if num_proposals >= max_proposals:
             return f"max_proposals ({max_proposals:,}) reached"
+        # Enumeration proposes each path once: it never stalls.
+        if not enumerate_all and _stalled(study) >= STALL_PROPOSALS:
+            return f"no new path in the last {STALL_PROPOSALS:,} proposals"
         return None
 
     def objective(trial):

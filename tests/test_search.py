@@ -419,6 +419,38 @@ def test_a_search_under_a_tight_constraint_ends(supernet, tmp_path):
     assert result["stopped"] == "max_proposals (40) reached"
 
 
+def test_a_search_stops_once_its_proposals_find_no_new_path(
+    supernet, tmp_path, monkeypatch
+):
+    # Only 4 paths fit a budget of 10: once they are scored, every proposal
+    # is a repeat, and the search stops after STALL_PROPOSALS of them in a
+    # row instead of running on to max_proposals.
+    monkeypatch.setattr(search, "STALL_PROPOSALS", 15)
+    limit = sorted(costs.path_flops(supernet, p) for p in range(27))[3]
+    result = run_search(
+        supernet,
+        output_dir=tmp_path,
+        strategy="random",
+        budget=10,
+        max_flops=limit,
+        max_proposals=500,
+        scorer=_table_scorer(27),
+        verbose=0,
+    )
+    assert len(result["evaluated"]) == 4
+    assert result["stopped"] == "no new path in the last 15 proposals"
+    assert result["num_proposals"] < 500
+    # The last 15 proposals are repeats; the one before them scored a path.
+    import optuna
+
+    study = optuna.load_study(
+        study_name=result["study_name"], storage=f"sqlite:///{tmp_path / 'search.db'}"
+    )
+    outcomes = [t.user_attrs["record"]["outcome"] for t in study.trials]
+    assert len(outcomes) == result["num_proposals"]
+    assert outcomes[-16:] == ["scored"] + ["duplicate"] * 15
+
+
 def test_a_budget_only_one_path_meets_is_found_by_repair(huge, tmp_path):
     # In 3**20 paths only the all-skip path has the smallest FLOPs; random
     # proposals repaired walk down to it.
