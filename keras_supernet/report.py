@@ -561,14 +561,20 @@ def _curves_figure(merged):
         )
     if num_seeds > 1:
         handles.append(Patch(facecolor="0.6", alpha=0.4, label=f"min–max over {seeds}"))
-    if handles:
-        fig.legend(
+    # As many legend columns as fit the figure's width, at most 4: a long
+    # path label in 4 (or 3) columns ran off both edges of the figure.
+    renderer = fig.canvas.get_renderer()
+    for ncol in range(min(len(handles), 4), 0, -1):
+        legend = fig.legend(
             handles=handles,
             loc="outside lower center",
-            ncol=min(len(handles), 4),
+            ncol=ncol,
             frameon=False,
             fontsize=10,
         )
+        if ncol == 1 or legend.get_window_extent(renderer).width <= fig.bbox.width:
+            break
+        legend.remove()
     return fig
 
 

@@ -184,6 +184,21 @@ def test_curves_cover_the_bands_and_share_one_legend():
     assert labels[:4] == LABELS and "min–max over 3 seeds" in labels
 
 
+def test_a_long_path_label_keeps_the_legend_inside_the_figure():
+    # A path of an 11-choice space retrained alone: its label, the mode's
+    # line and the seeds' band in one row of the legend ran off both edges.
+    label = "conv3x3_bn->skip->skip->sep3x3_bn->sep3x3->skip->skip->sep3x3->skip->skip->skip"
+    val = [0.97 + 0.004 * e for e in range(6)]
+    runs = [_run("standalone", seed, 0, val, val, 10.0) for seed in range(3)]
+    for run in runs:
+        run["label"] = label
+    figure = report._curves_figure({"config": _config([0, 1, 2]), "runs": runs})
+    (legend,) = figure.legends
+    assert label in [t.get_text() for t in legend.get_texts()]
+    width = legend.get_window_extent(figure.canvas.get_renderer()).width
+    assert width <= figure.bbox.width
+
+
 def test_curves_say_what_they_leave_below_the_axis():
     figure = report._curves_figure(_curve_runs(first_epoch_low=True))
     standalone, joint, time_axis = figure.axes
