@@ -828,11 +828,15 @@ def _storage(url, output_dir):
 
 
 def _records(study, space):
-    """Per outcome, the records of the finished trials, in trial order."""
+    """Per outcome, the records of the finished trials, in trial order, and
+    how many proposals in a row, up to the last, scored no new path (0
+    before the first path is scored: until then `max_proposals` decides,
+    and its error names the constraints that no proposal met)."""
     from optuna.trial import TrialState
 
     scored, infeasible, duplicate = [], [], []
     seen = set()
+    since_new = 0
     for trial in study.get_trials(
         deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
     ):
@@ -840,39 +844,20 @@ def _records(study, space):
         if not record:
             continue
         outcome = record.get("outcome")
-        if outcome == "scored":
-            # Two processes may score one path at once: keep the first.
-            if record["path"] in seen:
-                duplicate.append(record)
-                continue
+        if outcome == "scored" and record["path"] not in seen:
             seen.add(record["path"])
             scored.append(record)
-        elif outcome == "infeasible":
+            since_new = 0
+            continue
+        if seen:
+            since_new += 1
+        if outcome == "infeasible":
             infeasible.append(record)
         else:
+            # A repeat, or a path two processes scored at once: the first
+            # record of a path is the one kept.
             duplicate.append(record)
-    return scored, infeasible, duplicate
-
-
-def _stalled(study):
-    """How many proposals in a row, up to the last, scored no new path
-    (0 before the first path is scored: until then `max_proposals` decides,
-    and its error names the constraints that no proposal met)."""
-    from optuna.trial import TrialState
-
-    seen, since = set(), 0
-    for trial in study.get_trials(
-        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
-    ):
-        record = trial.user_attrs.get("record")
-        if not record:
-            continue
-        if record.get("outcome") == "scored" and record["path"] not in seen:
-            seen.add(record["path"])
-            since = 0
-        elif seen:
-            since += 1
-    return since
+    return scored, infeasible, duplicate, since_new
 
 
 def _public(record):
@@ -1589,7 +1574,7 @@ def run_search(
             verbose,
             samplers_lib,
         )
-        scored, infeasible, duplicate = _records(study, space)
+        scored, infeasible, duplicate, _ = _records(study, space)
     finally:
         optuna.logging.set_verbosity(verbosity)
 
@@ -1641,16 +1626,17 @@ def _optimize(
     labels = space.candidate_labels
 
     def counts():
-        scored, infeasible, duplicate = _records(study, space)
+        scored, infeasible, duplicate, since_new = _records(study, space)
         return (
             len(scored),
             len(scored) + len(infeasible) + len(duplicate),
             (len(scored) + len(infeasible)),
             scored,
+            since_new,
         )
 
     def reason():
-        num_scored, num_proposals, num_done, _ = counts()
+        num_scored, num_proposals, num_done, _, since_new = counts()
         if num_scored >= budget:
             return "budget" if not enumerate_all else "every path scored"
         if enumerate_all and num_done >= space.num_paths:
@@ -1658,7 +1644,7 @@ def _optimize(
         if num_proposals >= max_proposals:
             return f"max_proposals ({max_proposals:,}) reached"
         # Enumeration proposes each path once: it never stalls.
-        if not enumerate_all and _stalled(study) >= STALL_PROPOSALS:
+        if not enumerate_all and since_new >= STALL_PROPOSALS:
             return f"no new path in the last {STALL_PROPOSALS:,} proposals"
         return None
 
@@ -1708,7 +1694,7 @@ def _optimize(
     def report():
         if progress is None:
             return
-        num_scored, num_proposals, _, scored = counts()
+        num_scored, num_proposals, _, scored, _ = counts()
         values = [("proposals", num_proposals)]
         if scored:
             values.append(("best_val_accuracy", max(r["val_accuracy"] for r in scored)))
