@@ -86,6 +86,7 @@ METHODS = {
     "few_shot": "few-shot NAS: one sub-supernet per candidate of the split choice, each initialised from the uniform supernet and trained on its own share of the space",
     "warmup": "full-depth warm-up: no skip drawn in the first `warmup_epochs` epochs, then uniform",
     "angle": "angle-based score (ABS): the angle between a path's initial and trained weights, on the uniform supernets",
+    "refit_head": "the uniform supernets, each path's head (the layers after the last choice) re-fitted alone for `refit_batches` training batches before its score, BatchNorm recalibrated",
 }
 METHOD_UNIT = {
     "uniform": "uniform",
@@ -93,6 +94,7 @@ METHOD_UNIT = {
     "longer": "uniform",
     "few_shot": "uniform",
     "angle": "uniform",
+    "refit_head": "uniform",
     "fair": "fair",
     "warmup": "warmup",
 }
@@ -171,7 +173,7 @@ def stratified_sample(scores, count, bins, rng):
 # === BatchNorm and scores ===
 
 
-def score_paths(model, paths, dataset, bn_data=None):
+def score_paths(model, paths, dataset, bn_data=None, refit_data=None, refit=None):
     """Each path's accuracy and loss on `dataset` with the shared weights.
 
     Args:
@@ -180,11 +182,20 @@ def score_paths(model, paths, dataset, bn_data=None):
         dataset: `(x, y)` batches (the validation split).
         bn_data: recalibration batches (`training.Data.bn()`), or None to
             score with the BatchNorm statistics as they are.
+        refit_data, refit: re-fit each path's head first (see
+            `training.evaluate_paths`).
 
     Returns:
         `{path: {"accuracy": ..., "loss": ...}}`.
     """
-    rows = training.evaluate_paths(model, paths, {"val": dataset}, bn_data=bn_data)
+    rows = training.evaluate_paths(
+        model,
+        paths,
+        {"val": dataset},
+        bn_data=bn_data,
+        refit_data=refit_data,
+        refit=refit,
+    )
     return {
         path: {"accuracy": row["val_accuracy"], "loss": row["val_loss"]}
         for path, row in rows.items()
@@ -341,6 +352,9 @@ class StudyConfig:
             `standalone_learning_rate(learning_rate, e, standalone_epochs)`).
         supernet_seeds, supernet_epochs, longer_epochs, few_shot_epochs,
             warmup_epochs, methods: the supernets.
+        refit_batches: `refit_head`'s training batches per path (Adam at
+            `learning_rate`; the first batches of the data order of seed 0,
+            epoch after epoch).
     """
 
     space: dict
@@ -368,6 +382,7 @@ class StudyConfig:
     longer_epochs: int = 32
     few_shot_epochs: int = 2
     warmup_epochs: int = 4
+    refit_batches: int = 200
     methods: list = tuple(METHODS)
     data_fingerprint: dict = None
     versions: dict = None
@@ -469,6 +484,7 @@ def _check_config(settings):
         "supernet_epochs",
         "longer_epochs",
         "few_shot_epochs",
+        "refit_batches",
     ):
         setattr(config, name, validation.positive_int(name, getattr(config, name)))
     for name in ("split_seed", "selection_seed", "warmup_epochs"):
@@ -921,9 +937,24 @@ def _existing_scores(folder, method, seed, settings):
     return record
 
 
-def _scored(model, paths, data, recalibrate=True):
+def _scored(model, paths, data, recalibrate=True, refit=None):
+    """Scores, losses and CPU seconds; with `refit` (a `StudyConfig`), each
+    path's head re-fitted first."""
     start = time.process_time()
-    result = score_paths(model, paths, data.val, data.bn() if recalibrate else None)
+    refit_data = None
+    if refit is not None:
+        # The same batches for every path, and for every seed.
+        refit_data = list(data.batches(0, refit.refit_batches))
+    result = score_paths(
+        model,
+        paths,
+        data.val,
+        data.bn() if recalibrate else None,
+        refit_data=refit_data,
+        refit=None
+        if refit is None
+        else {"batches": refit.refit_batches, "learning_rate": refit.learning_rate},
+    )
     return (
         [result[p]["accuracy"] for p in paths],
         [result[p]["loss"] for p in paths],
@@ -949,14 +980,28 @@ def _set_candidate_probabilities(model, allowed):
 
 def _uniform_unit(folder, config, data, selection, seed, methods, verbose):
     """Uniform supernet of one seed and what is made of it: `uniform`,
-    `no_recalibration`, `angle` (at `supernet_epochs`), `longer` (the same
+    `no_recalibration`, `angle`, `refit_head` (at `supernet_epochs`), `longer` (the same
     run continued to `longer_epochs`), `few_shot` (from the state at
     `supernet_epochs`)."""
     settings = _supernet_settings(config, "uniform", selection)
+    # The re-fit's scores also depend on its batches (kept apart, so that
+    # the other methods' scores stay valid whatever `refit_batches` is).
+    refit_settings = dict(settings, refit_batches=config.refit_batches)
     need = [
         m
-        for m in ("no_recalibration", "angle", "uniform", "longer", "few_shot")
-        if m in methods and _existing_scores(folder, m, seed, settings) is None
+        for m in (
+            "no_recalibration",
+            "angle",
+            "uniform",
+            "refit_head",
+            "longer",
+            "few_shot",
+        )
+        if m in methods
+        and _existing_scores(
+            folder, m, seed, refit_settings if m == "refit_head" else settings
+        )
+        is None
     ]
     if not need:
         return
@@ -966,7 +1011,7 @@ def _uniform_unit(folder, config, data, selection, seed, methods, verbose):
     run_dir = folder.supernet_dir("uniform", seed)
     name = f"uniform seed={seed}"
     info = {"settings": settings, "seed": seed}
-    if set(need) & {"no_recalibration", "angle", "uniform", "few_shot"}:
+    if set(need) & {"no_recalibration", "angle", "uniform", "refit_head", "few_shot"}:
         progress = _train_run(
             model,
             run_dir,
@@ -1016,6 +1061,21 @@ def _uniform_unit(folder, config, data, selection, seed, methods, verbose):
                 folder.scores_path("uniform", seed),
                 _score_record(
                     "uniform", seed, settings, paths, scores, losses, phases, cpu
+                ),
+            )
+        if "refit_head" in need:
+            scores, losses, cpu = _scored(model, paths, data, refit=config)
+            runs.write_json(
+                folder.scores_path("refit_head", seed),
+                _score_record(
+                    "refit_head",
+                    seed,
+                    refit_settings,
+                    paths,
+                    scores,
+                    losses,
+                    phases,
+                    cpu,
                 ),
             )
         _say(
@@ -1847,6 +1907,7 @@ _COLOURS = {
     "few_shot": "#d62728",
     "warmup": "#9467bd",
     "angle": "#8c564b",
+    "refit_head": "#e377c2",
 }
 
 
@@ -1988,6 +2049,7 @@ def _command_lines(config, output="runs/rank"):
         "longer_epochs",
         "few_shot_epochs",
         "warmup_epochs",
+        "refit_batches",
         "standalone_schedule",
     ):
         if getattr(config, key) != getattr(defaults, key):
@@ -2261,6 +2323,7 @@ def format_report(
                 .replace("`longer_epochs`", str(config.longer_epochs))
                 .replace("`supernet_epochs`", str(config.supernet_epochs))
                 .replace("`warmup_epochs`", str(config.warmup_epochs))
+                .replace("`refit_batches`", str(config.refit_batches))
             )
             if method == "few_shot":
                 choice = selection["split_choice"]

@@ -178,6 +178,12 @@ class PathScorer:
     cached by path index: a path asked twice is scored once. Nothing here
     lists the paths of the space, so any size of space works.
 
+    With `refit_head_batches`, the path's head (the layers after its last
+    choice, `Supernet.head_layers`) is also trained alone for a few batches
+    before it is scored, then put back: the shared head was trained on the
+    features of every sampled path, and misjudges a path whose features
+    differ from most (docs/results/search.md measures it).
+
     Scoring changes the supernet's active path and, with BatchNorm, the
     statistics of the layers on the scored path.
 
@@ -202,6 +208,15 @@ class PathScorer:
             `(x, y)`, such as `training.Data(...).bn()`, the batches a run
             recalibrated its paths on): used, every batch, instead of
             drawing from `x_train`.
+        refit_head_batches: Non-negative int: before a path is scored,
+            its head (`Supernet.head_layers`) is trained alone for this many
+            batches of `refit_data` (`Supernet.refit_head`), then put back
+            as it was after scoring. 0 (the default): score with the shared
+            head.
+        refit_data: An iterable of `(x, y)` training batches, needed with
+            `refit_head_batches > 0`; its first `refit_head_batches` batches
+            are kept and used for every path.
+        refit_learning_rate: Positive float, Adam's rate for the re-fit.
 
     Raises:
         ValueError: for arrays of the wrong shape, or an invalid argument.
@@ -227,8 +242,51 @@ class PathScorer:
         seed=0,
         from_logits=True,
         recalibration_data=None,
+        refit_head_batches=0,
+        refit_data=None,
+        refit_learning_rate=1e-3,
     ):
         self.supernet = supernet
+        self.refit_head_batches = validation.non_negative_int(
+            "refit_head_batches", refit_head_batches
+        )
+        self.refit_learning_rate = validation.finite_float(
+            "refit_learning_rate", refit_learning_rate, low=0.0, low_open=True
+        )
+        self._refit_batches = None
+        if self.refit_head_batches:
+            if refit_data is None:
+                raise ValueError(
+                    "Invalid value for argument `refit_data`. Re-fitting the "
+                    "head per path (refit_head_batches="
+                    f"{self.refit_head_batches}) trains on `(x, y)` training "
+                    "batches: pass them. Received refit_data=None."
+                )
+            if not supernet.head_variables:
+                raise ValueError(
+                    "Invalid value for argument `refit_head_batches`: the "
+                    "supernet has no trainable layer after its last choice, "
+                    "so there is no head to re-fit. Received "
+                    f"refit_head_batches={self.refit_head_batches}."
+                )
+            # Kept, so that every path is re-fitted on the same batches.
+            self._refit_batches = []
+            for batch in refit_data:
+                if len(self._refit_batches) >= self.refit_head_batches:
+                    break
+                if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                    raise ValueError(
+                        "Invalid value for argument `refit_data`. Expected "
+                        "`(x, y)` batches of training images and labels. "
+                        f"Received a batch of type {type(batch).__name__}."
+                    )
+                self._refit_batches.append((np.asarray(batch[0]), np.asarray(batch[1])))
+            if not self._refit_batches:
+                raise ValueError(
+                    "Invalid value for argument `refit_data`. Expected at "
+                    "least one batch to re-fit the head on. Received an "
+                    "empty dataset."
+                )
         self.num_examples = validation.positive_int(
             "num_examples", num_examples, allow_none=True
         )
@@ -343,6 +401,17 @@ class PathScorer:
             )
         else:
             self.supernet.set_path(index)
+        if self._refit_batches is None:
+            return self._evaluate()
+        with self.supernet.head_refitted(
+            self._refit_batches,
+            batches=len(self._refit_batches),
+            learning_rate=self.refit_learning_rate,
+            from_logits=self.from_logits,
+        ):
+            return self._evaluate()
+
+    def _evaluate(self):
         correct = 0
         loss = 0.0
         for start in range(0, len(self.x_val), self.batch_size):
@@ -516,6 +585,13 @@ def format_markdown(result):
                 f"{s['recalibration_batches']} x {s['recalibration_batch_size']}"
                 " training images"
                 if s.get("recalibrated")
+                else ""
+            )
+            + (
+                f", the head re-fitted per path ({s['refit_head_batches']} "
+                f"training batch{'es' if s['refit_head_batches'] != 1 else ''}, "
+                f"Adam at {s['refit_learning_rate']:g})"
+                if s.get("refit_head_batches")
                 else ""
             )
             + ".",
@@ -1249,6 +1325,9 @@ def run_search(
     recalibration_batches=16,
     recalibration_batch_size=128,
     recalibration_data=None,
+    refit_head_batches=0,
+    refit_data=None,
+    refit_learning_rate=1e-3,
     population_size=None,
     tournament_size=None,
     mutation_prob=None,
@@ -1304,6 +1383,11 @@ def run_search(
         recalibration_batch_size: Positive int.
         recalibration_data: Optional training batches to recalibrate on
             instead of a draw from `x_train` (see `PathScorer`).
+        refit_head_batches: Non-negative int: re-fit the head for this many
+            batches of `refit_data` before each path is scored (see
+            `PathScorer`); 0 (default): score with the shared head.
+        refit_data: `(x, y)` training batches of the re-fit.
+        refit_learning_rate: Positive float, Adam's rate of the re-fit.
         population_size: Evolution: individuals per generation. Default:
             `budget // 8`, between 8 and 50. Regularized evolution: the
             paths kept (the last scored). Default: `budget // 4`, between 4
@@ -1463,6 +1547,9 @@ def run_search(
             recalibration_batches=recalibration_batches,
             recalibration_batch_size=recalibration_batch_size,
             recalibration_data=recalibration_data,
+            refit_head_batches=refit_head_batches,
+            refit_data=refit_data,
+            refit_learning_rate=refit_learning_rate,
         )
         scorer_settings = {
             "scorer": "PathScorer",
@@ -1480,6 +1567,13 @@ def run_search(
                 else "drawn"
             ),
         }
+        if scorer.refit_head_batches:
+            # Only when on: searches written before the re-fit existed keep
+            # their settings, and resume.
+            scorer_settings.update(
+                refit_head_batches=len(scorer._refit_batches),
+                refit_learning_rate=scorer.refit_learning_rate,
+            )
     else:
         scorer_settings = {"scorer": "custom"}
 
@@ -1734,7 +1828,10 @@ def search_run(
     scored on the run's validation split (or its first `num_examples`);
     a supernet with BatchNorm is recalibrated per path on the training
     batches the run recalibrated its evaluations on
-    (`training.run_data(config).bn()`).
+    (`training.run_data(config).bn()`). With `refit_head_batches`, each
+    path's head is re-fitted on the first batches of the run's training
+    data (in the order of seed 0, epoch after epoch) at the run's learning
+    rate.
 
     Args:
         run_dir: A run folder written by `bin/train`.
@@ -1785,6 +1882,14 @@ def search_run(
                 loaded.supernet, threads=kwargs.get("latency_threads", 1)
             ).save(latency_table)
     data = training.run_data(loaded.config, data_dir)
+    refit = validation.non_negative_int(
+        "refit_head_batches", kwargs.get("refit_head_batches", 0)
+    )
+    if refit:
+        # The first batches of the run's data order of seed 0, the same
+        # whatever the search seed, at the run's learning rate.
+        kwargs.setdefault("refit_data", data.batches(0, refit))
+        kwargs.setdefault("refit_learning_rate", loaded.config.learning_rate)
     x_val = np.concatenate([x for x, _ in data.val.as_numpy_iterator()])
     y_val = np.concatenate([y for _, y in data.val.as_numpy_iterator()])
     if output_dir is None:

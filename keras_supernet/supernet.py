@@ -28,6 +28,7 @@ rule:
 behind the limit).
 """
 
+import contextlib
 import weakref
 
 import keras
@@ -53,6 +54,10 @@ PER_PATH_LIMIT = 256
 # Per supernet, the traced forward of `recalibrate_batchnorm`. Kept out of
 # the model's attributes, which a SavedModel export would try to save.
 _RECALIBRATION_FORWARD = weakref.WeakKeyDictionary()
+# Per supernet, `refit_head`'s optimizer, its initial state and its traced
+# steps (one per loss), kept out of the model's attributes for the same
+# reason.
+_HEAD_REFIT = weakref.WeakKeyDictionary()
 
 # Arguments of the report's preset (`Supernet(kernel_sizes=...)`).
 _PRESET_DEFAULTS = {
@@ -1016,6 +1021,194 @@ class Supernet(keras.Model):
             layer.moving_mean.assign((mean / used).astype("float32"))
             layer.moving_variance.assign((variance / used).astype("float32"))
         return used
+
+    # === Head re-fitting ===
+
+    @property
+    def head_layers(self):
+        """The layers after every choice, in graph order.
+
+        A layer is in the head when a `Choice` lies before it in the graph
+        and none after it: the preset's dense layers, or the pooling and
+        classifier of a graph of your own (a residual addition after the
+        last choice included; a stem before the first choice not). Every
+        path runs them, on features that differ from path to path.
+        """
+        operations = list(self.operations)
+        members = {id(op) for op in operations}
+
+        def bears_choice(op):
+            return isinstance(op, Choice) or (
+                isinstance(op, keras.layers.Layer)
+                and any(
+                    isinstance(layer, Choice)
+                    for layer in op._flatten_layers(include_self=False)
+                )
+            )
+
+        parents = {
+            id(op): [
+                parent.operation
+                for node in op._inbound_nodes
+                for parent in node.parent_nodes
+                if id(parent.operation) in members
+            ]
+            for op in operations
+        }
+        # Before a choice: the choices' ancestors.
+        before = set()
+        stack = [op for op in operations if bears_choice(op)]
+        while stack:
+            for parent in parents[id(stack.pop())]:
+                if id(parent) not in before:
+                    before.add(id(parent))
+                    stack.append(parent)
+        # After a choice: operations with a choice among their ancestors.
+        after = {}
+
+        def is_after(op):
+            if id(op) not in after:
+                after[id(op)] = any(
+                    bears_choice(parent) or is_after(parent)
+                    for parent in parents[id(op)]
+                )
+            return after[id(op)]
+
+        return [
+            op
+            for op in operations
+            if isinstance(op, keras.layers.Layer)
+            and not bears_choice(op)
+            and id(op) not in before
+            and is_after(op)
+        ]
+
+    @property
+    def head_variables(self):
+        """The trainable variables of `head_layers`."""
+        return [v for layer in self.head_layers for v in layer.trainable_variables]
+
+    def _head_refit(self, from_logits):
+        state = _HEAD_REFIT.get(self)
+        if state is None:
+            variables = self.head_variables
+            if not variables:
+                raise ValueError(
+                    "This supernet has no trainable layer after its last "
+                    "choice (`head_layers`): there is no head to re-fit."
+                )
+            optimizer = keras.optimizers.Adam()
+            optimizer.build(variables)
+            initial = [np.array(ops.convert_to_numpy(v)) for v in optimizer.variables]
+            state = {"optimizer": optimizer, "initial": initial, "steps": {}}
+            _HEAD_REFIT[self] = state
+        if from_logits not in state["steps"]:
+            model, optimizer = weakref.ref(self), state["optimizer"]
+            variables = self.head_variables
+
+            def step(x, y):
+                # The body in inference mode: BatchNorm keeps the path's
+                # (recalibrated) statistics, nothing but the head moves.
+                with tf.GradientTape() as tape:
+                    outputs = model()(x, training=False)
+                    loss = ops.mean(
+                        keras.losses.sparse_categorical_crossentropy(
+                            y, outputs, from_logits=from_logits
+                        )
+                    )
+                gradients = tape.gradient(loss, variables)
+                optimizer.apply(gradients, variables)
+
+            # One trace for every path: the path lives in the choices'
+            # index variables.
+            state["steps"][from_logits] = tf.function(step, reduce_retracing=True)
+        return state
+
+    def refit_head(
+        self, data, path=None, batches=200, learning_rate=1e-3, from_logits=True
+    ):
+        """Trains the head (`head_layers`) alone for a path, from its
+        current weights.
+
+        The shared head was trained on features of every sampled path at
+        once; a path scored with it is judged partly by how close its
+        features are to the mix the head saw. A path whose features differ
+        from most (a shallow path, when most paths have more blocks) then
+        scores below what it reaches alone. Re-fitting the head for the path
+        removes that part of the error, at the cost of a short training per
+        path, as BatchNorm recalibration does for the statistics. The rest
+        of the supernet runs in inference mode and does not change; the
+        head's weights do: keep a copy (`head_variables`) to put back. Adam
+        starts afresh at every call, so a path's head does not depend on
+        the paths re-fitted before it.
+
+        Args:
+            data: An iterable of `(x, y)` batches of training data, `y`
+                integer class labels.
+            path: The path (any spelling); None for the active path. It is
+                active afterwards.
+            batches: Positive int, the batches trained on (the first of
+                `data`).
+            learning_rate: Positive float, Adam's rate.
+            from_logits: Whether the supernet outputs logits (else
+                probabilities).
+
+        Returns:
+            The number of batches trained on.
+
+        Raises:
+            ValueError: if `data` is empty, an argument is invalid, or the
+                supernet has no trainable layer after its last choice.
+        """
+        batches = validation.positive_int("batches", batches)
+        learning_rate = validation.finite_float(
+            "learning_rate", learning_rate, low=0.0, low_open=True
+        )
+        if path is not None:
+            self.set_path(path)
+        state = self._head_refit(bool(from_logits))
+        optimizer = state["optimizer"]
+        for variable, value in zip(optimizer.variables, state["initial"]):
+            variable.assign(value)
+        optimizer.learning_rate = learning_rate
+        step = state["steps"][bool(from_logits)]
+        used = 0
+        for batch in data:
+            if used >= batches:
+                break
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise ValueError(
+                    "Invalid value for argument `data`. Expected `(x, y)` "
+                    "batches of training images and labels. Received a batch "
+                    f"of type {type(batch).__name__}."
+                )
+            step(tf.cast(batch[0], "float32"), tf.cast(batch[1], "int64"))
+            used += 1
+        if not used:
+            raise ValueError(
+                "Invalid value for argument `data`. Expected at least one "
+                "batch to re-fit the head on. Received an empty dataset."
+            )
+        return used
+
+    @contextlib.contextmanager
+    def head_refitted(self, data, path=None, **kwargs):
+        """`refit_head` for the body of a `with` statement, the head's
+        weights put back as they were on leaving it (scores taken inside
+        then depend on no other path's re-fit).
+
+        Args:
+            data, path: As `refit_head`.
+            **kwargs: `batches`, `learning_rate`, `from_logits` of
+                `refit_head`.
+        """
+        shared = [np.array(ops.convert_to_numpy(v)) for v in self.head_variables]
+        try:
+            self.refit_head(data, path, **kwargs)
+            yield self
+        finally:
+            for variable, value in zip(self.head_variables, shared):
+                variable.assign(value)
 
     # === Serialization ===
 

@@ -18,6 +18,7 @@ the same code:
   trained jointly and has BatchNorm, then evaluated.
 """
 
+import contextlib
 import math
 import time
 
@@ -119,6 +120,21 @@ class Data:
             seed=data_lib.epoch_seed(seed, epoch),
         )
 
+    def batches(self, seed, count):
+        """The first `count` training batches (`(x, y)` arrays) of the data
+        order of `seed`, epoch after epoch: the batches a training of that
+        seed sees first."""
+        left = validation.positive_int("count", count)
+        epoch = 0
+        while left:
+            before = left
+            for batch in self.train(seed, epoch).take(left).as_numpy_iterator():
+                left -= 1
+                yield batch
+            if left == before:  # no training data at all
+                return
+            epoch += 1
+
     def bn(self):
         """The recalibration batches: the same for every path and epoch."""
         if self._bn is None:
@@ -218,7 +234,9 @@ def needs_recalibration(model, joint):
     return joint and model.has_batchnorm
 
 
-def evaluate_paths(model, paths, datasets, bn_data=None, strategy=None):
+def evaluate_paths(
+    model, paths, datasets, bn_data=None, strategy=None, refit_data=None, refit=None
+):
     """Evaluates each path on each dataset.
 
     Args:
@@ -227,6 +245,11 @@ def evaluate_paths(model, paths, datasets, bn_data=None, strategy=None):
         datasets: `{name: dataset}`, e.g. `{"val": ..., "test": ...}`.
         bn_data: recalibration batches, or None not to recalibrate.
         strategy: a `tf.distribute.Strategy`, or None.
+        refit_data: `(x, y)` training batches to re-fit each path's head
+            on after recalibration (`Supernet.head_refitted`; the shared
+            head is put back after each path), or None to evaluate with the
+            shared head.
+        refit: dict of `Supernet.refit_head`'s `batches`, `learning_rate`.
 
     Returns:
         `{path: {"<name>_loss": ..., "<name>_accuracy": ...}}`; the active
@@ -237,10 +260,15 @@ def evaluate_paths(model, paths, datasets, bn_data=None, strategy=None):
         model.set_path(path)
         if bn_data is not None:
             model.recalibrate_batchnorm(bn_data, batches=10**9)
-        row = {}
-        for name, dataset in datasets.items():
-            loss, accuracy = distribute.evaluate(model, dataset, strategy)
-            row[f"{name}_loss"], row[f"{name}_accuracy"] = loss, accuracy
+        with (
+            model.head_refitted(refit_data, **(refit or {}))
+            if refit_data is not None
+            else contextlib.nullcontext()
+        ):
+            row = {}
+            for name, dataset in datasets.items():
+                loss, accuracy = distribute.evaluate(model, dataset, strategy)
+                row[f"{name}_loss"], row[f"{name}_accuracy"] = loss, accuracy
         rows[path] = row
     return rows
 

@@ -134,6 +134,43 @@ def test_search_scores_every_path_as_the_library_does(run_dir, exhaustive):
 
 
 @pytest.mark.slow
+def test_search_refits_each_paths_head_on_the_runs_training_batches(run_dir, tmp_path):
+    result = _run(
+        "search",
+        f"--run_dir={run_dir}",
+        "--strategy=random",
+        "--budget=3",
+        "--refit_head_batches=2",
+        "--num_examples=100",
+        f"--output_dir={tmp_path / 'search'}",
+        "--verbose=0",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "search" / "search.json") as f:
+        found = json.load(f)
+    loaded = runs.RunFolder(run_dir).load("joint", 0, None, 1)
+    assert found["settings"]["refit_head_batches"] == 2
+    assert found["settings"]["refit_learning_rate"] == loaded.config.learning_rate
+    # By hand: the first 2 batches of the run's data order of seed 0, at
+    # the run's learning rate, after BatchNorm recalibration.
+    data = training.run_data(loaded.config)
+    scorer = search.PathScorer(
+        loaded.supernet,
+        np.concatenate([x for x, _ in data.val.as_numpy_iterator()]),
+        np.concatenate([y for _, y in data.val.as_numpy_iterator()]),
+        num_examples=100,
+        recalibration_data=data.bn(),
+        refit_head_batches=2,
+        refit_data=data.batches(0, 2),
+        refit_learning_rate=loaded.config.learning_rate,
+    )
+    for record in found["evaluated"]:
+        expected = scorer(record["path"])
+        assert record["val_accuracy"] == expected["val_accuracy"]
+        assert record["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-5)
+
+
+@pytest.mark.slow
 def test_search_honours_a_flops_budget(run_dir, exhaustive, tmp_path):
     flops = sorted(r["flops"] for r in exhaustive[2]["evaluated"])
     limit = flops[len(flops) // 2]
@@ -249,6 +286,10 @@ def _bad_inputs(run_dir, tmp_path):
             ["--strategy=random", "--budget=3", "--max_proposals=0"],
             r"argument `max_proposals`",
         ),
+        "refit_head_batches_negative": (
+            ["--strategy=random", "--budget=3", "--refit_head_batches=-1"],
+            r"argument `refit_head_batches`",
+        ),
     }
 
 
@@ -266,6 +307,7 @@ def _bad_inputs(run_dir, tmp_path):
         "standalone",
         "tournament_above_population",
         "max_proposals_0",
+        "refit_head_batches_negative",
     ],
 )
 def test_search_bad_input_is_one_line(run_dir, tmp_path, case):

@@ -677,3 +677,19 @@ def test_readme_reliability_table_names_existing_tests():
         module = file or module
         source = open(os.path.join(root, "tests", f"{module}.py")).read()
         assert f"def {test}(" in source, (module, test)
+
+
+def test_training_batches_run_on_into_the_next_epochs():
+    rng = np.random.default_rng(0)
+    split = (rng.normal(size=(10, 4, 4, 1)).astype("float32"), np.arange(10))
+    data = training.Data((split, split, split), batch_size=4)
+    expected = list(data.train(3, 0).as_numpy_iterator())  # 4, 4 and 2 examples
+    expected += list(data.train(3, 1).as_numpy_iterator())[:2]
+    got = list(data.batches(3, 5))
+    assert [len(y) for _, y in got] == [4, 4, 2, 4, 4]
+    for (x, y), (x_expected, y_expected) in zip(got, expected):
+        np.testing.assert_array_equal(x, x_expected)
+        np.testing.assert_array_equal(y, y_expected)
+    assert [len(y) for _, y in data.batches(3, 2)] == [4, 4]
+    with pytest.raises(ValueError, match="`count`"):
+        next(data.batches(3, 0))

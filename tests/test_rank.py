@@ -53,6 +53,7 @@ TINY = dict(
     longer_epochs=3,
     few_shot_epochs=1,
     warmup_epochs=1,
+    refit_batches=6,  # an epoch is 4 batches: the re-fit runs into the next
     verbose=0,
 )
 
@@ -278,6 +279,47 @@ def test_study_reports_every_method_and_the_ground_truth(study):
 
 
 @pytest.mark.slow
+def test_refit_head_scores_each_path_with_a_head_fitted_to_it(study):
+    folder = rank.StudyFolder(study)
+    config = folder.read_config()
+    paths = folder.read_architectures()["paths"]
+    splits = rank.data_lib.load_splits(
+        config.dataset,
+        config.data_dir,
+        config.val_size,
+        config.train_size,
+        config.split_seed,
+    )
+    data = training.Data(splits, config.batch_size, bn_batches=config.bn_batches)
+    model = rank._build(config, "uniform", 0)
+    rank.load_state(
+        model,
+        os.path.join(
+            folder.supernet_dir("uniform", 0), f"epoch_{config.supernet_epochs:03d}.npz"
+        ),
+    )
+    # By hand: BatchNorm recalibrated, then the head trained alone on the
+    # first 6 batches of the data order of seed 0 (4 of epoch 0, 2 of epoch
+    # 1), at the standalone rate.
+    batches = list(data.train(0, 0).as_numpy_iterator())
+    batches += list(data.train(0, 1).as_numpy_iterator())[:2]
+    expected = []
+    for path in paths:
+        model.recalibrate_batchnorm(data.bn(), path=path, batches=10**9)
+        with model.head_refitted(
+            batches, batches=6, learning_rate=config.learning_rate
+        ):
+            expected.append(model.evaluate(data.val, verbose=0, return_dict=True))
+    with open(folder.scores_path("refit_head", 0)) as f:
+        record = json.load(f)
+    assert record["settings"]["refit_batches"] == 6
+    assert record["scores"] == pytest.approx(
+        [e["accuracy"] for e in expected], abs=1e-6
+    )
+    assert record["scores"] != _scores(study)[("uniform", 0)]
+
+
+@pytest.mark.slow
 def test_interrupted_study_resumes_to_identical_numbers(study, tmp_path, monkeypatch):
     folder = str(tmp_path / "interrupted")
     real = training.train_epoch
@@ -479,6 +521,7 @@ TINY_FLAGS = [  # TINY's settings
     "--longer_epochs=3",
     "--few_shot_epochs=1",
     "--warmup_epochs=1",
+    "--refit_batches=6",
     "--verbose=1",
 ]
 
@@ -508,6 +551,7 @@ TINY_FLAGS = [  # TINY's settings
             "error: Invalid value for argument `architectures`. Expected at most pool_size=256.",
         ),
         (["--learning_rate=nan"], "error: Invalid value for argument `learning_rate`."),
+        (["--refit_batches=0"], "error: Invalid value for argument `refit_batches`."),
         (
             ["--space=nowhere.json"],
             "error: Invalid search space nowhere.json: cannot read the file",

@@ -148,6 +148,94 @@ def test_path_scorer_arguments(supernet, arrays):
     assert len(scorer.x_val) == 10 and not scorer.recalibrate
 
 
+def test_a_refitted_score_is_its_own_whatever_was_scored_before(supernet, arrays):
+    x_val, y_val, x_train = arrays
+    _, y_train = learnable_batch(32, shape=(8, 8, 1), seed=2)
+    refit = [(x_train[:16], y_train[:16]), (x_train[16:], y_train[16:])]
+
+    def scorer(**kwargs):
+        return PathScorer(
+            supernet,
+            x_val,
+            y_val,
+            x_train,
+            recalibration_batches=2,
+            recalibration_batch_size=16,
+            **kwargs,
+        )
+
+    head = [v.numpy().copy() for v in supernet.head_variables]
+    first = scorer(refit_head_batches=2, refit_data=refit, refit_learning_rate=0.05)
+    score = first(5)
+    # The shared head is back after each path.
+    assert all(
+        np.array_equal(a, v.numpy()) for a, v in zip(head, supernet.head_variables)
+    )
+    fresh = scorer(
+        refit_head_batches=2, refit_data=iter(refit), refit_learning_rate=0.05
+    )
+    fresh(20)
+    assert fresh(5) == score
+    # Re-fitting changes the score; with 0 batches the shared head scores.
+    assert scorer()(5) != score
+    assert scorer(refit_head_batches=0, refit_data=refit)(5) == scorer()(5)
+
+
+def test_a_refit_without_training_batches_is_refused(supernet, arrays):
+    x_val, y_val, x_train = arrays
+    with pytest.raises(ValueError, match="`refit_data`.*Received refit_data=None"):
+        PathScorer(supernet, x_val, y_val, x_train, refit_head_batches=2)
+    with pytest.raises(ValueError, match="`refit_data`.*empty dataset"):
+        PathScorer(supernet, x_val, y_val, x_train, refit_head_batches=2, refit_data=[])
+    with pytest.raises(ValueError, match=r"`refit_data`.*\(x, y\)"):
+        PathScorer(
+            supernet, x_val, y_val, x_train, refit_head_batches=2, refit_data=[x_train]
+        )
+    with pytest.raises(ValueError, match="`refit_head_batches`"):
+        PathScorer(supernet, x_val, y_val, x_train, refit_head_batches=-1)
+    with pytest.raises(ValueError, match="`refit_learning_rate`"):
+        PathScorer(supernet, x_val, y_val, x_train, refit_learning_rate=float("nan"))
+
+
+def test_a_search_with_a_refitted_head_says_so(supernet, arrays, tmp_path):
+    x_val, y_val, x_train = arrays
+    _, y_train = learnable_batch(32, shape=(8, 8, 1), seed=2)
+    result = run_search(
+        supernet,
+        x_val,
+        y_val,
+        x_train,
+        output_dir=tmp_path,
+        strategy="random",
+        budget=3,
+        recalibration_batches=1,
+        recalibration_batch_size=32,
+        refit_head_batches=1,
+        refit_data=[(x_train, y_train)],
+        refit_learning_rate=0.05,
+        verbose=0,
+    )
+    settings = result["settings"]
+    assert settings["refit_head_batches"] == 1
+    assert settings["refit_learning_rate"] == 0.05
+    markdown = (tmp_path / "search.md").read_text()
+    assert "the head re-fitted per path (1 training batch, Adam at 0.05)" in markdown
+    # Scored as a PathScorer re-fitting the same way scores them.
+    by_hand = PathScorer(
+        supernet,
+        x_val,
+        y_val,
+        x_train,
+        recalibration_batches=1,
+        recalibration_batch_size=32,
+        refit_head_batches=1,
+        refit_data=[(x_train, y_train)],
+        refit_learning_rate=0.05,
+    )
+    for record in result["evaluated"]:
+        assert by_hand(record["path"])["val_accuracy"] == record["val_accuracy"]
+
+
 # === Search ===
 
 

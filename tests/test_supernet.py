@@ -367,6 +367,111 @@ def test_recalibration_without_batchnorm_or_data():
         bn_model.recalibrate_batchnorm([np.zeros((2, 8, 8, 1))], batches=0)
 
 
+# === Head re-fitting ===
+
+
+def _residual_supernet():
+    """A stem, two choices with residual additions around them from the
+    stem, then pooling and a classifier."""
+    inputs = keras.Input((8, 8, 1))
+    stem = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
+    x = Choice(
+        [keras.layers.Conv2D(4, 3, padding="same"), keras.layers.Identity()],
+        labels=["conv3x3", "skip"],
+        name="c0",
+    )(stem)
+    x = keras.layers.Add(name="add_0")([stem, x])
+    x = Choice(
+        [keras.layers.Conv2D(4, 1), keras.layers.Identity()],
+        labels=["conv1x1", "skip"],
+        name="c1",
+    )(x)
+    x = keras.layers.Add(name="add_1")([stem, x])
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(10, name="logits")(x)
+    return Supernet(inputs=inputs, outputs=outputs, seed=0)
+
+
+def test_the_head_is_every_layer_after_the_last_choice():
+    assert [layer.name for layer in Supernet(**SMALL).head_layers] == [
+        "flatten",
+        "hidden",
+        "logits",
+    ]
+    assert [layer.name for layer in _functional().head_layers] == ["pool", "logits"]
+    # The stem feeds the head past the choices, but it also feeds them: it
+    # is not part of the head; the last addition is.
+    model = _residual_supernet()
+    assert [layer.name for layer in model.head_layers] == ["add_1", "pool", "logits"]
+    assert [v.path for v in model.head_variables] == [
+        v.path for v in model.get_layer("logits").trainable_variables
+    ]
+
+
+def test_a_head_refit_trains_the_head_alone_and_is_put_back():
+    model = _functional(num_choices=2, seed=0)
+    x, y = learnable_batch(16, shape=(8, 8, 1))
+    data = [(x[:8], y[:8]), (x[8:], y[8:])]
+    head = {v.path for v in model.head_variables}
+
+    def weights():
+        # Every variable but the choices' indices, which hold the path.
+        return {
+            v.path: v.numpy().copy()
+            for v in model.variables
+            if not v.path.endswith("active_index")
+        }
+
+    before = weights()
+    model.set_path(0)
+    shared_logits = model(x, training=False).numpy()
+    with model.head_refitted(data, path=5, batches=2, learning_rate=0.01):
+        assert model.active_path == 5
+        refitted = weights()
+        logits = model(x, training=False).numpy()
+    for name, value in before.items():
+        # Inside: the head moved, nothing else did (not even BatchNorm
+        # statistics: the body runs in inference mode).
+        assert np.array_equal(refitted[name], value) != (name in head)
+    # Outside: every weight as before.
+    after = weights()
+    assert all(np.array_equal(after[k], v) for k, v in before.items())
+    # Adam starts afresh: a second re-fit after another path's is the same.
+    model.refit_head(data, path=1, batches=2, learning_rate=0.01)
+    for v in model.head_variables:
+        v.assign(before[v.path])
+    with model.head_refitted(data, path=5, batches=2, learning_rate=0.01):
+        np.testing.assert_array_equal(model(x, training=False).numpy(), logits)
+    assert not np.allclose(logits, shared_logits)
+    # Only the first `batches` batches are used.
+    assert model.refit_head(data * 3, batches=4, learning_rate=0.01) == 4
+    assert model.refit_head(data, batches=4, learning_rate=0.01) == 2
+
+
+def test_a_head_refit_refuses_bad_input():
+    model = _functional(num_choices=1)
+    x, y = learnable_batch(4, shape=(8, 8, 1))
+    with pytest.raises(ValueError, match="empty dataset"):
+        model.refit_head([])
+    with pytest.raises(ValueError, match=r"`data`.*\(x, y\)"):
+        model.refit_head([x])
+    with pytest.raises(ValueError, match="`batches`"):
+        model.refit_head([(x, y)], batches=0)
+    with pytest.raises(ValueError, match="`learning_rate`"):
+        model.refit_head([(x, y)], learning_rate=0.0)
+    # A graph that ends on its choice has no head.
+    inputs = keras.Input((8, 8, 1))
+    flat = keras.layers.Flatten()(inputs)
+    outputs = Choice(
+        [keras.layers.Dense(10), keras.layers.Dense(10, use_bias=False)],
+        labels=["dense", "dense_nobias"],
+    )(flat)
+    headless = Supernet(inputs=inputs, outputs=outputs, seed=0)
+    assert headless.head_layers == []
+    with pytest.raises(ValueError, match="no trainable layer after its last choice"):
+        headless.refit_head([(x, y)])
+
+
 # === Mixed precision ===
 
 
