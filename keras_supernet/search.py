@@ -274,13 +274,8 @@ class PathScorer:
             for batch in refit_data:
                 if len(self._refit_batches) >= self.refit_head_batches:
                     break
-                if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                    raise ValueError(
-                        "Invalid value for argument `refit_data`. Expected "
-                        "`(x, y)` batches of training images and labels. "
-                        f"Received a batch of type {type(batch).__name__}."
-                    )
-                self._refit_batches.append((np.asarray(batch[0]), np.asarray(batch[1])))
+                x, y = validation.labelled_batch("refit_data", batch)
+                self._refit_batches.append((np.asarray(x), np.asarray(y)))
             if not self._refit_batches:
                 raise ValueError(
                     "Invalid value for argument `refit_data`. Expected at "

@@ -1176,13 +1176,8 @@ class Supernet(keras.Model):
         for batch in data:
             if used >= batches:
                 break
-            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                raise ValueError(
-                    "Invalid value for argument `data`. Expected `(x, y)` "
-                    "batches of training images and labels. Received a batch "
-                    f"of type {type(batch).__name__}."
-                )
-            step(tf.cast(batch[0], "float32"), tf.cast(batch[1], "int64"))
+            x, y = validation.labelled_batch("data", batch)
+            step(tf.cast(x, "float32"), tf.cast(y, "int64"))
             used += 1
         if not used:
             raise ValueError(

@@ -182,3 +182,14 @@ def output_dir(name, value):
             f"Received {name}={path!r}, which is a file."
         )
     return path
+
+
+def labelled_batch(name, batch):
+    """`(x, y)` of a batch of training images and labels, or raises."""
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected `(x, y)` batches "
+            "of training images and labels. Received a batch of type "
+            f"{type(batch).__name__}."
+        )
+    return batch[0], batch[1]
