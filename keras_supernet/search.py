@@ -780,8 +780,12 @@ def plot_pareto(result, path):
     if values and min(values) > 0 and max(values) / min(values) > 20:
         ax.set_xscale("log")
     ax.set_xlabel(_COST_TITLES[cost])
-    ax.set_ylabel("validation accuracy (shared weights)")
     s = result["settings"]
+    ax.set_ylabel(
+        "validation accuracy (shared weights"
+        + (", head re-fitted" if s.get("refit_head_batches") else "")
+        + ")"
+    )
     paths = result["num_paths"]
     ax.set_title(
         f"{s['strategy']} search: {result['num_scored']:,} paths scored of "

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import keras
+import matplotlib.axes
 import numpy as np
 import pytest
 
@@ -197,7 +198,7 @@ def test_a_refit_without_training_batches_is_refused(supernet, arrays):
         PathScorer(supernet, x_val, y_val, x_train, refit_learning_rate=float("nan"))
 
 
-def test_a_search_with_a_refitted_head_says_so(supernet, arrays, tmp_path):
+def test_a_search_with_a_refitted_head_says_so(supernet, arrays, tmp_path, monkeypatch):
     x_val, y_val, x_train = arrays
     _, y_train = learnable_batch(32, shape=(8, 8, 1), seed=2)
     result = run_search(
@@ -220,6 +221,13 @@ def test_a_search_with_a_refitted_head_says_so(supernet, arrays, tmp_path):
     assert settings["refit_learning_rate"] == 0.05
     markdown = (tmp_path / "search.md").read_text()
     assert "the head re-fitted per path (1 training batch, Adam at 0.05)" in markdown
+    # pareto.png says its scores are not the shared head's.
+    labels = []
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "set_ylabel", lambda ax, text, **kw: labels.append(text)
+    )
+    search.plot_pareto(result, str(tmp_path / "again.png"))
+    assert labels == ["validation accuracy (shared weights, head re-fitted)"]
     # Scored as a PathScorer re-fitting the same way scores them.
     by_hand = PathScorer(
         supernet,
