@@ -1197,12 +1197,13 @@ class Supernet(keras.Model):
             **kwargs: `batches`, `learning_rate`, `from_logits` of
                 `refit_head`.
         """
-        shared = [np.array(ops.convert_to_numpy(v)) for v in self.head_variables]
+        variables = self.head_variables
+        shared = [np.array(ops.convert_to_numpy(v)) for v in variables]
         try:
             self.refit_head(data, path, **kwargs)
             yield self
         finally:
-            for variable, value in zip(self.head_variables, shared):
+            for variable, value in zip(variables, shared):
                 variable.assign(value)
 
     # === Serialization ===
