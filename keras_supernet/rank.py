@@ -1624,15 +1624,21 @@ def _complete(accuracies):
     return np.flatnonzero(np.all(np.isfinite(stacked), axis=0))
 
 
-def _seed_tau(accuracies, archs):
-    seeds = sorted(accuracies)
+def seed_to_seed_tau(per_seed):
+    """The noise ceiling of single runs: Kendall's tau between two seeds'
+    standalone accuracies (`per_seed`: one row per seed, one column per
+    architecture), averaged over every pair of seeds; None below 2 seeds."""
+    per_seed = np.asarray(per_seed, dtype=np.float64)
     taus = [
-        stats.kendall_tau(accuracies[a][archs], accuracies[b][archs])
-        for i, a in enumerate(seeds)
-        for b in seeds[i + 1 :]
+        stats.kendall_tau(per_seed[a], per_seed[b])
+        for a, b in itertools.combinations(range(len(per_seed)), 2)
     ]
     taus = [t for t in taus if t is not None]
     return float(np.mean(taus)) if taus else None
+
+
+def _seed_tau(accuracies, archs):
+    return seed_to_seed_tau([accuracies[s][archs] for s in sorted(accuracies)])
 
 
 def _seed_variance(per_seed):
@@ -1732,6 +1738,83 @@ def predicted_split_half_tau(reliability, seeds):
     return predicted_seed_tau(math.sqrt(first * second))
 
 
+def _mean_tau(scores, truth, index):
+    values = [stats.kendall_tau(s[index], truth[index]) for s in scores]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def ranking_metrics(
+    scores, truth, baseline=None, resamples=stats.BOOTSTRAP_RESAMPLES, seed=0
+):
+    """How one method's supernets rank the architectures against a ground truth.
+
+    Args:
+        scores: supernet scores, one row per supernet seed, one column per
+            architecture.
+        truth: the architectures' standalone accuracies (the seeds' mean).
+        baseline: another method's scores of the same shape (`uniform`'s), to
+            compare with; None: no comparison.
+        resamples: bootstrap resamples over architectures.
+        seed: the bootstrap's seed: give every method the same one, so that
+            they are compared on the same resamples.
+
+    Returns:
+        A dict: per supernet seed `kendall_tau`, `spearman`, `top5_overlap`,
+        `regret_pp` (the best standalone accuracy minus that of the score's
+        first, in percentage points) and `top_half_kendall_tau` (tau within
+        the architectures at or above the median truth); each one's
+        `<key>_mean` over seeds; `kendall_tau_interval` (95% percentile
+        bootstrap of the mean tau); with a baseline, `kendall_tau_delta` and
+        its interval on the same resamples.
+    """
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    truth = np.asarray(truth, dtype=np.float64)
+    if scores.shape[1] != len(truth):
+        raise StudyError(
+            f"Invalid value for argument `scores`. Expected one score per "
+            f"architecture of `truth` ({len(truth)}). Received {scores.shape[1]}."
+        )
+    top_half = truth >= np.median(truth)
+    entry = {
+        "kendall_tau": [stats.kendall_tau(s, truth) for s in scores],
+        "spearman": [stats.spearman_rho(s, truth) for s in scores],
+        "top5_overlap": [stats.top_k_overlap(s, truth) for s in scores],
+        "regret_pp": [100 * stats.regret(s, truth) for s in scores],
+        "top_half_kendall_tau": [
+            stats.kendall_tau(s[top_half], truth[top_half]) for s in scores
+        ],
+    }
+    for key in list(entry):
+        values = [v for v in entry[key] if v is not None]
+        entry[f"{key}_mean"] = float(np.mean(values)) if values else None
+    entry["kendall_tau_interval"] = stats.bootstrap_interval(
+        lambda index: _mean_tau(scores, truth, index), len(truth), resamples, seed=seed
+    )
+    if baseline is not None:
+        baseline = np.atleast_2d(np.asarray(baseline, dtype=np.float64))
+
+        def delta(index):
+            mine, base = (
+                _mean_tau(scores, truth, index),
+                _mean_tau(baseline, truth, index),
+            )
+            return None if mine is None or base is None else mine - base
+
+        everything = np.arange(len(truth))
+        mine, base = (
+            _mean_tau(scores, truth, everything),
+            _mean_tau(baseline, truth, everything),
+        )
+        entry["kendall_tau_delta"] = (
+            None if mine is None or base is None else mine - base
+        )
+        entry["kendall_tau_delta_interval"] = stats.bootstrap_interval(
+            delta, len(truth), resamples, seed=seed
+        )
+    return entry
+
+
 def _median_cost(phases):
     """CPU seconds of training: per group of phases, the median epoch's CPU
     (robust to the one-off graph trace in a process's first epoch) times
@@ -1817,7 +1900,6 @@ def analyze(merged, resamples=stats.BOOTSTRAP_RESAMPLES):
     result["noise_ceiling_by_epoch"] = by_epoch
     # Supernet methods.
     uniform_draws = None
-    top_half = truth >= np.median(truth)
     rng_seed = 0
     for method in METHODS:
         records = sorted(
@@ -1832,13 +1914,9 @@ def analyze(merged, resamples=stats.BOOTSTRAP_RESAMPLES):
         entry = {
             "description": METHODS[method],
             "seeds": [r["seed"] for r in records],
-            "kendall_tau": [stats.kendall_tau(s, truth) for s in scores],
-            "spearman": [stats.spearman_rho(s, truth) for s in scores],
-            "top5_overlap": [stats.top_k_overlap(s, truth) for s in scores],
-            "regret_pp": [100 * stats.regret(s, truth) for s in scores],
-            "top_half_kendall_tau": [
-                stats.kendall_tau(s[top_half], truth[top_half]) for s in scores
-            ],
+            **ranking_metrics(
+                scores, truth, uniform_draws, resamples=resamples, seed=rng_seed
+            ),
             "cost_cpu_seconds": float(
                 np.mean([_median_cost(r["phases"]) for r in records])
             ),
@@ -1849,39 +1927,8 @@ def analyze(merged, resamples=stats.BOOTSTRAP_RESAMPLES):
             ),
             "scores": [[float(v) for v in s] for s in scores],
         }
-        for key in (
-            "kendall_tau",
-            "spearman",
-            "top5_overlap",
-            "regret_pp",
-            "top_half_kendall_tau",
-        ):
-            values = [v for v in entry[key] if v is not None]
-            entry[f"{key}_mean"] = float(np.mean(values)) if values else None
-
-        def mean_tau(index, scores=scores):
-            values = [stats.kendall_tau(s[index], truth[index]) for s in scores]
-            values = [v for v in values if v is not None]
-            return float(np.mean(values)) if values else None
-
-        entry["kendall_tau_interval"] = stats.bootstrap_interval(
-            mean_tau, len(archs), resamples, seed=rng_seed
-        )
         if method == "uniform":
             uniform_draws = scores
-        elif uniform_draws is not None:
-
-            def delta(index, mean_tau=mean_tau, base_scores=uniform_draws):
-                mine, base = mean_tau(index), mean_tau(index, base_scores)
-                return None if mine is None or base is None else mine - base
-
-            entry["kendall_tau_delta"] = (
-                entry["kendall_tau_mean"]
-                - result["methods"]["uniform"]["kendall_tau_mean"]
-            )
-            entry["kendall_tau_delta_interval"] = stats.bootstrap_interval(
-                delta, len(archs), resamples, seed=rng_seed
-            )
         result["methods"][method] = entry
     base = result["methods"].get("uniform")
     for entry in result["methods"].values():

@@ -455,6 +455,43 @@ def test_split_half_tau_against_hand_values():
     )
 
 
+def test_seed_to_seed_tau_is_the_mean_over_every_pair_of_seeds():
+    # Pairs (0, 1) agree (+1), (0, 2) and (1, 2) disagree (-1 each).
+    assert rank.seed_to_seed_tau([[1, 2, 3], [1, 2, 3], [3, 2, 1]]) == pytest.approx(
+        -1 / 3
+    )
+    assert rank.seed_to_seed_tau([[1, 2, 3]]) is None
+
+
+def test_ranking_metrics_against_hand_values():
+    truth = [0.90, 0.91, 0.92, 0.93, 0.94, 0.95]
+    right, reversed_ = [1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1]
+    metrics = rank.ranking_metrics([right, reversed_], truth, resamples=50)
+    assert metrics["kendall_tau"] == pytest.approx([1, -1])
+    assert metrics["spearman"] == pytest.approx([1, -1])
+    # The reversed scores' top 5 are architectures 0-4, the truth's 1-5.
+    assert metrics["top5_overlap"] == pytest.approx([5, 4])
+    # The reversed scores pick architecture 0: 5 points below the best.
+    assert metrics["regret_pp"] == pytest.approx([0, 5])
+    # The better half: architectures 3, 4, 5 (at or above the median).
+    assert metrics["top_half_kendall_tau"] == pytest.approx([1, -1])
+    assert metrics["kendall_tau_mean"] == pytest.approx(0)
+    assert metrics["regret_pp_mean"] == pytest.approx(2.5)
+    low, high = metrics["kendall_tau_interval"]
+    assert low <= high
+    assert "kendall_tau_delta" not in metrics
+    # Against a baseline: the mean tau's difference, on the same resamples.
+    compared = rank.ranking_metrics(
+        [right, reversed_], truth, baseline=[right, right], resamples=50
+    )
+    assert compared["kendall_tau_delta"] == pytest.approx(-1)
+    itself = rank.ranking_metrics([right], truth, baseline=[right], resamples=50)
+    assert itself["kendall_tau_delta"] == 0
+    assert itself["kendall_tau_delta_interval"] == (0.0, 0.0)
+    with pytest.raises(rank.StudyError, match="one score per architecture"):
+        rank.ranking_metrics([[1, 2]], truth)
+
+
 def test_limits_name_a_spread_too_narrow_to_rank():
     analysis = {
         "architectures": 30,

@@ -6,7 +6,7 @@ supernets (seeds 0, 1, 2) were trained again with `bin/rank
 --stage=supernets --methods=uniform,refit_head` (commands.sh) into study
 folders of their own, reusing the study's selection; this script compares
 both methods' scores with that ground truth, with the metrics and the
-bootstrap of `keras_supernet.rank.analyze`, and checks that the uniform
+bootstrap of `keras_supernet.rank.analyze` (`rank.ranking_metrics`), and checks that the uniform
 scores are the study's own, bit for bit (same seeds, same code path).
 
     PYTHONPATH=. python docs/results/ranking/refit_head/compare.py \\
@@ -20,8 +20,8 @@ import sys
 
 import numpy as np
 
+from keras_supernet import rank
 from keras_supernet import runs
-from keras_supernet import stats
 
 METHODS = ("uniform", "refit_head")
 
@@ -48,7 +48,6 @@ def main(ranking_json, output_dir, *study_dirs):
         == committed["scores"][committed["seeds"].index(seed)]
         for seed in seeds
     )
-    top_half = truth >= np.median(truth)
     result = {
         "ground_truth": os.path.relpath(ranking_json),
         "architectures": len(paths),
@@ -57,54 +56,25 @@ def main(ranking_json, output_dir, *study_dirs):
         "uniform_scores_equal_the_studys": same,
         "methods": {},
     }
-    draws = {}
-    for method in METHODS:
-        scores = np.stack(
+    draws = {
+        method: np.stack(
             [np.asarray(records[method][s]["scores"], dtype=np.float64) for s in seeds]
         )
-        draws[method] = scores
-
-        def mean_tau(index, scores=scores):
-            values = [stats.kendall_tau(s[index], truth[index]) for s in scores]
-            values = [v for v in values if v is not None]
-            return float(np.mean(values)) if values else None
-
-        entry = {
-            "kendall_tau": [stats.kendall_tau(s, truth) for s in scores],
-            "spearman": [stats.spearman_rho(s, truth) for s in scores],
-            "top5_overlap": [stats.top_k_overlap(s, truth) for s in scores],
-            "regret_pp": [100 * stats.regret(s, truth) for s in scores],
-            "top_half_kendall_tau": [
-                stats.kendall_tau(s[top_half], truth[top_half]) for s in scores
-            ],
-            "kendall_tau_interval": stats.bootstrap_interval(
-                mean_tau, len(paths), seed=0
-            ),
-            "score_cpu_seconds_per_architecture": float(
-                np.mean([records[method][s]["score_cpu_seconds"] for s in seeds])
-                / len(paths)
-            ),
-        }
-        for key in list(entry):
-            if isinstance(entry[key], list):
-                entry[f"{key}_mean"] = float(np.mean(entry[key]))
+        for method in METHODS
+    }
+    for method in METHODS:
+        entry = rank.ranking_metrics(draws[method], truth, seed=0)
+        entry["score_cpu_seconds_per_architecture"] = float(
+            np.mean([records[method][s]["score_cpu_seconds"] for s in seeds])
+            / len(paths)
+        )
         result["methods"][method] = entry
-
-    def delta(index):
-        def mean_tau(scores):
-            return float(
-                np.mean([stats.kendall_tau(s[index], truth[index]) for s in scores])
-            )
-
-        return mean_tau(draws["refit_head"]) - mean_tau(draws["uniform"])
-
-    result["kendall_tau_delta"] = (
-        result["methods"]["refit_head"]["kendall_tau_mean"]
-        - result["methods"]["uniform"]["kendall_tau_mean"]
+    # The same bootstrap resamples as each method's interval (seed 0).
+    compared = rank.ranking_metrics(
+        draws["refit_head"], truth, baseline=draws["uniform"], seed=0
     )
-    result["kendall_tau_delta_interval"] = stats.bootstrap_interval(
-        delta, len(paths), seed=0
-    )
+    result["kendall_tau_delta"] = compared["kendall_tau_delta"]
+    result["kendall_tau_delta_interval"] = compared["kendall_tau_delta_interval"]
     os.makedirs(output_dir, exist_ok=True)
     runs.write_json(os.path.join(output_dir, "refit_head.json"), result)
     lines = [
