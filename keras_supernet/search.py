@@ -50,8 +50,8 @@ random path is feasible (0.015% of `mobile7`'s 2 million paths at the
 report model's latency), and a search that only rejected proposals would
 score none. A proposal that still breaks a constraint is not scored and
 does not count, nor does one of a path already scored; proposals are capped
-(`max_proposals`), and a search also stops after `STALL_PROPOSALS` (1,000)
-proposals in a row that scored no new path, so a search under a tight
+(`max_proposals`), and a search also stops after `stall_proposals` (default
+1,000) proposals in a row that scored no new path, so a search under a tight
 constraint still ends, and soon once the paths it can reach are spent. With a
 budget of at least the space's size, every path is scored (in index order),
 whatever the strategy.
@@ -153,7 +153,7 @@ STALL_PROPOSALS = 1000
 SEARCH_FORMAT = "keras_supernet.search"
 # Settings a resumed search may change: they decide when it stops, not what
 # it proposes.
-_RESUMABLE_CHANGES = ("budget", "max_proposals")
+_RESUMABLE_CHANGES = ("budget", "max_proposals", "stall_proposals")
 _COST_TITLES = {
     "params": "parameters",
     "flops": "FLOPs (multiply-adds)",
@@ -1332,6 +1332,7 @@ def run_search(
     mutation_prob=None,
     crossover_prob=0.9,
     max_proposals=None,
+    stall_proposals=None,
     storage=None,
     study_name="search",
     scorer=None,
@@ -1401,6 +1402,12 @@ def run_search(
             crossover of two parents (else a copy of one), in [0, 1].
         max_proposals: Positive int, the most proposals (scored or not) of
             the study; default `50 * budget`.
+        stall_proposals: Positive int: the search stops after this many
+            proposals in a row that scored no new path (repeats, or paths
+            that break a constraint). Raise it for a constraint that few
+            paths meet in a large space, where the strategy needs longer to
+            reach the next feasible path; default `STALL_PROPOSALS` (1,000).
+            Exhaustive enumeration never stalls.
         storage: Optional database URL of the Optuna study (such as
             `"sqlite:///search.db"`, `"postgresql://..."`); default: SQLite
             `output_dir/search.db`.
@@ -1458,6 +1465,10 @@ def run_search(
     max_proposals = validation.positive_int(
         "max_proposals", max_proposals, allow_none=True
     ) or max(PROPOSALS_PER_BUDGET * budget, 2 * space.num_paths if enumerate_all else 0)
+    stall_proposals = (
+        validation.positive_int("stall_proposals", stall_proposals, allow_none=True)
+        or STALL_PROPOSALS
+    )
     population_size = validation.positive_int(
         "population_size", population_size, allow_none=True
     )
@@ -1606,6 +1617,7 @@ def run_search(
         "mutation_prob": mutation_prob if strategy == "evolution" else None,
         "crossover_prob": crossover_prob if strategy == "evolution" else None,
         "max_proposals": max_proposals,
+        "stall_proposals": stall_proposals,
         "repair": repair_text,
         "space": space.describe(),
         "space_config": space.get_config(),
@@ -1663,6 +1675,7 @@ def run_search(
             constraints,
             budget,
             max_proposals,
+            stall_proposals,
             enumerate_all,
             verbose,
             samplers_lib,
@@ -1706,6 +1719,7 @@ def _optimize(
     constraints,
     budget,
     max_proposals,
+    stall_proposals,
     enumerate_all,
     verbose,
     samplers_lib,
@@ -1737,8 +1751,8 @@ def _optimize(
         if num_proposals >= max_proposals:
             return f"max_proposals ({max_proposals:,}) reached"
         # Enumeration proposes each path once: it never stalls.
-        if not enumerate_all and since_new >= STALL_PROPOSALS:
-            return f"no new path in the last {STALL_PROPOSALS:,} proposals"
+        if not enumerate_all and since_new >= stall_proposals:
+            return f"no new path in the last {stall_proposals:,} proposals"
         return None
 
     def objective(trial):

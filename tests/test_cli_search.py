@@ -290,6 +290,10 @@ def _bad_inputs(run_dir, tmp_path):
             ["--strategy=random", "--budget=3", "--refit_head_batches=-1"],
             r"argument `refit_head_batches`",
         ),
+        "stall_proposals_0": (
+            ["--strategy=random", "--budget=3", "--stall_proposals=0"],
+            r"argument `stall_proposals`",
+        ),
     }
 
 
@@ -308,6 +312,7 @@ def _bad_inputs(run_dir, tmp_path):
         "tournament_above_population",
         "max_proposals_0",
         "refit_head_batches_negative",
+        "stall_proposals_0",
     ],
 )
 def test_search_bad_input_is_one_line(run_dir, tmp_path, case):

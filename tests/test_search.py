@@ -515,13 +515,10 @@ def test_a_search_under_a_tight_constraint_ends(supernet, tmp_path):
     assert result["stopped"] == "max_proposals (40) reached"
 
 
-def test_a_search_stops_once_its_proposals_find_no_new_path(
-    supernet, tmp_path, monkeypatch
-):
+def test_a_search_stops_once_its_proposals_find_no_new_path(supernet, tmp_path):
     # Only 4 paths fit a budget of 10: once they are scored, every proposal
-    # is a repeat, and the search stops after STALL_PROPOSALS of them in a
+    # is a repeat, and the search stops after stall_proposals of them in a
     # row instead of running on to max_proposals.
-    monkeypatch.setattr(search, "STALL_PROPOSALS", 15)
     limit = sorted(costs.path_flops(supernet, p) for p in range(27))[3]
     result = run_search(
         supernet,
@@ -530,11 +527,13 @@ def test_a_search_stops_once_its_proposals_find_no_new_path(
         budget=10,
         max_flops=limit,
         max_proposals=500,
+        stall_proposals=15,
         scorer=_table_scorer(27),
         verbose=0,
     )
     assert len(result["evaluated"]) == 4
     assert result["stopped"] == "no new path in the last 15 proposals"
+    assert result["settings"]["stall_proposals"] == 15
     assert result["num_proposals"] < 500
     # The last 15 proposals are repeats; the one before them scored a path.
     import optuna
@@ -545,6 +544,24 @@ def test_a_search_stops_once_its_proposals_find_no_new_path(
     outcomes = [t.user_attrs["record"]["outcome"] for t in study.trials]
     assert len(outcomes) == result["num_proposals"]
     assert outcomes[-16:] == ["scored"] + ["duplicate"] * 15
+    # A longer stall window resumes the same search (it decides when the
+    # search stops, not what it proposes) and runs on to it.
+    resumed = run_search(
+        supernet,
+        output_dir=tmp_path,
+        strategy="random",
+        budget=10,
+        max_flops=limit,
+        max_proposals=500,
+        stall_proposals=30,
+        scorer=_table_scorer(27),
+        verbose=0,
+    )
+    assert resumed["stopped"] == "no new path in the last 30 proposals"
+    assert resumed["num_proposals"] == result["num_proposals"] + 15
+    assert [r["path"] for r in resumed["evaluated"]] == [
+        r["path"] for r in result["evaluated"]
+    ]
 
 
 def test_a_budget_only_one_path_meets_is_found_by_repair(huge, tmp_path):
