@@ -509,6 +509,29 @@ def test_limits_name_a_spread_too_narrow_to_rank():
     assert "pp apart" not in "\n".join(rank._limits_lines(analysis, config))
 
 
+def test_limits_trust_a_ground_truth_whose_halves_agree():
+    # Single runs below the target, but two means of 4 seeds each agree
+    # above it: the mean of all 8 is what the supernets are ranked against.
+    analysis = {
+        "architectures": 30,
+        "standalone_seed_tau": 0.78,
+        "standalone_split_half_tau": 0.90,
+        "standalone_truth_tau": 0.94,
+        "standalone_spread_pp": 11.2,
+        "standalone_seeds": list(range(8)),
+        "methods": {m: {"seeds": [0, 1, 2]} for m in rank.METHODS},
+        "cpu_seconds": 600.0,
+    }
+    config = rank.StudyConfig(space={})
+    text = "\n".join(rank._limits_lines(analysis, config))
+    assert "Kendall tau +0.78, below the 0.85" in text
+    assert "(4 and 4 seeds) agree at tau +0.90" in text
+    assert "trustworthy enough" in text and "noisy" not in text
+    analysis["standalone_split_half_tau"] = 0.81
+    text = "\n".join(rank._limits_lines(analysis, config))
+    assert "The ground truth is noisy" in text and "trustworthy" not in text
+
+
 def test_an_unknown_setting_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(TypeError, match="unexpected keyword argument 'epochs'"):
         rank.run_study(str(tmp_path / "out"), epochs=3)

@@ -520,17 +520,21 @@ def test_a_search_stops_once_its_proposals_find_no_new_path(supernet, tmp_path):
     # is a repeat, and the search stops after stall_proposals of them in a
     # row instead of running on to max_proposals.
     limit = sorted(costs.path_flops(supernet, p) for p in range(27))[3]
-    result = run_search(
-        supernet,
-        output_dir=tmp_path,
-        strategy="random",
-        budget=10,
-        max_flops=limit,
-        max_proposals=500,
-        stall_proposals=15,
-        scorer=_table_scorer(27),
-        verbose=0,
-    )
+
+    def search(stall_proposals):
+        return run_search(
+            supernet,
+            output_dir=tmp_path,
+            strategy="random",
+            budget=10,
+            max_flops=limit,
+            max_proposals=500,
+            stall_proposals=stall_proposals,
+            scorer=_table_scorer(27),
+            verbose=0,
+        )
+
+    result = search(15)
     assert len(result["evaluated"]) == 4
     assert result["stopped"] == "no new path in the last 15 proposals"
     assert result["settings"]["stall_proposals"] == 15
@@ -546,17 +550,7 @@ def test_a_search_stops_once_its_proposals_find_no_new_path(supernet, tmp_path):
     assert outcomes[-16:] == ["scored"] + ["duplicate"] * 15
     # A longer stall window resumes the same search (it decides when the
     # search stops, not what it proposes) and runs on to it.
-    resumed = run_search(
-        supernet,
-        output_dir=tmp_path,
-        strategy="random",
-        budget=10,
-        max_flops=limit,
-        max_proposals=500,
-        stall_proposals=30,
-        scorer=_table_scorer(27),
-        verbose=0,
-    )
+    resumed = search(30)
     assert resumed["stopped"] == "no new path in the last 30 proposals"
     assert resumed["num_proposals"] == result["num_proposals"] + 15
     assert [r["path"] for r in resumed["evaluated"]] == [
