@@ -9,19 +9,8 @@
 # The study's selection, rebuilt from ranking.json (its study folders are not
 # kept): the same 30 architectures and split choice, under the same settings.
 cp docs/results/ranking/space.json runs/ranking_narrow.json
-PYTHONPATH=. python - <<'PY'
-import json
-from keras_supernet import rank, runs
-d = json.load(open("docs/results/ranking/ranking.json"))
-config = rank.StudyConfig.from_json(d["config"])
-selection = d["selection"]
-runs.write_json("runs/rnarrow_architectures.json", {
-    "settings": rank._selection_settings(config),
-    "paths": selection["paths"], "labels": selection["labels"],
-    "selection_scores": selection["selection_scores"],
-    "split_choice": selection["split_choice"],
-    "reconstructed_from": "docs/results/ranking/ranking.json (selection)"})
-PY
+PYTHONPATH=. python docs/results/ranking/rebuild_selection.py \
+  docs/results/ranking/ranking.json runs/rnarrow_architectures.json
 
 # The study's flags (docs/results/ranking/commands.sh), two methods; one
 # shard per process (shard 0: seeds 0 and 2, shard 1: seed 1).
