@@ -1738,6 +1738,38 @@ def predicted_split_half_tau(reliability, seeds):
     return predicted_seed_tau(math.sqrt(first * second))
 
 
+def ground_truth_noise(per_seed):
+    """How noisy a ground truth is (`per_seed`: standalone accuracies, one
+    row per seed, one column per architecture; the ground truth is their
+    mean over seeds).
+
+    Returns:
+        A dict: `spread_pp` and `sd_pp` of the mean across architectures,
+        `seed_sd_pp` (between seeds of one architecture; None for 1 seed),
+        `seed_tau` (`seed_to_seed_tau`), `reliability`
+        (`ground_truth_reliability`), `split_half_tau`; and where the
+        reliability is defined, `truth_tau` (`predicted_truth_tau`) and, with
+        a split-half tau, `split_half_predicted`.
+    """
+    per_seed = np.asarray(per_seed, dtype=np.float64)
+    seeds = len(per_seed)
+    truth = per_seed.mean(axis=0)
+    reliability = ground_truth_reliability(per_seed)
+    result = {
+        "spread_pp": float(100 * np.ptp(truth)),
+        "seed_tau": seed_to_seed_tau(per_seed),
+        "seed_sd_pp": 100 * math.sqrt(_seed_variance(per_seed)) if seeds > 1 else None,
+        "sd_pp": float(100 * truth.std(ddof=1)),
+        "reliability": reliability,
+    }
+    if reliability is not None:
+        result["truth_tau"] = predicted_truth_tau(reliability, seeds)
+    result["split_half_tau"] = split_half_tau(per_seed)
+    if result["split_half_tau"] is not None and reliability is not None:
+        result["split_half_predicted"] = predicted_split_half_tau(reliability, seeds)
+    return result
+
+
 def _mean_tau(scores, truth, index):
     values = [stats.kendall_tau(s[index], truth[index]) for s in scores]
     values = [v for v in values if v is not None]
@@ -1845,13 +1877,9 @@ def analyze(merged, resamples=stats.BOOTSTRAP_RESAMPLES):
     per_seed = np.stack([accuracies[s][archs] for s in seeds])
     truth = per_seed.mean(axis=0)
     result.update(
-        standalone_spread_pp=float(100 * np.ptp(truth)),
-        standalone_seed_tau=_seed_tau(accuracies, archs),
-        standalone_seed_sd_pp=100 * math.sqrt(_seed_variance(per_seed))
-        if len(seeds) > 1
-        else None,
-        standalone_sd_pp=float(100 * truth.std(ddof=1)),
-        standalone_reliability=ground_truth_reliability(per_seed),
+        {f"standalone_{k}": v for k, v in ground_truth_noise(per_seed).items()}
+    )
+    result.update(
         architecture_indices=[int(a) for a in archs],
         labels=[selection["labels"][a] for a in archs],
         paths=[selection["paths"][a] for a in archs],
@@ -1860,18 +1888,6 @@ def analyze(merged, resamples=stats.BOOTSTRAP_RESAMPLES):
             str(s): [float(v) for v in accuracies[s][archs]] for s in seeds
         },
     )
-    if result["standalone_reliability"] is not None:
-        result["standalone_truth_tau"] = predicted_truth_tau(
-            result["standalone_reliability"], len(seeds)
-        )
-    result["standalone_split_half_tau"] = split_half_tau(per_seed)
-    if (
-        result["standalone_split_half_tau"] is not None
-        and result["standalone_reliability"] is not None
-    ):
-        result["standalone_split_half_predicted"] = predicted_split_half_tau(
-            result["standalone_reliability"], len(seeds)
-        )
     # The noise ceiling epoch by epoch (and over the pilot's prefix).
     common = min(len(p["history"]) for p in merged["standalone"].values())
     by_epoch = []

@@ -44,25 +44,10 @@ METRIC_KEYS = (
 
 
 def ground_truth(per_seed):
-    """The noise numbers of a ground truth made of `per_seed`'s rows."""
-    per_seed = np.asarray(per_seed, dtype=np.float64)
-    seeds = len(per_seed)
-    reliability = rank.ground_truth_reliability(per_seed)
-    truth = per_seed.mean(axis=0)
-    entry = {
-        "seeds": seeds,
-        "spread_pp": float(100 * np.ptp(truth)),
-        "sd_pp": float(100 * truth.std(ddof=1)),
-        "seed_sd_pp": float(100 * np.sqrt(per_seed.var(axis=0, ddof=1).mean())),
-        "seed_tau": rank.seed_to_seed_tau(per_seed),
-        "reliability": reliability,
-        "seed_tau_predicted": rank.predicted_seed_tau(reliability),
-        "split_half_tau": rank.split_half_tau(per_seed),
-        "split_half_predicted": rank.predicted_split_half_tau(reliability, seeds)
-        if seeds >= 4
-        else None,
-        "truth_tau_predicted": rank.predicted_truth_tau(reliability, seeds),
-    }
+    """The noise numbers of a ground truth made of `per_seed`'s rows
+    (`rank.ground_truth_noise`, with the single-run tau it predicts)."""
+    entry = {"seeds": len(per_seed), **rank.ground_truth_noise(per_seed)}
+    entry["seed_tau_predicted"] = rank.predicted_seed_tau(entry["reliability"])
     return entry
 
 
@@ -169,12 +154,12 @@ def table_lines(result):
         half = (
             f"{g['split_half_tau']:+.2f} ({g['split_half_predicted']:+.2f}), "
             f"{g['seeds'] // 2} and {g['seeds'] - g['seeds'] // 2} seeds"
-            if g["split_half_tau"] is not None
+            if "split_half_predicted" in g
             else "n/a"
         )
         lines.append(
             f"| {name} | {g['seeds']} | {g['spread_pp']:.2f} | {g['seed_sd_pp']:.2f} | "
-            f"{g['seed_tau']:+.2f} | {g['reliability']:.3f} | {half} | {g['truth_tau_predicted']:+.2f} |"
+            f"{g['seed_tau']:+.2f} | {g['reliability']:.3f} | {half} | {g['truth_tau']:+.2f} |"
         )
     lines += [
         "",
