@@ -56,6 +56,19 @@ def _join_shapes(shapes):
     )
 
 
+def _output_spec(layer, tensor):
+    """`layer.compute_output_spec(tensor)`, a `Sequential` walked layer by
+    layer: Keras's unbuilt `Sequential` passes `training=` to each layer's
+    `compute_output_spec`, which `Flatten` and others do not take, so a
+    candidate such as `Sequential([Conv2D, Flatten, Dense])` would be
+    refused."""
+    if isinstance(layer, keras.Sequential):
+        for sublayer in layer.layers:
+            tensor = _output_spec(sublayer, tensor)
+        return tensor
+    return layer.compute_output_spec(tensor)
+
+
 @keras.saving.register_keras_serializable(package="keras_supernet")
 class Choice(keras.layers.Layer):
     """A choice between candidate layers, exactly one active at a time.
@@ -238,8 +251,8 @@ class Choice(keras.layers.Layer):
             shapes = []
             for label, candidate in zip(self.labels, self.candidates):
                 try:
-                    spec = candidate.compute_output_spec(
-                        keras.KerasTensor(key, dtype=self.compute_dtype)
+                    spec = _output_spec(
+                        candidate, keras.KerasTensor(key, dtype=self.compute_dtype)
                     )
                 except Exception as e:  # Keras raises many types here.
                     raise ValueError(

@@ -1106,9 +1106,17 @@ def _repair_function(space, cost, constraints, latency_table):
         return None
     limits = [(CONSTRAINTS[k], v) for k, v in constraints.items()]
 
+    def value(index, name):
+        # A walk looks at many neighbours: a latency budget alone is a
+        # table lookup, not the parameter and FLOPs count of a plain graph
+        # per neighbour (which, where a choice's output width varies, means
+        # extracting the path).
+        if name == "latency_ms" and latency_table is not None:
+            return latency_table.predict(index)
+        return cost(index)[name]
+
     def excess(index):
-        record = cost(index)
-        return sum(max(0.0, record[c] / v - 1.0) for c, v in limits)
+        return sum(max(0.0, value(index, c) / v - 1.0) for c, v in limits)
 
     def repair(index, rng, taken=()):
         current = excess(index)

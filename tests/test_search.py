@@ -1011,6 +1011,38 @@ def test_latency_from_a_table_constrains_and_is_recorded(supernet, tmp_path):
     assert all(r["latency_ms"] <= table.predict(reference) for r in result["evaluated"])
 
 
+def test_a_latency_budget_is_repaired_by_the_table_alone(huge, tmp_path, monkeypatch):
+    # bn3x3 takes 2 ms, conv1x1 1 ms, skip nothing: under 2 ms, one bn3x3 or
+    # at most two conv1x1 and skips elsewhere. A repair walk looks at
+    # many neighbours; it must read their latency from the table, not count
+    # their parameters and FLOPs (extracting each path where a choice's
+    # output width varies). Those are counted for the proposals only.
+    choices = [
+        {"input_shapes": [[8, 8, 4]], "ms": [[2.0, 1.0, 0.0]]}
+        for _ in range(huge.space.num_choices)
+    ]
+    table = costs.LatencyTable(huge.space, choices, base_ms=0.0)
+    counted = []
+    path_costs = costs.path_costs
+    monkeypatch.setattr(
+        costs, "path_costs", lambda s, p: counted.append(p) or path_costs(s, p)
+    )
+    result = run_search(
+        huge,
+        output_dir=tmp_path,
+        strategy="random",
+        budget=5,
+        max_latency_ms=2.0,
+        latency_table=table,
+        scorer=lambda p: {"val_accuracy": p % 97 / 100, "val_loss": p % 89 / 100},
+        search_seed=1,
+        verbose=0,
+    )
+    assert result["num_scored"] == 5
+    assert all(r["latency_ms"] <= 2.0 for r in result["evaluated"])
+    assert len(set(counted)) <= result["num_proposals"]
+
+
 @pytest.mark.slow
 def test_latency_is_measured_without_a_table(tmp_path):
     report = Supernet(seed=0)
