@@ -59,6 +59,9 @@ from keras_supernet.spaces import SearchSpace
 TABLE_MAX_PATHS = 4096
 TABLE_FORMAT = "keras_supernet.latency_table"
 TABLE_VERSION = 1
+# `cheapest_path` walks one path per combination of the output shapes of
+# choices whose candidates' outputs differ; beyond this many it gives up.
+CHEAPEST_KEYS_LIMIT = 64
 
 # Layers with weights that cost no multiply-add at inference: BatchNorm is
 # folded into the layer before it by the TFLite converter.
@@ -224,24 +227,40 @@ def _full_shape(shape):
 
 
 class _PathCosts:
-    """Parameters, MACs and choice input shapes of a supernet's paths."""
+    """Parameters, MACs and choice input shapes of a supernet's paths.
+
+    Where every choice sees inputs of one shape whatever the path, a path's
+    cost is a sum of parts: each chosen candidate's own cost (walked once,
+    at that shape) and the rest of the graph. The rest depends on the path
+    only through the output shapes of the chosen candidates (candidates of
+    different output widths change the layers after them, such as a
+    `PaddedDense` head), so it is walked once per combination of those
+    shapes met, on the first path that has it. Where a choice's input shape
+    depends on the path (the report's valid convolutions), each path's
+    plain model is walked.
+    """
 
     def __init__(self, supernet):
         self._supernet = weakref.ref(supernet)
         self._cache = {}
         self.choice_names = tuple(c.name for c in supernet.choices)
-        # Shapes that no path changes make every cost a sum of parts.
         self.static_inputs = []
+        self._outputs = []
         static = True
         for choice in supernet.choices:
             shape = choice.built_input_shape
-            outputs = choice.built_output_shapes or ()
-            joined = choice.compute_output_shape(shape) if shape else None
-            if not (_full_shape(shape) and outputs and _full_shape(joined)):
+            outputs = tuple(tuple(s) for s in choice.built_output_shapes or ())
+            if not (_full_shape(shape) and outputs and all(map(_full_shape, outputs))):
                 static = False
             self.static_inputs.append(tuple(shape[1:]) if _full_shape(shape) else None)
+            self._outputs.append(outputs)
         self.static = static
+        # The choices whose candidates' output shapes differ.
+        self._varying = tuple(
+            c for c, outputs in enumerate(self._outputs) if len(set(outputs)) > 1
+        )
         self._parts = None
+        self._rest = {}
 
     def _walk_plain(self, index):
         supernet = self._supernet()
@@ -255,36 +274,65 @@ class _PathCosts:
             "choice_inputs": shapes,
         }
 
-    def _candidate_parts(self):
-        """Per choice, per candidate, `(params, macs)` of the chosen block."""
-        supernet = self._supernet()
-        parts = []
-        for choice, shape in zip(supernet.choices, self.static_inputs):
-            row = []
-            for k in range(choice.num_candidates):
-                layer, _ = choice.plain_candidate(k)
-                layer(keras.KerasTensor((1, *shape)))
-                walk = _Walk()
-                walk.run(layer, keras.KerasTensor((1, *shape)))
-                row.append((int(layer.count_params()), int(walk.macs)))
-            parts.append(row)
-        reference = self._walk_plain(0)
-        fixed_params = reference["params"] - sum(r[0][0] for r in parts)
-        fixed_macs = reference["flops"] - sum(r[0][1] for r in parts)
-        return fixed_params, fixed_macs, parts
+    def candidate_parts(self):
+        """Per choice, per candidate, `(params, macs)` of the chosen block
+        (static spaces only)."""
+        if self._parts is None:
+            supernet = self._supernet()
+            parts = []
+            for choice, shape in zip(supernet.choices, self.static_inputs):
+                row = []
+                for k in range(choice.num_candidates):
+                    layer, _ = choice.plain_candidate(k)
+                    layer(keras.KerasTensor((1, *shape)))
+                    walk = _Walk()
+                    walk.run(layer, keras.KerasTensor((1, *shape)))
+                    row.append((int(layer.count_params()), int(walk.macs)))
+                parts.append(row)
+            self._parts = parts
+        return self._parts
+
+    def output_key(self, indices):
+        """The output shapes of the chosen candidates where they vary: the
+        rest of the graph costs the same for paths of equal keys."""
+        return tuple(self._outputs[c][indices[c]] for c in self._varying)
+
+    def output_keys(self, limit):
+        """Every output key of the space, as `{key: per choice, the
+        candidates that give it}`; None where there are more than `limit`
+        (counted before any is listed)."""
+        count = math.prod(len(set(self._outputs[c])) for c in self._varying)
+        if count > limit:
+            return None
+        keys = {(): [range(len(outputs)) for outputs in self._outputs]}
+        for c in self._varying:
+            keys = {
+                key + (shape,): [
+                    *allowed[:c],
+                    [k for k in allowed[c] if self._outputs[c][k] == shape],
+                    *allowed[c + 1 :],
+                ]
+                for key, allowed in keys.items()
+                for shape in dict.fromkeys(self._outputs[c])
+            }
+        return keys
 
     def costs(self, index):
         if index in self._cache:
             return self._cache[index]
         if self.static:
-            if self._parts is None:
-                self._parts = self._candidate_parts()
-            fixed_params, fixed_macs, parts = self._parts
+            parts = self.candidate_parts()
             indices = self._supernet().space.resolve(index)
+            params = sum(row[k][0] for row, k in zip(parts, indices))
+            macs = sum(row[k][1] for row, k in zip(parts, indices))
+            key = self.output_key(indices)
+            if key not in self._rest:
+                walked = self._walk_plain(index)
+                self._rest[key] = (walked["params"] - params, walked["flops"] - macs)
+            rest_params, rest_macs = self._rest[key]
             result = {
-                "params": fixed_params
-                + sum(row[k][0] for row, k in zip(parts, indices)),
-                "flops": fixed_macs + sum(row[k][1] for row, k in zip(parts, indices)),
+                "params": rest_params + params,
+                "flops": rest_macs + macs,
                 "choice_inputs": tuple(self.static_inputs),
             }
         else:
@@ -376,8 +424,10 @@ def cheapest_path(supernet, cost, latency_table=None):
 
     Exact for parameters and FLOPs when every choice sees inputs of one
     shape (costs are then sums of per-candidate parts: the cheapest
-    candidate of each choice), or in spaces of at most 64 paths (every path
-    is costed); for `"latency_ms"`, the path the table predicts fastest.
+    candidate of each choice, for each of at most `CHEAPEST_KEYS_LIMIT`
+    combinations of the output shapes of choices whose candidates' outputs
+    differ), or in spaces of at most 64 paths (every path is costed); for
+    `"latency_ms"`, the path the table predicts fastest.
 
     Args:
         supernet: A built `keras_supernet.Supernet`.
@@ -402,16 +452,23 @@ def cheapest_path(supernet, cost, latency_table=None):
         return index, latency_table.predict(index)
     path_costs_ = _costs(supernet)
     if path_costs_.static:
-        if path_costs_._parts is None:
-            path_costs_._parts = path_costs_._candidate_parts()
-        position = {"params": 0, "flops": 1}[cost]
-        _, _, parts = path_costs_._parts
-        indices = tuple(
-            min(range(len(row)), key=lambda k, row=row: row[k][position])
-            for row in parts
-        )
-        index = space.index(indices)
-        return index, path_costs_.costs(index)[cost]
+        keys = path_costs_.output_keys(CHEAPEST_KEYS_LIMIT)
+        if keys is not None:
+            # Per combination of the chosen candidates' output shapes, the
+            # rest of the graph costs the same: the cheapest candidate of
+            # each choice among those that give it.
+            position = {"params": 0, "flops": 1}[cost]
+            parts = path_costs_.candidate_parts()
+            found = []
+            for allowed in keys.values():
+                indices = tuple(
+                    min(ks, key=lambda k, row=row: row[k][position])
+                    for row, ks in zip(parts, allowed)
+                )
+                index = space.index(indices)
+                found.append((path_costs_.costs(index)[cost], index))
+            value, index = min(found)
+            return index, value
     if space.num_paths <= 64:
         index = min(range(space.num_paths), key=lambda i: path_costs_.costs(i)[cost])
         return index, path_costs_.costs(index)[cost]

@@ -143,6 +143,44 @@ def choice_space(
     return inputs, outputs
 
 
+def stage_space(blocks=1, input_shape=(8, 8, 2)):
+    """`(inputs, outputs)` of 3**blocks x 4 paths: block choices, then a
+    stage choice whose candidates end in hidden layers of their own and of
+    different widths (16, 16, 4, 32 units), the logits a `PaddedDense` that
+    takes every width."""
+    from keras_supernet import Choice
+    from keras_supernet import PaddedDense
+    from keras_supernet import candidates
+
+    def stage(filters, hidden, name):
+        return keras.Sequential(
+            [
+                keras.layers.Conv2D(filters, 3, strides=2),
+                keras.layers.Flatten(),
+                keras.layers.Dense(hidden, activation="relu"),
+            ],
+            name=name,
+        )
+
+    channels = input_shape[-1]
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for i in range(blocks):
+        x = candidates.choice(
+            ["conv3x3", "sep3x3", "skip"],
+            channels,
+            input_channels=channels,
+            seed=i,
+            name=f"b{i}",
+        )(x)
+    x = Choice(
+        [stage(8, 16, "a"), stage(2, 16, "b"), stage(2, 4, "c"), stage(4, 32, "d")],
+        name="stage",
+    )(x)
+    outputs = PaddedDense(10, widths=(4, 16, 32), name="logits")(x)
+    return inputs, outputs
+
+
 @pytest.fixture
 def mnist_small_dir():
     return MNIST_SMALL

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import choice_space
+from conftest import stage_space
 from keras_supernet import candidates
 from keras_supernet import costs
 from keras_supernet.extract import extract_path
@@ -139,6 +140,46 @@ def test_summed_costs_equal_the_walk_of_the_plain_model():
         assert summed["params"] == plain.count_params()
         assert summed["flops"] == costs.model_flops(plain)
         assert summed["flops"] == walk._walk_plain(path)["flops"]
+
+
+def _stage_space(blocks=1):
+    return Supernet(*stage_space(blocks), seed=0)
+
+
+def test_costs_sum_parts_where_a_choice_changes_the_head_width(monkeypatch):
+    # Every choice sees one input shape, but the stage's output width (and
+    # so the logits' rows) depends on the path: the rest of the graph is
+    # walked once per width, not once per path, and every sum is exact.
+    supernet = _stage_space()
+    walked = []
+    original = costs._PathCosts._walk_plain
+    monkeypatch.setattr(
+        costs._PathCosts,
+        "_walk_plain",
+        lambda self, index: walked.append(index) or original(self, index),
+    )
+    for path in range(supernet.num_paths):
+        summed = costs.path_costs(supernet, path)
+        plain = extract_path(supernet, path, verify=False)
+        assert summed["params"] == plain.count_params()
+        assert summed["flops"] == costs.model_flops(plain)
+    assert len(walked) == 3
+
+
+@pytest.mark.parametrize("cost", ["params", "flops"])
+def test_cheapest_path_where_a_choice_changes_the_head_width(cost):
+    # 108 paths: too many to cost every one for the answer.
+    supernet = _stage_space(blocks=3)
+    index, value = costs.cheapest_path(supernet, cost)
+    every = [costs.path_costs(supernet, p)[cost] for p in range(supernet.num_paths)]
+    assert value == min(every) == every[index]
+
+
+def test_cheapest_path_gives_up_beyond_the_output_key_limit(monkeypatch):
+    # Three head widths, more combinations than allowed, and too many paths
+    # to cost them all: no exact answer, rather than a walk of every key.
+    monkeypatch.setattr(costs, "CHEAPEST_KEYS_LIMIT", 2)
+    assert costs.cheapest_path(_stage_space(blocks=3), "params") is None
 
 
 def test_choice_input_shapes_follow_the_path(report):

@@ -6,8 +6,8 @@ import pytest
 
 from conftest import compile_model
 from conftest import learnable_batch
+from conftest import stage_space
 from keras_supernet import Choice
-from keras_supernet import PaddedDense
 from keras_supernet import Supernet
 from keras_supernet import build_path_model
 from keras_supernet import candidates
@@ -94,30 +94,16 @@ def test_random_paths_of_random_spaces_extract_exactly(seed):
 
 
 def test_candidates_that_end_in_their_own_head_train_and_extract():
-    # Each candidate is a whole stage: convolution, Flatten and a hidden
-    # Dense of its own width; the logits take every width. Keras's unbuilt
+    # Each stage candidate is a convolution, Flatten and a hidden Dense of
+    # its own width; the logits take every width. Keras's unbuilt
     # Sequential cannot compute such a candidate's output spec by itself.
-    def stage(filters, hidden, name):
-        return keras.Sequential(
-            [
-                keras.layers.Conv2D(filters, 3, strides=2),
-                keras.layers.Flatten(),
-                keras.layers.Dense(hidden, activation="relu"),
-            ],
-            name=name,
-        )
-
     keras.utils.set_random_seed(0)
-    inputs = keras.Input((28, 28, 1))
-    x = candidates.choice(["conv3x3", "skip"], 1, input_channels=1, seed=1)(inputs)
-    x = Choice([stage(4, 16, "narrow"), stage(8, 32, "wide")], name="stage")(x)
-    outputs = PaddedDense(10, widths=(16, 32), name="logits")(x)
-    model, x = _trained(Supernet(inputs=inputs, outputs=outputs, seed=0))
-    assert model.num_paths == 4
+    model, x = _trained(Supernet(*stage_space(input_shape=(28, 28, 1)), seed=0))
+    assert model.num_paths == 12
     for path in range(model.num_paths):
         plain = extract_path(model, path)
         assert max_path_difference(model, path, plain, x) <= 1e-5
-        assert plain.get_layer("logits").kernel.shape[0] == (16, 32)[path % 2]
+        assert plain.get_layer("logits").kernel.shape[0] == (16, 16, 4, 32)[path % 4]
 
 
 def test_plain_model_saves_and_loads_without_this_package(tmp_path):
