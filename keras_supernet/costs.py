@@ -598,9 +598,33 @@ def measure_latency(supernet, path, threads=1, runs=100, warmup=10):
 # === Latency table ===
 
 
+# Layers that are the identity at inference: an exported model has no op for
+# them, so a block with them is as fast as the block without.
+_INFERENCE_IDENTITY = frozenset(
+    {
+        "Dropout",
+        "SpatialDropout1D",
+        "SpatialDropout2D",
+        "SpatialDropout3D",
+        "GaussianDropout",
+        "GaussianNoise",
+        "AlphaDropout",
+    }
+)
+
+
+def _inference_identity(config):
+    return (
+        isinstance(config, dict)
+        and config.get("class_name") in _INFERENCE_IDENTITY
+        and str(config.get("module", "")).startswith("keras")
+    )
+
+
 def _architecture_key(layer, input_shape):
     """What identifies a block's speed: its config without names,
-    initializers and build information, and its input shape."""
+    initializers, build information and the layers (dropout, noise) that
+    are the identity at inference, and its input shape."""
 
     def strip(value):
         if isinstance(value, dict):
@@ -611,7 +635,7 @@ def _architecture_key(layer, input_shape):
                 and not k.endswith(("_initializer", "_regularizer", "_constraint"))
             }
         if isinstance(value, (list, tuple)):
-            return [strip(v) for v in value]
+            return [strip(v) for v in value if not _inference_identity(v)]
         return value
 
     config = keras.saving.serialize_keras_object(layer)

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import choice_space
 from conftest import stage_space
+from keras_supernet import Choice
 from keras_supernet import candidates
 from keras_supernet import costs
 from keras_supernet.extract import extract_path
@@ -245,6 +246,39 @@ def test_latency_table_of_a_small_space_predicts_sums_of_entries(small, tmp_path
     ]
     with pytest.raises(ValueError, match="built for a space"):
         loaded.check(Supernet(seed=0))
+
+
+@pytest.mark.slow
+def test_blocks_that_differ_only_by_dropout_share_a_latency_entry():
+    # Dropout and noise layers are the identity in an exported model: a
+    # stage with them is timed as the stage without (timing both would
+    # give the same block two noisy entries, and a budget set by one of
+    # them could refuse the other).
+    def stage(*extra):
+        return keras.Sequential(
+            [
+                keras.layers.Conv2D(4, 3),
+                *extra,
+                keras.layers.Flatten(),
+                keras.layers.Dense(8),
+            ]
+        )
+
+    inputs = keras.Input((8, 8, 2))
+    x = Choice(
+        [
+            stage(),
+            stage(keras.layers.Dropout(0.25, seed=1)),
+            stage(keras.layers.SpatialDropout2D(0.5), keras.layers.GaussianNoise(0.1)),
+            stage(keras.layers.Conv2D(4, 1)),
+        ],
+        name="stage",
+    )(inputs)
+    supernet = Supernet(inputs=inputs, outputs=keras.layers.Dense(10)(x), seed=0)
+    table = costs.LatencyTable.build(supernet, runs=3, warmup=1, calibration_paths=2)
+    assert table.info["blocks_timed"] == 2
+    row = table.choices[0]["ms"][0]
+    assert row[0] == row[1] == row[2] != row[3]
 
 
 @pytest.mark.slow
