@@ -58,6 +58,7 @@ import tensorflow as tf
 from keras_supernet import data as data_lib
 from keras_supernet import runs
 from keras_supernet import training
+from keras_supernet import validation
 from keras_supernet.extract import extract_path
 from keras_supernet.extract import max_path_difference
 
@@ -830,6 +831,8 @@ def export_path(
     *,
     num_calibration_images=NUM_CALIBRATION_IMAGES,
     max_accuracy_drop=QUANTIZED_MAX_ACCURACY_DROP,
+    refit_head_batches=0,
+    refit_learning_rate=None,
 ):
     """Exports one path of a training run for serving, verified.
 
@@ -863,11 +866,17 @@ def export_path(
             `data_dir` (tensorflow-datasets when that is empty).
         num_calibration_images: training images used to calibrate `"int8"`.
         max_accuracy_drop: tolerated test accuracy loss of quantised files.
+        refit_head_batches: non-negative int; with N > 0, the path's head is
+            re-fitted (`Supernet.refit_head`) on the run's first N training
+            batches of seed 0 before the path is extracted, as
+            `bin/search --refit_head_batches=N` scored it.
+        refit_learning_rate: Adam's rate of the re-fit; None for the run's
+            learning rate.
 
     Returns:
         A dict with `name`, `version`, `model_dir`, `saved_model`, `tflite`
         (`{quantize: file}`), `path`, `label`, `epoch`, `checkpoint`, and
-        `artifacts` (see `verify_export`).
+        `head_refit_batches`, and `artifacts` (see `verify_export`).
 
     Raises:
         ValueError: a bad argument, an unknown path (the message lists the
@@ -892,6 +901,9 @@ def export_path(
             "Invalid value for argument `mode`. Expected 'joint' or "
             f"'standalone'. Received mode={mode!r}."
         )
+    refit_head_batches = validation.non_negative_int(
+        "refit_head_batches", refit_head_batches
+    )
     if name is not None and not _NAME_PATTERN.match(name):
         raise ValueError(
             "Invalid value for argument `name`. Expected letters, digits, "
@@ -920,6 +932,19 @@ def export_path(
             # the same training batches, recalibrated the same way.
             batches = training.run_data(config, data_dir).bn()
             supernet.recalibrate_batchnorm(batches, path=path_index, batches=10**9)
+        if refit_head_batches:
+            # The head the search scored the path with: re-fitted after the
+            # recalibration, on the batches and at the rate it used.
+            supernet.refit_head(
+                training.run_data(config, data_dir).batches(0, refit_head_batches),
+                path=path_index,
+                batches=refit_head_batches,
+                learning_rate=(
+                    config.learning_rate
+                    if refit_learning_rate is None
+                    else refit_learning_rate
+                ),
+            )
         # Verified below on the real test images rather than a random batch.
         model = extract_path(supernet, path_index, verify=False)
         input_shape, _ = _model_io(model)
@@ -948,6 +973,7 @@ def export_path(
             "epoch": epoch,
             "best_epoch": (loaded.entry or {}).get("best_epoch"),
             "batchnorm_recalibrated": loaded.recalibrates,
+            "head_refit_batches": refit_head_batches,
             "checkpoint": os.path.relpath(checkpoint, run_dir),
             "dataset": dataset,
             "normalization": {"mean": float(mean), "std": float(std)},
@@ -1019,6 +1045,7 @@ def export_path(
         "checkpoint": checkpoint,
         "test_images": len(test_images),
         "supernet_max_abs_logit_diff": supernet_diff,
+        "head_refit_batches": refit_head_batches,
         "artifacts": artifacts,
     }
 

@@ -1974,17 +1974,27 @@ def read_search(search_dir, run_dir=None):
     return result
 
 
-def export_best(run_dir, from_search, mode=None, seed=None, epoch=None, **kwargs):
+def export_best(
+    run_dir,
+    from_search,
+    mode=None,
+    seed=None,
+    epoch=None,
+    refit_head_batches=None,
+    **kwargs,
+):
     """Exports the best path of a search (`bin/export --from_search`).
 
     The path is exported from the run, seed and epoch the search scored,
-    like any path (`export.export_path`).
+    like any path (`export.export_path`), and as it was scored: its
+    BatchNorm recalibrated, and its head re-fitted where the search
+    re-fitted heads (`refit_head_batches`).
 
     Args:
         run_dir: The run folder the search belongs to.
         from_search: The search's folder (see `read_search`).
-        mode, seed, epoch: None for the search's; given values must be
-            the search's.
+        mode, seed, epoch, refit_head_batches: None for the search's;
+            given values must be the search's.
         **kwargs: Other arguments of `export.export_path` (`export_dir`,
             `name`, `formats`, `quantize`, `data_dir`).
 
@@ -1992,13 +2002,14 @@ def export_best(run_dir, from_search, mode=None, seed=None, epoch=None, **kwargs
         `export.export_path`'s report.
 
     Raises:
-        ValueError: see `read_search`; a mode, seed or epoch other than
-            the search's.
+        ValueError: see `read_search`; a mode, seed, epoch or re-fit other
+            than the search's.
     """
     from keras_supernet import export
 
     result = read_search(from_search, run_dir)
-    run = result["settings"]["run"]
+    settings = result["settings"]
+    run = settings["run"]
     for name, given in (("mode", mode), ("seed", seed), ("epoch", epoch)):
         if given is not None and str(given) != str(run[name]):
             raise ValueError(
@@ -2007,12 +2018,25 @@ def export_best(run_dir, from_search, mode=None, seed=None, epoch=None, **kwargs
                 f"{run['seed']} at epoch {run['epoch']}: its best path is "
                 f"exported from there. Received {name}={given!r}."
             )
+    # Absent from searches without a re-fit (and from those written before
+    # it existed).
+    refit = settings.get("refit_head_batches", 0)
+    if refit_head_batches is not None and refit_head_batches != refit:
+        raise ValueError(
+            "Invalid value for argument `refit_head_batches`. The search in "
+            f"{os.fspath(from_search)} scored its paths with the head "
+            + (f"re-fitted on {refit} batches" if refit else "not re-fitted")
+            + ": its best path is exported the same way. Received "
+            f"refit_head_batches={refit_head_batches!r}."
+        )
     return export.export_path(
         run_dir,
         result["best"]["path"],
         mode=run["mode"],
         seed=run["seed"],
         epoch=run["epoch"],
+        refit_head_batches=refit,
+        refit_learning_rate=settings.get("refit_learning_rate"),
         **kwargs,
     )
 

@@ -352,6 +352,90 @@ def test_export_from_search_exports_the_best_path(run_dir, exhaustive, tmp_path)
     assert metadata_files, os.listdir(tmp_path / "models")
 
 
+@pytest.fixture(scope="module")
+def refit_search(run_dir, tmp_path_factory):
+    """bin/search re-fitting each path's head on 3 training batches."""
+    output_dir = str(tmp_path_factory.mktemp("refit") / "search")
+    result = _run(
+        "search",
+        f"--run_dir={run_dir}",
+        "--strategy=random",
+        "--budget=3",
+        "--num_examples=200",
+        "--refit_head_batches=3",
+        f"--output_dir={output_dir}",
+        "--verbose=0",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(os.path.join(output_dir, "search.json")) as f:
+        return output_dir, json.load(f)
+
+
+@pytest.mark.slow
+def test_export_from_a_refit_search_exports_the_head_it_scored(
+    run_dir, refit_search, tmp_path
+):
+    import tensorflow as tf
+
+    from keras_supernet import data as data_lib
+
+    output_dir, found = refit_search
+    best, epoch = found["best"]["path"], found["settings"]["run"]["epoch"]
+    models = tmp_path / "models"
+    result = _run(
+        "export",
+        f"--run_dir={run_dir}",
+        f"--from_search={output_dir}",
+        f"--export_dir={models}",
+        "--formats=saved_model",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "head re-fitted on 3 training batches" in result.stdout
+    (name,) = os.listdir(models)
+    with open(models / name / "1" / "assets.extra" / "export_info.json") as f:
+        assert json.load(f)["head_refit_batches"] == 3
+    serve = tf.saved_model.load(str(models / name / "1")).signatures["serving_default"]
+
+    # The path as the search scored it, rebuilt here: BatchNorm
+    # recalibrated, then the head re-fitted on the run's first 3 batches.
+    loaded = runs.RunFolder(run_dir).load("joint", 0, best, epoch)
+    supernet, config = loaded.supernet, loaded.config
+    run_data = training.run_data(config, SMALL_DIR)
+    supernet.recalibrate_batchnorm(run_data.bn(), path=best, batches=10**9)
+    images = data_lib.load_arrays("mnist", SMALL_DIR)["test"][0][:200]
+    images = images.reshape(-1, 28, 28, 1).astype("float32")
+    mean, std = config.normalization["mean"], config.normalization["std"]
+    x = (images / 255.0 - mean) / std
+
+    def probabilities():
+        return tf.nn.softmax(supernet(x, training=False)).numpy()
+
+    shared = probabilities()
+    with supernet.head_refitted(
+        run_data.batches(0, 3), best, batches=3, learning_rate=config.learning_rate
+    ):
+        refitted = probabilities()
+    served = serve(images=tf.constant(images))["probabilities"].numpy()
+    assert np.abs(served - refitted).max() < 1e-5
+    # The re-fit moved the head, so the check above tells the two apart.
+    assert np.abs(shared - refitted).max() > 1e-3
+
+    # Exporting the search's path another way is refused.
+    result = _run(
+        "export",
+        f"--run_dir={run_dir}",
+        f"--from_search={output_dir}",
+        "--refit_head_batches=5",
+        f"--export_dir={tmp_path / 'other'}",
+    )
+    assert result.returncode == 1
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1 and re.search(
+        r"argument `refit_head_batches`.*re-fitted on 3 batches", lines[0]
+    ), result.stderr[-2000:]
+    assert not (tmp_path / "other").exists()
+
+
 @pytest.mark.slow
 def test_export_path_takes_a_label_of_search_json(run_dir, exhaustive, tmp_path):
     label = exhaustive[2]["evaluated"][5]["label"]
