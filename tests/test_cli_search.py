@@ -75,14 +75,14 @@ def run_dir(tmp_path_factory):
     return output_dir
 
 
-@pytest.fixture(scope="module")
-def exhaustive(run_dir, tmp_path_factory):
-    """bin/search scoring every path on 200 validation examples."""
+def _search(run_dir, tmp_path_factory, *args):
+    """`(output_dir, result, search.json)` of bin/search on 200 validation
+    examples, in a new folder."""
     output_dir = str(tmp_path_factory.mktemp("search") / "search")
     result = _run(
         "search",
         f"--run_dir={run_dir}",
-        "--strategy=exhaustive",
+        *args,
         "--num_examples=200",
         f"--output_dir={output_dir}",
         "--verbose=0",
@@ -90,6 +90,12 @@ def exhaustive(run_dir, tmp_path_factory):
     assert result.returncode == 0, result.stderr[-2000:]
     with open(os.path.join(output_dir, "search.json")) as f:
         return output_dir, result, json.load(f)
+
+
+@pytest.fixture(scope="module")
+def exhaustive(run_dir, tmp_path_factory):
+    """bin/search scoring every path on 200 validation examples."""
+    return _search(run_dir, tmp_path_factory, "--strategy=exhaustive")
 
 
 @pytest.mark.slow
@@ -355,20 +361,13 @@ def test_export_from_search_exports_the_best_path(run_dir, exhaustive, tmp_path)
 @pytest.fixture(scope="module")
 def refit_search(run_dir, tmp_path_factory):
     """bin/search re-fitting each path's head on 3 training batches."""
-    output_dir = str(tmp_path_factory.mktemp("refit") / "search")
-    result = _run(
-        "search",
-        f"--run_dir={run_dir}",
+    return _search(
+        run_dir,
+        tmp_path_factory,
         "--strategy=random",
         "--budget=3",
-        "--num_examples=200",
         "--refit_head_batches=3",
-        f"--output_dir={output_dir}",
-        "--verbose=0",
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    with open(os.path.join(output_dir, "search.json")) as f:
-        return output_dir, json.load(f)
 
 
 @pytest.mark.slow
@@ -379,7 +378,7 @@ def test_export_from_a_refit_search_exports_the_head_it_scored(
 
     from keras_supernet import data as data_lib
 
-    output_dir, found = refit_search
+    output_dir, _, found = refit_search
     best, epoch = found["best"]["path"], found["settings"]["run"]["epoch"]
     models = tmp_path / "models"
     result = _run(
