@@ -1,13 +1,18 @@
-"""Retrained paths of the story's fifth part against the report model.
+"""Retrained paths of the story's fifth and sixth parts against the report
+model.
 
 Reads each run folder's results.json (standalone runs), the report model's
 3x3->3x3 standalone runs (docs/results/full_mnist_v030, seeds 0-2, the
 recipe every path here was retrained with), and prints and writes per path:
 the test accuracies, mean and 95% interval, and against the report model
 Welch's t-test and the exact permutation test (keras_supernet.stats).
+`--against=NAME` also tests every other path against the path NAME
+(fields `welch_vs_NAME`, `permutation_vs_NAME`); `--report=FILE[,FILE...]`
+reads the report model's runs from these results.json files instead (the
+same recipe; docs/results/full_mnist_seeds34 holds its seeds 3 and 4).
 
     PYTHONPATH=. python docs/results/search/story_wide/compare.py OUTPUT.json \\
-        NAME=RUN_DIR[,RUN_DIR...] [NAME=...]
+        NAME=RUN_DIR[,RUN_DIR...] [NAME=...] [--against=NAME] [--report=FILES]
 """
 
 import json
@@ -32,13 +37,38 @@ def _accuracies(run_dirs):
     return labels.pop(), values
 
 
-def main(output, *specs):
-    with open(REPORT) as f:
-        report = [
-            r["test_accuracy"]
-            for r in json.load(f)["runs"]
-            if r["mode"] == "standalone" and r["label"] == "3x3->3x3"
-        ]
+def _line(row, against):
+    tests = [("report", "vs_report")] + [(name, f"vs_{name}") for name in against]
+    parts = []
+    for name, suffix in tests:
+        welch = row.get(f"welch_{suffix}")
+        if welch and welch["p_value"] is not None:
+            parts.append(
+                f"against {name}: Welch p = {welch['p_value']:.3f}, difference "
+                f"{welch['ci'][0]:+.4f} to {welch['ci'][1]:+.4f}; permutation p = "
+                f"{row[f'permutation_{suffix}']['p_value']:.2f}"
+            )
+    return "; ".join(parts)
+
+
+def main(output, *args):
+    options = {"--against": [], "--report": [REPORT]}
+    specs = []
+    for arg in args:
+        name, _, value = arg.partition("=")
+        if name in options:
+            options[name] = value.split(",")
+        else:
+            specs.append(arg)
+    against = options["--against"]
+    report = []
+    for path in options["--report"]:
+        with open(path) as f:
+            report += [
+                r["test_accuracy"]
+                for r in json.load(f)["runs"]
+                if r["mode"] == "standalone" and r["label"] == "3x3->3x3"
+            ]
     rows = {"report 3x3->3x3": {"label": "3x3->3x3", "test_accuracy": report}}
     rows["report 3x3->3x3"].update(stats.mean_interval(report))
     for spec in specs:
@@ -48,16 +78,21 @@ def main(output, *specs):
         row["welch_vs_report"] = stats.welch_test(values, report)
         row["permutation_vs_report"] = stats.permutation_test(values, report)
         rows[name] = row
+    for name in against:
+        if name not in rows:
+            raise SystemExit(f"error: --against={name} names no path given")
+        for other, row in rows.items():
+            if other not in (name, "report 3x3->3x3"):
+                row[f"welch_vs_{name}"] = stats.welch_test(
+                    row["test_accuracy"], rows[name]["test_accuracy"]
+                )
+                row[f"permutation_vs_{name}"] = stats.permutation_test(
+                    row["test_accuracy"], rows[name]["test_accuracy"]
+                )
     for name, row in rows.items():
         line = f"{name}: {', '.join(f'{v:.4f}' for v in row['test_accuracy'])}"
-        if "welch_vs_report" in row and row["welch_vs_report"]["p_value"] is not None:
-            welch = row["welch_vs_report"]
-            line += (
-                f"; Welch p = {welch['p_value']:.3f}, difference "
-                f"{welch['ci'][0]:+.4f} to {welch['ci'][1]:+.4f}; permutation p = "
-                f"{row['permutation_vs_report']['p_value']:.2f}"
-            )
-        print(line)
+        tests = _line(row, against)
+        print(line + (f"; {tests}" if tests else ""))
     with open(output, "w") as f:
         json.dump(rows, f, indent=1)
 
