@@ -927,16 +927,19 @@ def export_path(
     with _staging_dir(model_dir, "export_dir", os.fspath(export_dir)) as staging:
         arrays = data_lib.load_arrays(dataset, data_dir)
         test_images, test_labels = arrays["test"]
+        if loaded.recalibrates or refit_head_batches:
+            run_data = training.run_data(config, data_dir)
         if loaded.recalibrates:
             # The statistics the path was evaluated with during training:
             # the same training batches, recalibrated the same way.
-            batches = training.run_data(config, data_dir).bn()
-            supernet.recalibrate_batchnorm(batches, path=path_index, batches=10**9)
+            supernet.recalibrate_batchnorm(
+                run_data.bn(), path=path_index, batches=10**9
+            )
         if refit_head_batches:
             # The head the search scored the path with: re-fitted after the
             # recalibration, on the batches and at the rate it used.
             supernet.refit_head(
-                training.run_data(config, data_dir).batches(0, refit_head_batches),
+                run_data.refit_batches(refit_head_batches),
                 path=path_index,
                 batches=refit_head_batches,
                 learning_rate=(

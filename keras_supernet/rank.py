@@ -944,7 +944,7 @@ def _scored(model, paths, data, recalibrate=True, refit=None):
     refit_data = None
     if refit is not None:
         # The same batches for every path, and for every seed.
-        refit_data = list(data.batches(0, refit.refit_batches))
+        refit_data = list(data.refit_batches(refit.refit_batches))
     result = score_paths(
         model,
         paths,

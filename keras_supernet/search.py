@@ -1907,9 +1907,9 @@ def search_run(
         "refit_head_batches", kwargs.get("refit_head_batches", 0)
     )
     if refit:
-        # The first batches of the run's data order of seed 0, the same
-        # whatever the search seed, at the run's learning rate.
-        kwargs.setdefault("refit_data", data.batches(0, refit))
+        # The same batches whatever the search seed, at the run's
+        # learning rate.
+        kwargs.setdefault("refit_data", data.refit_batches(refit))
         kwargs.setdefault("refit_learning_rate", loaded.config.learning_rate)
     x_val = np.concatenate([x for x, _ in data.val.as_numpy_iterator()])
     y_val = np.concatenate([y for _, y in data.val.as_numpy_iterator()])

@@ -135,6 +135,13 @@ class Data:
                 return
             epoch += 1
 
+    def refit_batches(self, count):
+        """The batches a path's head is re-fitted on (`Supernet.refit_head`)
+        when `bin/search`, `bin/export` and `bin/rank` re-fit heads: the
+        first `count` of seed 0's order, the same for every path, search
+        seed and study seed."""
+        return self.batches(0, count)
+
     def bn(self):
         """The recalibration batches: the same for every path and epoch."""
         if self._bn is None:
