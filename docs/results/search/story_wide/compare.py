@@ -37,6 +37,14 @@ def _accuracies(run_dirs):
     return labels.pop(), values
 
 
+def _test(row, name, baseline):
+    """Welch's and the permutation test of `row` against `baseline`."""
+    row[f"welch_vs_{name}"] = stats.welch_test(row["test_accuracy"], baseline)
+    row[f"permutation_vs_{name}"] = stats.permutation_test(
+        row["test_accuracy"], baseline
+    )
+
+
 def _line(row, against):
     tests = [("report", "vs_report")] + [(name, f"vs_{name}") for name in against]
     parts = []
@@ -75,20 +83,14 @@ def main(output, *args):
         name, folders = spec.split("=", 1)
         label, values = _accuracies(folders.split(","))
         row = {"label": label, "test_accuracy": values, **stats.mean_interval(values)}
-        row["welch_vs_report"] = stats.welch_test(values, report)
-        row["permutation_vs_report"] = stats.permutation_test(values, report)
+        _test(row, "report", report)
         rows[name] = row
     for name in against:
         if name not in rows:
             raise SystemExit(f"error: --against={name} names no path given")
         for other, row in rows.items():
             if other not in (name, "report 3x3->3x3"):
-                row[f"welch_vs_{name}"] = stats.welch_test(
-                    row["test_accuracy"], rows[name]["test_accuracy"]
-                )
-                row[f"permutation_vs_{name}"] = stats.permutation_test(
-                    row["test_accuracy"], rows[name]["test_accuracy"]
-                )
+                _test(row, name, rows[name]["test_accuracy"])
     for name, row in rows.items():
         line = f"{name}: {', '.join(f'{v:.4f}' for v in row['test_accuracy'])}"
         tests = _line(row, against)
